@@ -1,0 +1,447 @@
+//! Initializers: how parameters get their first values.
+//!
+//! An initializer is registered on an unbound net with
+//! [`Net::initialize`](crate::Net::initialize), before any shape is known, and runs once per
+//! parameter when the net is bound, seeing the parameter's name and shape.
+//!
+//! Every parameter draws from its own random stream, derived from the net's seed and the
+//! parameter's name. So for one seed the weights are bit-identical however the net was bound
+//! (statically, at run time, through `forward_init`, or declared eagerly with `with_input`),
+//! and a layer's weights do not change when another layer's shape does.
+
+use core::fmt;
+
+use rand_chacha::ChaCha8Rng;
+use rand_core::{Rng, SeedableRng};
+
+/// What a parameter is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Role {
+    /// A weight matrix (`0.weight`).
+    Weight,
+    /// A bias vector (`0.bias`).
+    Bias,
+}
+
+impl Role {
+    /// The suffix of the parameter's name: `"weight"` or `"bias"`.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Role::Weight => "weight",
+            Role::Bias => "bias",
+        }
+    }
+}
+
+/// A parameter's shape in PyTorch order (`[out, in]` for a dense weight, `[out]` for a bias),
+/// displayed as a Python tuple: `(256, 20)`, `(256,)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Shape<'a>(pub &'a [usize]);
+
+impl fmt::Display for Shape<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_tuple(f, self.0.iter().map(|d| d as &dyn fmt::Display))
+    }
+}
+
+/// Writes items as a Python tuple: `(a, b)`, `(a,)`, `()`.
+pub(crate) fn write_tuple<'a>(
+    f: &mut fmt::Formatter<'_>,
+    items: impl ExactSizeIterator<Item = &'a dyn fmt::Display>,
+) -> fmt::Result {
+    let one = items.len() == 1;
+    f.write_str("(")?;
+    for (i, item) in items.enumerate() {
+        if i > 0 {
+            f.write_str(", ")?;
+        }
+        write!(f, "{item}")?;
+    }
+    f.write_str(if one { ",)" } else { ")" })
+}
+
+/// What an initializer is told about the parameter it fills.
+#[derive(Clone, Copy, Debug)]
+pub struct ParamInfo<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) shape: &'a [usize],
+    pub(crate) role: Role,
+    pub(crate) fan_in: usize,
+    pub(crate) fan_out: usize,
+}
+
+impl<'a> ParamInfo<'a> {
+    /// Describes a parameter; useful to test an initializer of your own.
+    pub fn new(name: &'a str, shape: &'a [usize], role: Role, fan_in: usize, fan_out: usize) -> Self {
+        ParamInfo { name, shape, role, fan_in, fan_out }
+    }
+
+    /// The parameter's name, PyTorch `nn.Sequential` style: `"0.weight"`, `"2.bias"`.
+    pub fn name(&self) -> &'a str {
+        self.name
+    }
+
+    /// Its shape in PyTorch order; displays as `(256, 20)`.
+    pub fn shape(&self) -> Shape<'a> {
+        Shape(self.shape)
+    }
+
+    /// Whether it is a weight or a bias.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The number of inputs of the layer it belongs to.
+    pub fn fan_in(&self) -> usize {
+        self.fan_in
+    }
+
+    /// The number of outputs of the layer it belongs to.
+    pub fn fan_out(&self) -> usize {
+        self.fan_out
+    }
+
+    /// The number of values it holds.
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// Whether it holds no values (never, for parameters of a bound net).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The random numbers an initializer draws from: one seeded stream per parameter.
+///
+/// Built on ChaCha8, whose output is fixed for a seed on every platform and release.
+#[derive(Clone, Debug)]
+pub struct InitRng(ChaCha8Rng);
+
+impl InitRng {
+    /// The stream for the parameter `name` of a net seeded with `seed`.
+    pub fn new(seed: u64, name: &str) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        rng.set_stream(fnv1a(name.as_bytes()));
+        InitRng(rng)
+    }
+
+    /// A number drawn uniformly from `[0, 1)`.
+    pub fn next_f64(&mut self) -> f64 {
+        (self.0.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+
+    /// A number drawn uniformly from `[low, high)`.
+    pub fn uniform(&mut self, low: f32, high: f32) -> f32 {
+        let (low, high) = (f64::from(low), f64::from(high));
+        (low + (high - low) * self.next_f64()) as f32
+    }
+
+    /// A number drawn from the normal distribution with this mean and standard deviation.
+    pub fn normal(&mut self, mean: f32, std: f32) -> f32 {
+        // Box-Muller; 1 - u lies in (0, 1], so the logarithm is finite.
+        let u1 = 1.0 - self.next_f64();
+        let u2 = self.next_f64();
+        let z = (-2.0 * u1.ln()).sqrt() * (core::f64::consts::TAU * u2).cos();
+        (f64::from(mean) + f64::from(std) * z) as f32
+    }
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// Fills parameters with their first values.
+///
+/// Implement it to choose values yourself; [`init`](Initializer::init) runs once per
+/// parameter, in order (`0.weight`, `0.bias`, `2.weight`, …), when the net is bound.
+/// `values` holds the parameter's [`len`](ParamInfo::len) numbers in storage order; draw
+/// random numbers from `rng` so that the seed decides them.
+///
+/// # Example
+///
+/// MXNet's `MyInit` from the d2l.ai chapter: report, then draw from U(-10, 10) and zero every
+/// value below 5 in magnitude.
+/// ```
+/// use lazynet::prelude::*;
+///
+/// struct MyInit;
+///
+/// impl Initializer for MyInit {
+///     fn init(&self, param: &ParamInfo<'_>, rng: &mut InitRng, values: &mut [f32]) {
+///         println!("Init {} {}", param.name(), param.shape());
+///         for v in values {
+///             let x = rng.uniform(-10.0, 10.0);
+///             *v = if x.abs() >= 5.0 { x } else { 0.0 };
+///         }
+///     }
+/// }
+///
+/// let net = Net::new().push(Dense::<U4>::new()).initialize(MyInit).bind::<U3>();
+/// let (_, w) = net.named_params().next().ok_or("no parameters")?;
+/// assert!(w.iter().all(|v| *v == 0.0 || v.abs() >= 5.0));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub trait Initializer: Send + Sync {
+    /// Fills one parameter.
+    fn init(&self, param: &ParamInfo<'_>, rng: &mut InitRng, values: &mut [f32]);
+}
+
+impl<T: Initializer + ?Sized> Initializer for Box<T> {
+    fn init(&self, param: &ParamInfo<'_>, rng: &mut InitRng, values: &mut [f32]) {
+        (**self).init(param, rng, values);
+    }
+}
+
+impl<T: Initializer + ?Sized> Initializer for std::sync::Arc<T> {
+    fn init(&self, param: &ParamInfo<'_>, rng: &mut InitRng, values: &mut [f32]) {
+        (**self).init(param, rng, values);
+    }
+}
+
+/// The initializer a net has when none is registered: PyTorch's `nn.Linear` default,
+/// U(−1/√in, 1/√in) for weights and biases alike.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct DefaultInit;
+
+impl Initializer for DefaultInit {
+    fn init(&self, param: &ParamInfo<'_>, rng: &mut InitRng, values: &mut [f32]) {
+        let bound = 1.0 / (param.fan_in.max(1) as f32).sqrt();
+        values.iter_mut().for_each(|v| *v = rng.uniform(-bound, bound));
+    }
+}
+
+/// Sets every value to zero.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Zeros;
+
+impl Initializer for Zeros {
+    fn init(&self, _: &ParamInfo<'_>, _: &mut InitRng, values: &mut [f32]) {
+        values.fill(0.0);
+    }
+}
+
+/// Sets every value to the number it holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Constant(pub f32);
+
+impl Initializer for Constant {
+    fn init(&self, _: &ParamInfo<'_>, _: &mut InitRng, values: &mut [f32]) {
+        values.fill(self.0);
+    }
+}
+
+/// Draws every value from U(low, high).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Uniform {
+    /// The lower bound.
+    pub low: f32,
+    /// The upper bound.
+    pub high: f32,
+}
+
+impl Uniform {
+    /// U(low, high).
+    pub fn new(low: f32, high: f32) -> Self {
+        Uniform { low, high }
+    }
+}
+
+impl Initializer for Uniform {
+    fn init(&self, _: &ParamInfo<'_>, rng: &mut InitRng, values: &mut [f32]) {
+        values.iter_mut().for_each(|v| *v = rng.uniform(self.low, self.high));
+    }
+}
+
+/// Draws every value from N(mean, std²).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Normal {
+    /// The mean.
+    pub mean: f32,
+    /// The standard deviation.
+    pub std: f32,
+}
+
+impl Normal {
+    /// N(mean, std²).
+    pub fn new(mean: f32, std: f32) -> Self {
+        Normal { mean, std }
+    }
+}
+
+impl Initializer for Normal {
+    fn init(&self, _: &ParamInfo<'_>, rng: &mut InitRng, values: &mut [f32]) {
+        values.iter_mut().for_each(|v| *v = rng.normal(self.mean, self.std));
+    }
+}
+
+macro_rules! fan_init {
+    ($(#[$doc:meta])* $name:ident, $gain:expr, |$p:ident, $g:ident, $rng:ident| $draw:expr) => {
+        $(#[$doc])*
+        ///
+        /// Biases are set to zero, as Gluon and Keras do; combine with [`WeightBias`] to choose
+        /// otherwise.
+        #[derive(Clone, Copy, Debug, PartialEq)]
+        pub struct $name {
+            /// The gain that scales the spread.
+            pub gain: f32,
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                $name { gain: $gain }
+            }
+        }
+
+        impl $name {
+            /// With another gain.
+            pub fn with_gain(gain: f32) -> Self {
+                $name { gain }
+            }
+        }
+
+        impl Initializer for $name {
+            fn init(&self, $p: &ParamInfo<'_>, $rng: &mut InitRng, values: &mut [f32]) {
+                if $p.role == Role::Bias {
+                    values.fill(0.0);
+                    return;
+                }
+                let $g = self.gain;
+                values.iter_mut().for_each(|v| *v = $draw);
+            }
+        }
+    };
+}
+
+fan_init!(
+    /// Glorot & Bengio (2010), uniform: U(±gain·√(6 / (in + out))). Default gain 1.
+    XavierUniform, 1.0,
+    |p, g, rng| {
+        let b = g * (6.0 / (p.fan_in + p.fan_out).max(1) as f32).sqrt();
+        rng.uniform(-b, b)
+    }
+);
+fan_init!(
+    /// Glorot & Bengio (2010), normal: N(0, gain²·2 / (in + out)). Default gain 1.
+    XavierNormal, 1.0,
+    |p, g, rng| rng.normal(0.0, g * (2.0 / (p.fan_in + p.fan_out).max(1) as f32).sqrt())
+);
+fan_init!(
+    /// He et al. (2015), uniform: U(±gain·√(3 / in)). Default gain √2, for ReLU.
+    KaimingUniform, core::f32::consts::SQRT_2,
+    |p, g, rng| {
+        let b = g * (3.0 / p.fan_in.max(1) as f32).sqrt();
+        rng.uniform(-b, b)
+    }
+);
+fan_init!(
+    /// He et al. (2015), normal: N(0, gain² / in). Default gain √2, for ReLU.
+    KaimingNormal, core::f32::consts::SQRT_2,
+    |p, g, rng| rng.normal(0.0, g / (p.fan_in.max(1) as f32).sqrt())
+);
+
+/// One initializer for weights, another for biases.
+///
+/// # Example
+/// ```
+/// use lazynet::prelude::*;
+///
+/// let net = Net::new()
+///     .push(Dense::<U8>::new())
+///     .initialize(WeightBias::new(XavierUniform::default(), Constant(0.1)))
+///     .bind::<U4>();
+/// let bias = net.named_params().nth(1).ok_or("no bias")?.1;
+/// assert!(bias.iter().all(|b| *b == 0.1));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct WeightBias<W, B> {
+    /// For weights.
+    pub weight: W,
+    /// For biases.
+    pub bias: B,
+}
+
+impl<W, B> WeightBias<W, B> {
+    /// `weight` for weights, `bias` for biases.
+    pub fn new(weight: W, bias: B) -> Self {
+        WeightBias { weight, bias }
+    }
+}
+
+impl<W: Initializer, B: Initializer> Initializer for WeightBias<W, B> {
+    fn init(&self, param: &ParamInfo<'_>, rng: &mut InitRng, values: &mut [f32]) {
+        match param.role {
+            Role::Weight => self.weight.init(param, rng, values),
+            Role::Bias => self.bias.init(param, rng, values),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fill(init: &dyn Initializer, role: Role, fan_in: usize, fan_out: usize, n: usize) -> Vec<f32> {
+        let shape = [n];
+        let p = ParamInfo::new("0.weight", &shape, role, fan_in, fan_out);
+        let mut v = vec![f32::NAN; n];
+        init.init(&p, &mut InitRng::new(7, p.name()), &mut v);
+        v
+    }
+
+    #[test]
+    fn shapes_display_as_python_tuples() {
+        assert_eq!(Shape(&[256, 20]).to_string(), "(256, 20)");
+        assert_eq!(Shape(&[256]).to_string(), "(256,)");
+        assert_eq!(Shape(&[]).to_string(), "()");
+    }
+
+    #[test]
+    fn streams_depend_on_seed_and_name_only() {
+        let draw = |seed, name| InitRng::new(seed, name).next_f64();
+        assert_eq!(draw(1, "0.weight"), draw(1, "0.weight"));
+        assert_ne!(draw(1, "0.weight"), draw(2, "0.weight"));
+        assert_ne!(draw(1, "0.weight"), draw(1, "0.bias"));
+    }
+
+    #[test]
+    fn default_init_is_pytorch_linear_bound() {
+        let v = fill(&DefaultInit, Role::Weight, 16, 4, 10_000);
+        assert!(v.iter().all(|x| x.abs() <= 0.25));
+        assert!(v.iter().any(|x| x.abs() > 0.24), "draws should reach near the bound");
+    }
+
+    #[test]
+    fn uniform_and_normal_have_their_moments() {
+        let v = fill(&Uniform::new(2.0, 4.0), Role::Weight, 1, 1, 20_000);
+        assert!(v.iter().all(|x| (2.0..4.0).contains(x)));
+        let mean = v.iter().sum::<f32>() / v.len() as f32;
+        assert!((mean - 3.0).abs() < 0.02, "mean {mean}");
+
+        let v = fill(&Normal::new(1.0, 0.5), Role::Weight, 1, 1, 20_000);
+        let mean = v.iter().sum::<f32>() / v.len() as f32;
+        let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f32>() / v.len() as f32;
+        assert!((mean - 1.0).abs() < 0.02, "mean {mean}");
+        assert!((var.sqrt() - 0.5).abs() < 0.02, "std {}", var.sqrt());
+    }
+
+    #[test]
+    fn fan_initializers_respect_their_bounds_and_zero_biases() {
+        let b = (6.0f32 / 30.0).sqrt();
+        assert!(fill(&XavierUniform::default(), Role::Weight, 10, 20, 5000).iter().all(|x| x.abs() <= b));
+        let b = 2f32.sqrt() * (3.0f32 / 10.0).sqrt();
+        assert!(fill(&KaimingUniform::default(), Role::Weight, 10, 20, 5000).iter().all(|x| x.abs() <= b));
+        for init in [&XavierUniform::default() as &dyn Initializer, &XavierNormal::default(), &KaimingUniform::default(), &KaimingNormal::default()] {
+            assert!(fill(init, Role::Bias, 10, 20, 50).iter().all(|x| *x == 0.0));
+        }
+    }
+
+    #[test]
+    fn weight_bias_dispatches_on_role() {
+        let init = WeightBias::new(Constant(1.0), Zeros);
+        assert!(fill(&init, Role::Weight, 1, 1, 5).iter().all(|x| *x == 1.0));
+        assert!(fill(&init, Role::Bias, 1, 1, 5).iter().all(|x| *x == 0.0));
+    }
+}

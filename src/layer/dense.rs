@@ -1,0 +1,201 @@
+//! The dense (fully connected) layer.
+
+
+use super::{sealed, Layer, LayerOn, Op, PartialShape};
+use crate::decimal::{Decimal, Dec};
+use crate::dim::{Dim, Dyn, StaticDim};
+use crate::init::Role;
+use crate::rules::{AtRunTime, DeclaredInputMatches, Proven};
+
+/// Marks a layer whose input size is inferred when the net is bound (the default).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Infer;
+
+/// A fully connected layer: `y = W · x + b`, with `W` of shape `[out, in]` (PyTorch's
+/// `nn.Linear` layout) and `b` of shape `[out]`.
+///
+/// Its parameters are named `{index}.weight` and `{index}.bias`.
+///
+/// # Type parameters
+/// * `O`: the output width, a typenum number (`Dense::<U256>::new()`) or [`Dyn`]
+///   (`Dense::dynamic(256)`).
+/// * `I`: the input width: [`Infer`] (the default) to take it from the layer before when the
+///   net is bound, a typenum number to declare it (`Dense::<U256>::with_input::<U20>()`, Gluon's
+///   `in_units`), or [`Dyn`] to declare it at run time (`with_input_size(20)`).
+///
+/// # Example
+/// ```
+/// use lazynet::prelude::*;
+///
+/// let static_width = Dense::<U256>::new();
+/// let run_time_width = Dense::dynamic(256);
+/// let declared = Dense::<U256>::with_input::<U20>();
+/// # let _ = (static_width, run_time_width, declared);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Dense<O: Dim, I = Infer> {
+    out: O,
+    input: I,
+}
+
+impl<O: StaticDim> Dense<O> {
+    /// A dense layer of `O` outputs whose input size is inferred at binding.
+    pub fn new() -> Self {
+        Dense { out: O::default(), input: Infer }
+    }
+
+    /// A dense layer of `O` outputs that declares `I` inputs. A net that starts with it can be
+    /// built without naming the input size again ([`Net::build`](crate::Net::build)); a
+    /// mismatch with the layer before it is a compile error.
+    pub fn with_input<I: StaticDim>() -> Dense<O, I> {
+        Dense { out: O::default(), input: I::default() }
+    }
+}
+
+impl<O: StaticDim> Default for Dense<O> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Dense<Dyn> {
+    /// A dense layer whose width is known only at run time.
+    ///
+    /// A width of 0 is allowed, as in PyTorch: the layer has no outputs, and a layer after it
+    /// sees zero features (a dense layer then outputs its bias).
+    pub fn dynamic(out: usize) -> Self {
+        Dense { out: Dyn(out), input: Infer }
+    }
+}
+
+impl<O: Dim, I: Dim> Dense<O, I> {
+    /// The declared input dimension.
+    pub fn declared_dim(&self) -> I {
+        self.input
+    }
+}
+
+impl<O: Dim> Dense<O> {
+    /// Declares the input size at run time; the net that holds it is bound with `try_bind`,
+    /// which checks the size.
+    pub fn with_input_size(self, input: usize) -> Dense<O, Dyn> {
+        Dense { out: self.out, input: Dyn(input) }
+    }
+}
+
+/// How a layer's input declaration reads: nothing, a static or a run-time size.
+pub trait InputDecl: Copy + Send + Sync + 'static {
+    /// The declared size, if any.
+    fn declared(&self) -> Option<usize>;
+}
+
+impl InputDecl for Infer {
+    fn declared(&self) -> Option<usize> {
+        None
+    }
+}
+
+impl<D: Dim> InputDecl for D {
+    fn declared(&self) -> Option<usize> {
+        Some(self.size())
+    }
+}
+
+impl<O: Dim, I: InputDecl> sealed::Sealed for Dense<O, I> {}
+
+impl<O: Dim, I: InputDecl> Layer for Dense<O, I> {
+    fn kind(&self) -> &'static str {
+        "Dense"
+    }
+
+    fn output_size(&self, _: Option<usize>) -> Option<usize> {
+        Some(self.out.size())
+    }
+
+    fn param_shapes(&self, input: Option<usize>) -> Vec<(Role, PartialShape)> {
+        let input = self.input.declared().or(input);
+        vec![
+            (Role::Weight, PartialShape(vec![Some(self.out.size()), input])),
+            (Role::Bias, PartialShape(vec![Some(self.out.size())])),
+        ]
+    }
+
+    fn declared_input(&self) -> Option<usize> {
+        self.input.declared()
+    }
+
+    fn op(&self) -> Op {
+        Op::Dense
+    }
+}
+
+/// With no declared input: any input, nothing to check.
+impl<O: Dim, In: Dim> LayerOn<In> for Dense<O, Infer> {
+    type Out = O;
+    type Checks = Proven;
+    fn output(&self, _: In) -> O {
+        self.out
+    }
+}
+
+/// Declared and received sizes both static: the compiler checks they are equal.
+impl<O: Dim, I: StaticDim + Decimal, In: StaticDim + Decimal> LayerOn<In> for Dense<O, I>
+where
+    Dec<I>: DeclaredInputMatches<Dec<In>>,
+{
+    type Out = O;
+    type Checks = Proven;
+    fn output(&self, _: In) -> O {
+        self.out
+    }
+}
+
+/// Declared static, received at run time: checked by `try_bind`.
+impl<O: Dim, I: StaticDim> LayerOn<Dyn> for Dense<O, I> {
+    type Out = O;
+    type Checks = AtRunTime;
+    fn output(&self, _: Dyn) -> O {
+        self.out
+    }
+}
+
+/// Declared at run time: checked by `try_bind`.
+impl<O: Dim, In: Dim> LayerOn<In> for Dense<O, Dyn> {
+    type Out = O;
+    type Checks = AtRunTime;
+    fn output(&self, _: In) -> O {
+        self.out
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use typenum::{U10, U20, U256};
+
+    #[test]
+    fn shapes_follow_pytorch_order() {
+        let d = Dense::<U256>::new();
+        assert_eq!(d.param_shapes(Some(20))[0].1, PartialShape(vec![Some(256), Some(20)]));
+        assert_eq!(d.param_shapes(None)[0].1.to_string(), "(256, ?)");
+        assert_eq!(d.param_shapes(None)[1].1.to_string(), "(256,)");
+        assert_eq!(d.output_size(None), Some(256));
+    }
+
+    #[test]
+    fn declared_inputs_are_reported() {
+        assert_eq!(Dense::<U10>::with_input::<U20>().declared_input(), Some(20));
+        assert_eq!(Dense::<U10>::new().declared_input(), None);
+        assert_eq!(Dense::dynamic(10).with_input_size(30).declared_input(), Some(30));
+        assert_eq!(Dense::<U10>::with_input::<U20>().param_shapes(None)[0].1.to_string(), "(10, 20)");
+    }
+
+    #[test]
+    fn output_types_follow_the_width() {
+        let o: U10 = LayerOn::<U20>::output(&Dense::<U10>::new(), U20::default());
+        assert_eq!(o.size(), 10);
+        let o: Dyn = LayerOn::<U20>::output(&Dense::dynamic(7), U20::default());
+        assert_eq!(o, Dyn(7));
+    }
+}

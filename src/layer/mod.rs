@@ -1,0 +1,125 @@
+//! Layers: what a net is declared from.
+//!
+//! A layer value is a *specification*: it states its output width and, optionally, its input
+//! width. It holds no parameters; binding the net turns each specification into a bound layer
+//! that owns its parameters.
+
+mod activation;
+mod dense;
+
+use core::fmt;
+
+pub use activation::{Identity, Relu, Sigmoid, Tanh};
+pub use dense::{Dense, Infer};
+
+use crate::dim::Dim;
+use crate::init::Role;
+
+pub(crate) use activation::Activation;
+
+/// A layer specification: its kind, how it maps sizes, and the parameters it will own.
+///
+/// Implemented by the layers of this crate; it is sealed for now, because the bound side of a
+/// layer (its forward computation) is not yet a public interface.
+pub trait Layer: sealed::Sealed + Send + Sync + 'static {
+    /// The layer's kind, e.g. `"Dense"`; error messages and summaries show it.
+    fn kind(&self) -> &'static str;
+
+    /// The output width, given the input width when it is known; `None` when it is not known
+    /// yet.
+    fn output_size(&self, input: Option<usize>) -> Option<usize>;
+
+    /// The shapes of the parameters it will own (PyTorch order), with `None` where a size is not
+    /// known yet.
+    fn param_shapes(&self, input: Option<usize>) -> Vec<(Role, PartialShape)>;
+
+    /// The input width this layer declares, if it declares one.
+    fn declared_input(&self) -> Option<usize>;
+
+    /// Turns the specification into the bound computation for an input of `input` features.
+    #[doc(hidden)]
+    fn op(&self) -> Op;
+}
+
+/// The bound computation of a layer. Not a public interface yet.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// `W · X + b`.
+    Dense,
+    /// An element-wise function.
+    Act(Activation),
+}
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// A layer whose output size type follows from the input size type `In`.
+///
+/// This is where the compiler checks shapes: an implementation exists only for the inputs a
+/// layer accepts (a declared input size must match), and it says whether a check is left for
+/// run time.
+///
+/// # Type parameters
+/// * `In`: the input dimension, a typenum number or [`Dyn`](crate::Dyn).
+pub trait LayerOn<In: Dim>: Layer {
+    /// The output dimension.
+    type Out: Dim;
+    /// [`Proven`](crate::rules::Proven) when the compiler made every check,
+    /// [`AtRunTime`](crate::rules::AtRunTime) when one is left for `try_bind`.
+    type Checks;
+    /// The output dimension's value for this input.
+    fn output(&self, input: In) -> Self::Out;
+}
+
+/// A shape with unknown places, displayed as `(256, ?)`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PartialShape(pub Vec<Option<usize>>);
+
+impl PartialShape {
+    /// The number of values, when every size is known.
+    pub fn len(&self) -> Option<usize> {
+        self.0.iter().try_fold(1usize, |n, d| d.map(|d| n * d))
+    }
+
+    /// Whether the shape holds no values (`Some(true)`), some (`Some(false)`), or is not known.
+    pub fn is_empty(&self) -> Option<bool> {
+        self.len().map(|n| n == 0)
+    }
+
+    /// The full shape, when every size is known.
+    pub fn known(&self) -> Option<Vec<usize>> {
+        self.0.iter().copied().collect()
+    }
+}
+
+impl fmt::Display for PartialShape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        struct Place(Option<usize>);
+        impl fmt::Display for Place {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                match self.0 {
+                    Some(d) => write!(f, "{d}"),
+                    None => f.write_str("?"),
+                }
+            }
+        }
+        let places: Vec<Place> = self.0.iter().copied().map(Place).collect();
+        crate::init::write_tuple(f, places.iter().map(|p| p as &dyn fmt::Display))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partial_shapes_show_question_marks() {
+        assert_eq!(PartialShape(vec![Some(256), None]).to_string(), "(256, ?)");
+        assert_eq!(PartialShape(vec![Some(256)]).to_string(), "(256,)");
+        assert_eq!(PartialShape(vec![Some(256), None]).len(), None);
+        assert_eq!(PartialShape(vec![Some(10), Some(256)]).len(), Some(2560));
+        assert_eq!(PartialShape(vec![Some(10), Some(256)]).known(), Some(vec![10, 256]));
+    }
+}

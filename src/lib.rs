@@ -1,0 +1,85 @@
+//! # lazynet
+//!
+//! Neural networks declared without their input size, whose shapes are checked by the
+//! compiler.
+//!
+//! Deep-learning frameworks let you declare a network without its input size and fill the
+//! shapes in later (PyTorch `LazyLinear`, Keras `Dense`, MXNet Gluon, Flax). It is convenient,
+//! and it moves every shape mistake to run time, deep inside a matrix multiply. lazynet keeps
+//! the convenience and moves the check to the compiler:
+//!
+//! ```
+//! use lazynet::prelude::*;
+//!
+//! // Declared: layers state only their output sizes; no parameter exists yet.
+//! let decl = Net::new()
+//!     .push(Dense::<U256>::new())
+//!     .push(Relu)
+//!     .push(Dense::<U10>::new())
+//!     .initialize(XavierUniform::default())
+//!     .seed(42);
+//! assert_eq!(decl.partial_shapes()[0].1.to_string(), "(256, ?)");
+//!
+//! // Bound at compile time: every shape is inferred and checked by the compiler.
+//! let net = decl.clone().bind::<U20>();
+//! let x = Batch::<U20>::from_fn(2, |f, s| (f * s) as f32 * 0.01);
+//! let y: Batch<U10> = net.forward(&x);
+//!
+//! // Bound at run time: the same checks, as a `Result`.
+//! let dyn_net = decl.try_bind(20)?;
+//! assert_eq!(dyn_net.try_forward(&x)?.as_matrix(), y.as_matrix());
+//! assert!(decl.try_bind(0).is_err());
+//! # Ok::<(), ShapeError>(())
+//! ```
+//!
+//! A layer that declares an input size other than what reaches it does not compile, and the
+//! error states both sizes in decimal (`Num<_3, _0>` is 30):
+//!
+//! ```text
+//! error[E0277]: shape mismatch: a layer declares Num<_3, _0> inputs but the layer before it (or the bound input) produces Num<_2, _5, _6>
+//! ```
+//!
+//! ## Layout
+//!
+//! Parameters are heap `nalgebra::DMatrix<f32>`: a dense weight is `out × in` (PyTorch's
+//! `[256, 20]`) and a batch is `features × samples`, one column per sample, so `W · X` runs on
+//! the GEMM kernel at every batch size. The compile-time shapes live in the types only.
+//!
+//! ## Sizes
+//!
+//! Static sizes are typenum numbers, re-exported by the prelude: `U1` … `U1024`, powers of two
+//! and of ten. Other sizes are written as arithmetic: `typenum::op!(U32 * U36)`. Run-time sizes
+//! are [`Dyn`].
+//!
+//! ## Features
+//!
+//! * `threading`: lets the GEMM kernel (matrixmultiply) use every core.
+
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod batch;
+pub mod decimal;
+mod dim;
+mod error;
+mod exec;
+pub mod init;
+pub mod layer;
+pub mod list;
+mod net;
+pub mod prelude;
+pub mod rules;
+mod state;
+mod summary;
+
+pub use batch::Batch;
+pub use dim::{Dim, Dyn, StaticDim};
+pub use error::ShapeError;
+pub use net::{BindTo, ForwardInit, Net};
+pub use state::{Bound, Init, Uninit, Unbound};
+
+pub use generic_array;
+pub use nalgebra;
+#[doc(hidden)]
+pub use typenum;
+pub use typenum::consts::*;

@@ -1,0 +1,341 @@
+//! [`Net`]: a declaration that becomes a bound network.
+
+use std::sync::Arc;
+
+use generic_array::sequence::GenericSequence;
+use generic_array::{ArrayLength, GenericArray};
+use nalgebra::DMatrix;
+
+use crate::batch::Batch;
+use crate::decimal::{Dec, Decimal};
+use crate::dim::{Dim, Dyn, StaticDim};
+use crate::error::ShapeError;
+use crate::exec;
+use crate::init::Initializer;
+use crate::layer::{Layer, PartialShape};
+use crate::list::{Chain, FirstInput, Layers};
+use crate::rules::{BatchWidthMatches, CheckedAtCompileTime};
+use crate::state::{Bound, Init, Uninit, Unbound};
+
+/// A neural network: a list of layers `L` in state `S`.
+///
+/// A net starts as a declaration, `Net<Uninit, L>`: layers state their output sizes, an
+/// initializer and a seed can be registered, and no parameter exists. Binding the input size
+/// infers every layer's shape, checks them, allocates and initializes the parameters, and
+/// yields `Net<Init<N>, L>`:
+///
+/// * [`bind::<U20>()`](Net::bind): the size is a type; the compiler checks every shape and the
+///   call cannot fail.
+/// * [`try_bind(20)`](Net::try_bind): the size is a run-time number; a mismatch is a
+///   [`ShapeError`] naming the layer and both sizes.
+/// * [`forward_init(&batch)`](Net::forward_init): the first batch fixes the size (PyTorch's
+///   lazy modules).
+/// * [`build()`](Net::build): the first layer declared its input size
+///   (`Dense::<U256>::with_input::<U20>()`), so nothing needs to be named.
+///
+/// # Binding one declaration to several input sizes
+///
+/// A declaration is a value that can be cloned and bound again: `decl.clone().bind::<U20>()`
+/// and `decl.bind::<U30>()` are two nets of different types. They share the declaration (the
+/// layers, the initializer, the seed) and nothing else: each owns its parameters. Because every
+/// parameter draws from a random stream chosen by the seed and its name, parameters whose
+/// shape does not depend on the input size (here `2.weight` and every bias) get the same
+/// values in both nets; only `0.weight`, whose shape does, differs.
+///
+/// # Type parameters
+/// * `S`: the state, [`Uninit`] or [`Init<N>`](Init).
+/// * `L`: the type-level list of layers, built by [`push`](Net::push).
+///
+/// # Example
+/// ```
+/// use lazynet::prelude::*;
+///
+/// let decl = Net::new()
+///     .push(Dense::<U256>::new())
+///     .push(Relu)
+///     .push(Dense::<U10>::new())
+///     .initialize(XavierUniform::default())
+///     .seed(42);
+///
+/// let net = decl.clone().bind::<U20>();
+/// assert_eq!(net.param_shapes(), [vec![256, 20], vec![256], vec![10, 256], vec![10]]);
+///
+/// let x = Batch::<U20>::from_fn(2, |f, s| (f + s) as f32 / 20.0);
+/// let y: Batch<U10> = net.forward(&x);
+/// assert_eq!(y.samples(), 2);
+///
+/// let dyn_net = decl.try_bind(20)?;
+/// let y2 = dyn_net.try_forward(&x.into_dyn())?;
+/// assert_eq!(y.as_matrix(), y2.as_matrix());
+/// # Ok::<(), ShapeError>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct Net<S, L> {
+    state: S,
+    layers: L,
+}
+
+impl Net<Uninit, ()> {
+    /// An empty declaration; add layers with [`push`](Net::push).
+    pub fn new() -> Self {
+        Net { state: Uninit::default(), layers: () }
+    }
+}
+
+impl Default for Net<Uninit, ()> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<L: Layers> Net<Uninit, L> {
+    /// Appends a layer.
+    pub fn push<H: Layer + Clone>(self, layer: H) -> Net<Uninit, (L, H)> {
+        Net { state: self.state, layers: (self.layers, layer) }
+    }
+
+    /// Registers the initializer that runs when the net is bound. Nothing runs now: the shapes
+    /// are not known yet.
+    pub fn initialize(mut self, init: impl Initializer + 'static) -> Self {
+        self.state.init = Arc::new(init);
+        self
+    }
+
+    /// Sets the seed of the initializer's random numbers (0 when never set).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.state.seed = seed;
+        self
+    }
+
+    /// Every parameter's name and shape, with `?` where the input size is still unknown:
+    /// `("0.weight", (256, ?))`, `("2.weight", (10, 256))`.
+    pub fn partial_shapes(&self) -> Vec<(String, PartialShape)> {
+        let mut out = Vec::new();
+        let mut size = None;
+        for (index, layer) in self.layer_refs().into_iter().enumerate() {
+            for (role, shape) in layer.param_shapes(size) {
+                out.push((format!("{index}.{}", role.suffix()), shape));
+            }
+            size = layer.output_size(size);
+        }
+        out
+    }
+
+    /// Binds to an input size known at run time, checking every shape. The declaration is
+    /// kept, so a failure loses nothing and the same declaration can be bound to other sizes.
+    ///
+    /// # Errors
+    /// [`ShapeError::ZeroInput`] for 0, [`ShapeError::LayerInput`] when a layer declares an input
+    /// size other than what reaches it.
+    pub fn try_bind(&self, input: usize) -> Result<Net<Init<Dyn>, L>, ShapeError>
+    where
+        L: Chain<Dyn>,
+    {
+        let layers = self.layer_refs();
+        exec::check(&layers, input)?;
+        Ok(self.clone().bound(Dyn(input), &layers))
+    }
+
+    /// Binds to the input size that the first layer declares
+    /// (`Dense::<U256>::with_input::<U20>()`), as Gluon initializes a layer given `in_units`
+    /// at once. Checked by the compiler, like [`bind`](Net::bind).
+    pub fn build(self) -> Net<Init<L::Input>, L>
+    where
+        L: FirstInput,
+        L::Input: BindTo<L>,
+    {
+        self.bind::<L::Input>()
+    }
+
+    /// Binds to the size of the first batch and runs the net on it, like a PyTorch lazy
+    /// module's first call. The declaration is kept.
+    ///
+    /// For a `Batch<U20>` this returns `(net, output)` and cannot fail; for a `Batch<Dyn>` it
+    /// returns a `Result`.
+    pub fn forward_init<M: ForwardInit<L>>(&self, x: &Batch<M>) -> M::Output {
+        M::forward_init(self, x)
+    }
+
+    fn bound<N: Dim>(self, input: N, layers: &[&dyn Layer]) -> Net<Init<N>, L> {
+        let Uninit { init, seed } = self.state;
+        let bound = exec::build(layers, input.size(), init.as_ref(), seed);
+        Net { state: Init { input, seed, layers: bound }, layers: self.layers }
+    }
+}
+
+impl<S, L: Layers> Net<S, L> {
+    /// Binds to the input size `N`, checked by the compiler: a mismatch anywhere in the net is
+    /// a compile error at this call, stating both sizes. Cannot fail at run time.
+    ///
+    /// Offered when every check can be made at compile time; a net where a run-time size
+    /// meets a declared one is bound with [`try_bind`](Net::try_bind).
+    pub fn bind<N>(self) -> Net<Init<N>, L>
+    where
+        S: Unbound,
+        N: BindTo<L>,
+    {
+        let net = Net { state: self.state.into_uninit(), layers: self.layers };
+        let layers = net.layer_refs();
+        let bound = exec::build(&layers, N::USIZE, net.state.init.as_ref(), net.state.seed);
+        Net { state: Init { input: N::default(), seed: net.state.seed, layers: bound }, layers: net.layers }
+    }
+
+    /// Every parameter with its name, in order: `("0.weight", W)` (`256 × 20`),
+    /// `("0.bias", b)` (`256 × 1`), … A weight is stored `out × in`, a bias as a column.
+    pub fn named_params(&self) -> impl Iterator<Item = (&str, &DMatrix<f32>)>
+    where
+        S: Bound,
+    {
+        self.state.bound_layers().iter().flat_map(|l| l.params.iter().map(|p| (p.name.as_str(), &p.value)))
+    }
+
+    /// Every parameter's shape in PyTorch order: `[[256, 20], [256], [10, 256], [10]]`.
+    pub fn param_shapes(&self) -> Vec<Vec<usize>>
+    where
+        S: Bound,
+    {
+        self.state.bound_layers().iter().flat_map(|l| l.params.iter().map(|p| p.shape.clone())).collect()
+    }
+
+    /// The number of parameter values.
+    pub fn param_count(&self) -> usize
+    where
+        S: Bound,
+    {
+        self.state.bound_layers().iter().flat_map(|l| &l.params).map(|p| p.value.len()).sum()
+    }
+
+    /// Draws every parameter again with another initializer (MXNet's `force_reinit`), using
+    /// the net's seed.
+    pub fn reinitialize(&mut self, init: impl Initializer)
+    where
+        S: Bound,
+    {
+        let seed = self.state.seed();
+        exec::initialize(self.state.bound_layers_mut(), &init, seed);
+    }
+
+    /// The layers of the declaration.
+    pub fn layers(&self) -> &L {
+        &self.layers
+    }
+
+    pub(crate) fn state(&self) -> &S {
+        &self.state
+    }
+
+    pub(crate) fn layer_refs(&self) -> Vec<&dyn Layer> {
+        let mut out = Vec::with_capacity(L::LEN);
+        self.layers.visit(&mut out);
+        out
+    }
+}
+
+impl<N: Dim, L: Chain<N>> Net<Init<N>, L> {
+    /// The input dimension the net is bound to.
+    pub fn input(&self) -> N {
+        self.state.input
+    }
+
+    /// Runs the net on a batch whose feature count is checked at run time.
+    ///
+    /// # Errors
+    /// [`ShapeError::Features`] when the batch does not have the net's input size.
+    pub fn try_forward<M: Dim>(&self, x: &Batch<M>) -> Result<Batch<L::Out>, ShapeError> {
+        let expected = self.state.input.size();
+        if x.features().size() != expected {
+            return Err(ShapeError::Features { expected, actual: x.features().size() });
+        }
+        Ok(self.run(x.as_matrix()))
+    }
+
+    /// Runs the net on a `features × samples` matrix, checking its row count.
+    ///
+    /// # Errors
+    /// [`ShapeError::Features`] when the row count is not the net's input size.
+    pub fn try_forward_matrix(&self, x: &DMatrix<f32>) -> Result<Batch<L::Out>, ShapeError> {
+        let expected = self.state.input.size();
+        if x.nrows() != expected {
+            return Err(ShapeError::Features { expected, actual: x.nrows() });
+        }
+        Ok(self.run(x))
+    }
+
+    fn run(&self, x: &DMatrix<f32>) -> Batch<L::Out> {
+        let out = self.layers.output(self.state.input);
+        Batch::from_parts(exec::forward(&self.state.layers, x), out)
+    }
+}
+
+impl<N: StaticDim + Decimal, L: Chain<N>> Net<Init<N>, L> {
+    /// Runs the net on a batch of its input size. Cannot fail: a batch of another width is a
+    /// compile error. A batch of zero samples gives an output of zero samples.
+    pub fn forward<M: StaticDim + Decimal>(&self, x: &Batch<M>) -> Batch<L::Out>
+    where
+        Dec<M>: BatchWidthMatches<Dec<N>>,
+    {
+        self.run(x.as_matrix())
+    }
+
+    /// Runs the net on one sample and returns one output, both sized by their types.
+    ///
+    /// ```
+    /// use lazynet::prelude::*;
+    ///
+    /// let net = Net::new().push(Dense::<U3>::new()).push(Sigmoid).bind::<U2>();
+    /// let y: GenericArray<f32, U3> = net.predict(&GenericArray::from_array([0.5, -0.5]));
+    /// assert!(y.iter().all(|v| (0.0..=1.0).contains(v)));
+    /// ```
+    pub fn predict(&self, sample: &GenericArray<f32, N>) -> GenericArray<f32, L::Out>
+    where
+        N: ArrayLength,
+        L::Out: ArrayLength,
+    {
+        let x = DMatrix::from_column_slice(N::USIZE, 1, sample.as_slice());
+        let y = exec::forward(&self.state.layers, &x);
+        GenericArray::generate(|i| y.as_slice().get(i).copied().unwrap_or(f32::NAN))
+    }
+}
+
+/// A static input size that a list of layers accepts with every check made by the compiler:
+/// the bound of [`Net::bind`].
+///
+/// When a layer in the middle of the net does not fit, the error names that rule
+/// ([`DeclaredInputMatches`](crate::rules::DeclaredInputMatches)) with both sizes in decimal.
+#[diagnostic::on_unimplemented(
+    message = "the net cannot be bound to `{Self}`",
+    label = "not a valid input size for this net",
+    note = "sizes are typenum numbers such as `U20`; a net with a run-time check is bound with `try_bind`"
+)]
+pub trait BindTo<L>: StaticDim {}
+
+impl<N: StaticDim, L: Chain<N>> BindTo<L> for N where L::Checks: CheckedAtCompileTime {}
+
+/// A batch width that can bind a declaration through [`Net::forward_init`], and what doing so
+/// returns.
+pub trait ForwardInit<L: Layers>: Dim {
+    /// `(net, output)` for a static width; a `Result` of it for [`Dyn`].
+    type Output;
+    /// Binds `net` to the batch's width and runs it.
+    fn forward_init(net: &Net<Uninit, L>, x: &Batch<Self>) -> Self::Output;
+}
+
+/// A static width: checked by the compiler, cannot fail.
+impl<N: BindTo<L>, L: Chain<N>> ForwardInit<L> for N {
+    type Output = (Net<Init<N>, L>, Batch<L::Out>);
+    fn forward_init(net: &Net<Uninit, L>, x: &Batch<N>) -> Self::Output {
+        let net = net.clone().bind::<N>();
+        let y = net.run(x.as_matrix());
+        (net, y)
+    }
+}
+
+/// A run-time width: checked now, `Err` on a mismatch.
+impl<L: Chain<Dyn>> ForwardInit<L> for Dyn {
+    type Output = Result<(Net<Init<Dyn>, L>, Batch<L::Out>), ShapeError>;
+    fn forward_init(net: &Net<Uninit, L>, x: &Batch<Dyn>) -> Self::Output {
+        let net = net.try_bind(x.features().size())?;
+        let y = net.run(x.as_matrix());
+        Ok((net, y))
+    }
+}

@@ -1,0 +1,130 @@
+//! The two states of a net: declared ([`Uninit`]) and bound to an input size ([`Init`]).
+
+use core::fmt;
+use std::sync::Arc;
+
+use nalgebra::DMatrix;
+
+use crate::dim::Dim;
+use crate::init::{DefaultInit, Initializer, Role};
+use crate::layer::Op;
+
+/// The state of a net that is declared but not bound: it holds the registered initializer and
+/// seed, and no parameters at all.
+#[derive(Clone)]
+pub struct Uninit {
+    pub(crate) init: Arc<dyn Initializer>,
+    pub(crate) seed: u64,
+}
+
+impl Default for Uninit {
+    fn default() -> Self {
+        Uninit { init: Arc::new(DefaultInit), seed: 0 }
+    }
+}
+
+impl fmt::Debug for Uninit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Uninit").field("seed", &self.seed).finish_non_exhaustive()
+    }
+}
+
+/// The state of a net bound to an input of dimension `N`: it owns every parameter.
+///
+/// # Type parameters
+/// * `N`: the input dimension, a typenum number or [`Dyn`](crate::Dyn).
+#[derive(Clone)]
+pub struct Init<N: Dim> {
+    pub(crate) input: N,
+    pub(crate) seed: u64,
+    pub(crate) layers: Vec<BoundLayer>,
+}
+
+impl<N: Dim> fmt::Debug for Init<N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Init")
+            .field("input", &self.input.size())
+            .field("seed", &self.seed)
+            .field("layers", &self.layers)
+            .finish()
+    }
+}
+
+/// A layer after binding: its sizes, its computation and its parameters.
+#[derive(Clone)]
+pub struct BoundLayer {
+    pub(crate) kind: &'static str,
+    pub(crate) output: usize,
+    pub(crate) op: Op,
+    pub(crate) params: Vec<Param>,
+}
+
+impl fmt::Debug for BoundLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shapes: Vec<_> = self.params.iter().map(|p| (&p.name, &p.shape)).collect();
+        f.debug_struct("BoundLayer").field("kind", &self.kind).field("params", &shapes).finish()
+    }
+}
+
+/// One parameter: its name, PyTorch shape, role and values.
+#[derive(Clone, Debug)]
+pub(crate) struct Param {
+    pub(crate) name: String,
+    pub(crate) shape: Vec<usize>,
+    pub(crate) role: Role,
+    pub(crate) fan_in: usize,
+    pub(crate) fan_out: usize,
+    pub(crate) value: DMatrix<f32>,
+}
+
+pub(crate) mod sealed {
+    pub trait Sealed {}
+}
+
+/// The states that own parameters: [`Init<N>`] for every `N`.
+#[diagnostic::on_unimplemented(
+    message = "the parameters of an unbound net do not exist yet",
+    label = "this net is declared but not bound to an input size",
+    note = "bind it first: `.bind::<U20>()`, `.try_bind(20)?` or `.forward_init(&batch)`; `partial_shapes()` shows the shapes known so far"
+)]
+pub trait Bound: sealed::Sealed {
+    #[doc(hidden)]
+    fn bound_layers(&self) -> &[BoundLayer];
+    #[doc(hidden)]
+    fn bound_layers_mut(&mut self) -> &mut [BoundLayer];
+    #[doc(hidden)]
+    fn seed(&self) -> u64;
+}
+
+impl<N: Dim> sealed::Sealed for Init<N> {}
+
+impl<N: Dim> Bound for Init<N> {
+    fn bound_layers(&self) -> &[BoundLayer] {
+        &self.layers
+    }
+    fn bound_layers_mut(&mut self) -> &mut [BoundLayer] {
+        &mut self.layers
+    }
+    fn seed(&self) -> u64 {
+        self.seed
+    }
+}
+
+/// The state that can still be bound: [`Uninit`].
+#[diagnostic::on_unimplemented(
+    message = "this net is already bound to an input size",
+    label = "`bind` turns a declaration into a bound net once",
+    note = "to bind the same declaration to another size, keep the declaration (`decl.clone().bind::<…>()`) and bind it again"
+)]
+pub trait Unbound: sealed::Sealed {
+    #[doc(hidden)]
+    fn into_uninit(self) -> Uninit;
+}
+
+impl sealed::Sealed for Uninit {}
+
+impl Unbound for Uninit {
+    fn into_uninit(self) -> Uninit {
+        self
+    }
+}

@@ -1,0 +1,137 @@
+//! The summary table a net displays, in the spirit of Keras `model.summary()`.
+
+use core::fmt;
+
+use crate::dim::Dim;
+use crate::init::Shape;
+use crate::layer::PartialShape;
+use crate::list::Layers;
+use crate::net::Net;
+use crate::state::{Init, Uninit};
+
+struct Row {
+    layer: String,
+    kind: &'static str,
+    output: String,
+    params: Vec<(String, String, Option<usize>)>,
+}
+
+fn table(f: &mut fmt::Formatter<'_>, title: &str, rows: &[Row], footer: &str) -> fmt::Result {
+    let header = ["layer", "kind", "output", "parameter", "shape", "count"];
+    let mut lines: Vec<[String; 6]> = Vec::new();
+    for row in rows {
+        let count = |c: Option<usize>| c.map_or_else(|| "?".to_string(), |c| c.to_string());
+        let mut first = true;
+        let mut cells = |p: Option<&(String, String, Option<usize>)>| {
+            let (lead, kind, out) = if first {
+                (row.layer.clone(), row.kind.to_string(), row.output.clone())
+            } else {
+                Default::default()
+            };
+            first = false;
+            match p {
+                Some((name, shape, c)) => [lead, kind, out, name.clone(), shape.clone(), count(*c)],
+                None => [lead, kind, out, String::new(), String::new(), "0".to_string()],
+            }
+        };
+        if row.params.is_empty() {
+            lines.push(cells(None));
+        }
+        for p in &row.params {
+            lines.push(cells(Some(p)));
+        }
+    }
+    let mut widths = header.map(str::len);
+    for line in &lines {
+        for (w, cell) in widths.iter_mut().zip(line) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let total_width = widths.iter().sum::<usize>() + 2 * (widths.len() - 1);
+    let write_line = |f: &mut fmt::Formatter<'_>, cells: &[&str]| -> fmt::Result {
+        let mut s = String::new();
+        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            if i > 0 {
+                s.push_str("  ");
+            }
+            if i == cells.len() - 1 {
+                s.push_str(&format!("{cell:>w$}"));
+            } else {
+                s.push_str(&format!("{cell:<w$}"));
+            }
+        }
+        writeln!(f, "{}", s.trim_end())
+    };
+    writeln!(f, "{title}")?;
+    writeln!(f, "{}", "=".repeat(total_width))?;
+    write_line(f, &header)?;
+    writeln!(f, "{}", "-".repeat(total_width))?;
+    for line in &lines {
+        write_line(f, &line.each_ref().map(String::as_str))?;
+    }
+    writeln!(f, "{}", "=".repeat(total_width))?;
+    write!(f, "{footer}")
+}
+
+impl<L: Layers> fmt::Display for Net<Uninit, L> {
+    /// The declaration's table: shapes known so far, `?` where the input size is needed.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut rows = Vec::new();
+        let mut size: Option<usize> = None;
+        let (mut known, mut unknown) = (0usize, 0usize);
+        for (index, layer) in self.layer_refs().into_iter().enumerate() {
+            let params = layer
+                .param_shapes(size)
+                .into_iter()
+                .map(|(role, shape)| {
+                    let n = shape.len();
+                    match n {
+                        Some(n) => known += n,
+                        None => unknown += 1,
+                    }
+                    (format!("{index}.{}", role.suffix()), shape.to_string(), n)
+                })
+                .collect();
+            size = layer.output_size(size);
+            rows.push(Row {
+                layer: index.to_string(),
+                kind: layer.kind(),
+                output: PartialShape(vec![size]).to_string(),
+                params,
+            });
+        }
+        let footer = if unknown == 0 {
+            format!("parameters: {known} (not allocated until the net is bound)")
+        } else {
+            format!(
+                "parameters: ? ({known} known; {unknown} shape(s) wait for the input size; none allocated until the net is bound)"
+            )
+        };
+        table(f, "Net (declared, not bound: input size ?)", &rows, &footer)
+    }
+}
+
+impl<N: Dim, L: Layers> fmt::Display for Net<Init<N>, L> {
+    /// The bound net's table: every shape and count.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.state();
+        let rows: Vec<Row> = state
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(index, layer)| Row {
+                layer: index.to_string(),
+                kind: layer.kind,
+                output: Shape(&[layer.output]).to_string(),
+                params: layer
+                    .params
+                    .iter()
+                    .map(|p| (p.name.clone(), Shape(&p.shape).to_string(), Some(p.value.len())))
+                    .collect(),
+            })
+            .collect();
+        let total: usize = state.layers.iter().flat_map(|l| &l.params).map(|p| p.value.len()).sum();
+        let title = format!("Net (bound to input size {})", state.input.size());
+        table(f, &title, &rows, &format!("parameters: {total}"))
+    }
+}
