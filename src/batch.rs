@@ -42,7 +42,10 @@ impl<N: Dim> Batch<N> {
     pub fn try_from_matrix(data: DMatrix<f32>) -> Result<Self, ShapeError> {
         match N::from_size(data.nrows()) {
             Some(features) => Ok(Batch { data, features }),
-            None => Err(ShapeError::Features { expected: N::default().size(), actual: data.nrows() }),
+            None => Err(ShapeError::Features {
+                expected: N::default().size(),
+                actual: data.nrows(),
+            }),
         }
     }
 
@@ -74,7 +77,10 @@ impl<N: Dim> Batch<N> {
 
     /// Forgets the static feature count.
     pub fn into_dyn(self) -> Batch<Dyn> {
-        Batch { features: Dyn(self.features.size()), data: self.data }
+        Batch {
+            features: Dyn(self.features.size()),
+            data: self.data,
+        }
     }
 
     pub(crate) fn from_parts(data: DMatrix<f32>, features: N) -> Self {
@@ -85,12 +91,18 @@ impl<N: Dim> Batch<N> {
 impl<N: StaticDim> Batch<N> {
     /// A batch of `samples` samples whose value at (`feature`, `sample`) is `f(feature, sample)`.
     pub fn from_fn(samples: usize, f: impl FnMut(usize, usize) -> f32) -> Self {
-        Batch { data: DMatrix::from_fn(N::USIZE, samples, f), features: N::default() }
+        Batch {
+            data: DMatrix::from_fn(N::USIZE, samples, f),
+            features: N::default(),
+        }
     }
 
     /// A batch of `samples` samples of zeros.
     pub fn zeros(samples: usize) -> Self {
-        Batch { data: DMatrix::zeros(N::USIZE, samples), features: N::default() }
+        Batch {
+            data: DMatrix::zeros(N::USIZE, samples),
+            features: N::default(),
+        }
     }
 }
 
@@ -106,16 +118,30 @@ impl<N: StaticDim + ArrayLength> Batch<N> {
     /// assert_eq!(x.sample(1), Some(&[1.0, 2.0][..]));
     /// ```
     pub fn from_samples(samples: &[GenericArray<f32, N>]) -> Self {
-        let data = DMatrix::from_iterator(N::USIZE, samples.len(), samples.iter().flat_map(|s| s.iter().copied()));
-        Batch { data, features: N::default() }
+        let data = DMatrix::from_iterator(
+            N::USIZE,
+            samples.len(),
+            samples.iter().flat_map(|s| s.iter().copied()),
+        );
+        Batch {
+            data,
+            features: N::default(),
+        }
     }
 }
 
 impl Batch<Dyn> {
     /// A batch of `features` features and `samples` samples whose value at (`feature`,
     /// `sample`) is `f(feature, sample)`.
-    pub fn from_fn_dyn(features: usize, samples: usize, f: impl FnMut(usize, usize) -> f32) -> Self {
-        Batch { data: DMatrix::from_fn(features, samples, f), features: Dyn(features) }
+    pub fn from_fn_dyn(
+        features: usize,
+        samples: usize,
+        f: impl FnMut(usize, usize) -> f32,
+    ) -> Self {
+        Batch {
+            data: DMatrix::from_fn(features, samples, f),
+            features: Dyn(features),
+        }
     }
 }
 
@@ -136,8 +162,17 @@ mod tests {
     #[test]
     fn wrong_row_count_is_an_error_not_a_panic() {
         let err = Batch::<U3>::try_from_matrix(DMatrix::zeros(2, 4)).unwrap_err();
-        assert_eq!(err, ShapeError::Features { expected: 3, actual: 2 });
-        assert_eq!(Batch::<Dyn>::try_from_matrix(DMatrix::zeros(2, 4)).map(|b| b.features()), Ok(Dyn(2)));
+        assert_eq!(
+            err,
+            ShapeError::Features {
+                expected: 3,
+                actual: 2
+            }
+        );
+        assert_eq!(
+            Batch::<Dyn>::try_from_matrix(DMatrix::zeros(2, 4)).map(|b| b.features()),
+            Ok(Dyn(2))
+        );
     }
 
     #[test]

@@ -9,7 +9,10 @@
 #![allow(non_camel_case_types)]
 
 use core::ops::{Div, Rem};
-use typenum::{Cmp, Compare, Equal, Greater, Less, Mod, Quot, U0, U1, U10, U2, U3, U4, U5, U6, U7, U8, U9};
+use typenum::{
+    Cmp, Compare, Equal, Greater, Less, Mod, Quot, UInt, UTerm, U0, U1, U10, U2, U3, U4, U5, U6,
+    U7, U8, U9,
+};
 
 macro_rules! digits {
     ($($u:ident => $d:ident),* $(,)?) => {
@@ -96,11 +99,17 @@ pub trait DecimalBy<Ordering> {
 /// The digit list of `N`.
 pub type Dec<N> = <N as Decimal>::Output;
 
-impl<N> Decimal for N
+/// Zero.
+impl Decimal for UTerm {
+    type Output = Num<_0>;
+}
+
+/// Any other number: dispatched on how it compares with ten.
+impl<U, B> Decimal for UInt<U, B>
 where
-    N: Cmp<U10> + DecimalBy<Compare<N, U10>>,
+    UInt<U, B>: Cmp<U10> + DecimalBy<Compare<UInt<U, B>, U10>>,
 {
-    type Output = <N as DecimalBy<Compare<N, U10>>>::Output;
+    type Output = <UInt<U, B> as DecimalBy<Compare<UInt<U, B>, U10>>>::Output;
 }
 
 /// When the number is below ten: one digit.
@@ -146,6 +155,6 @@ mod tests {
         same::<Dec<U256>, Num<_2, _5, _6>>();
         same::<Dec<U784>, Num<_7, _8, _4>>();
         same::<Dec<U1024>, Num<_1, _0, _2, _4>>();
-        same::<Dec<typenum::op!(U1000 * U1000 * U1000)>, Num<_1, _0, _0, _0, _0, _0, _0, _0, _0, _0>>();
+        same::<Dec<typenum::U1000000000>, Num<_1, _0, _0, _0, _0, _0, _0, _0, _0, _0>>();
     }
 }

@@ -3,7 +3,7 @@
 
 use core::fmt;
 
-use typenum::{Bit, UInt, Unsigned};
+use typenum::{Bit, UInt, UTerm, Unsigned};
 
 /// Any dimension: a typenum number (`U1`, `U20`, `U784`, …) or a run-time [`Dyn`].
 ///
@@ -51,6 +51,20 @@ where
 
     fn from_size(size: usize) -> Option<Self> {
         (size == <Self as Unsigned>::USIZE).then(Self::default)
+    }
+}
+
+/// `U0` is a dimension, so that rules can name it, but not a [`StaticDim`]: no net is bound
+/// to zero inputs and no static layer has zero width.
+impl Dim for UTerm {
+    fn size(&self) -> usize {
+        0
+    }
+
+    const IS_STATIC: bool = true;
+
+    fn from_size(size: usize) -> Option<Self> {
+        (size == 0).then_some(UTerm)
     }
 }
 
@@ -106,10 +120,9 @@ mod tests {
 
     #[test]
     fn arithmetic_sizes_work() {
+        use typenum::{U32, U36};
         type S = typenum::op!(U32 * U36);
         assert_eq!(S::default().size(), 1152);
-        use typenum::U32;
-        use typenum::U36;
-        let _: (U32, U36) = Default::default();
+        assert_eq!(UTerm.size(), 0);
     }
 }

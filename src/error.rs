@@ -68,11 +68,28 @@ mod tests {
 
     #[test]
     fn messages_name_layer_and_both_numbers() {
-        let e = ShapeError::LayerInput { layer: 0, kind: "Dense", expected: 20, actual: 30 };
-        assert_eq!(e.to_string(), "layer 0 (Dense) declares 20 inputs but receives 30 from the input");
-        let e = ShapeError::Features { expected: 20, actual: 30 };
-        assert_eq!(e.to_string(), "the batch has 30 features per sample but 20 are expected");
-        assert_eq!(ShapeError::ZeroInput.to_string(), "the input size must be at least 1, got 0");
+        let e = ShapeError::LayerInput {
+            layer: 0,
+            kind: "Dense",
+            expected: 20,
+            actual: 30,
+        };
+        assert_eq!(
+            e.to_string(),
+            "layer 0 (Dense) declares 20 inputs but receives 30 from the input"
+        );
+        let e = ShapeError::Features {
+            expected: 20,
+            actual: 30,
+        };
+        assert_eq!(
+            e.to_string(),
+            "the batch has 30 features per sample but 20 are expected"
+        );
+        assert_eq!(
+            ShapeError::ZeroInput.to_string(),
+            "the input size must be at least 1, got 0"
+        );
     }
 
     #[test]

@@ -22,7 +22,12 @@ pub(crate) fn check(layers: &[&dyn Layer], input: usize) -> Result<(), ShapeErro
     for (index, layer) in layers.iter().enumerate() {
         if let Some(expected) = layer.declared_input() {
             if expected != size {
-                return Err(ShapeError::LayerInput { layer: index, kind: layer.kind(), expected, actual: size });
+                return Err(ShapeError::LayerInput {
+                    layer: index,
+                    kind: layer.kind(),
+                    expected,
+                    actual: size,
+                });
             }
         }
         size = layer.output_size(Some(size)).unwrap_or(size);
@@ -32,7 +37,12 @@ pub(crate) fn check(layers: &[&dyn Layer], input: usize) -> Result<(), ShapeErro
 
 /// Builds the bound layers for `input` features and initializes their parameters. The sizes
 /// must have been checked, by the compiler or by [`check`].
-pub(crate) fn build(layers: &[&dyn Layer], input: usize, init: &dyn Initializer, seed: u64) -> Vec<BoundLayer> {
+pub(crate) fn build(
+    layers: &[&dyn Layer],
+    input: usize,
+    init: &dyn Initializer,
+    seed: u64,
+) -> Vec<BoundLayer> {
     let mut size = input;
     let mut bound = Vec::with_capacity(layers.len());
     for (index, layer) in layers.iter().enumerate() {
@@ -45,10 +55,22 @@ pub(crate) fn build(layers: &[&dyn Layer], input: usize, init: &dyn Initializer,
                 let rows = shape.first().copied().unwrap_or(1);
                 let cols = shape.iter().skip(1).product();
                 let name = format!("{index}.{}", role.suffix());
-                Param { name, shape, role, fan_in: size, fan_out: output, value: DMatrix::zeros(rows, cols) }
+                Param {
+                    name,
+                    shape,
+                    role,
+                    fan_in: size,
+                    fan_out: output,
+                    value: DMatrix::zeros(rows, cols),
+                }
             })
             .collect();
-        bound.push(BoundLayer { kind: layer.kind(), output, op: layer.op(), params });
+        bound.push(BoundLayer {
+            kind: layer.kind(),
+            output,
+            op: layer.op(),
+            params,
+        });
         size = output;
     }
     initialize(&mut bound, init, seed);
@@ -59,7 +81,11 @@ pub(crate) fn build(layers: &[&dyn Layer], input: usize, init: &dyn Initializer,
 pub(crate) fn initialize(layers: &mut [BoundLayer], init: &dyn Initializer, seed: u64) {
     for p in layers.iter_mut().flat_map(|l| l.params.iter_mut()) {
         let info = ParamInfo::new(&p.name, &p.shape, p.role, p.fan_in, p.fan_out);
-        init.init(&info, &mut InitRng::new(seed, &p.name), p.value.as_mut_slice());
+        init.init(
+            &info,
+            &mut InitRng::new(seed, &p.name),
+            p.value.as_mut_slice(),
+        );
     }
 }
 

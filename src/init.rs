@@ -73,8 +73,20 @@ pub struct ParamInfo<'a> {
 
 impl<'a> ParamInfo<'a> {
     /// Describes a parameter; useful to test an initializer of your own.
-    pub fn new(name: &'a str, shape: &'a [usize], role: Role, fan_in: usize, fan_out: usize) -> Self {
-        ParamInfo { name, shape, role, fan_in, fan_out }
+    pub fn new(
+        name: &'a str,
+        shape: &'a [usize],
+        role: Role,
+        fan_in: usize,
+        fan_out: usize,
+    ) -> Self {
+        ParamInfo {
+            name,
+            shape,
+            role,
+            fan_in,
+            fan_out,
+        }
     }
 
     /// The parameter's name, PyTorch `nn.Sequential` style: `"0.weight"`, `"2.bias"`.
@@ -149,7 +161,9 @@ impl InitRng {
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// Fills parameters with their first values.
@@ -208,7 +222,9 @@ pub struct DefaultInit;
 impl Initializer for DefaultInit {
     fn init(&self, param: &ParamInfo<'_>, rng: &mut InitRng, values: &mut [f32]) {
         let bound = 1.0 / (param.fan_in.max(1) as f32).sqrt();
-        values.iter_mut().for_each(|v| *v = rng.uniform(-bound, bound));
+        values
+            .iter_mut()
+            .for_each(|v| *v = rng.uniform(-bound, bound));
     }
 }
 
@@ -250,7 +266,9 @@ impl Uniform {
 
 impl Initializer for Uniform {
     fn init(&self, _: &ParamInfo<'_>, rng: &mut InitRng, values: &mut [f32]) {
-        values.iter_mut().for_each(|v| *v = rng.uniform(self.low, self.high));
+        values
+            .iter_mut()
+            .for_each(|v| *v = rng.uniform(self.low, self.high));
     }
 }
 
@@ -272,7 +290,9 @@ impl Normal {
 
 impl Initializer for Normal {
     fn init(&self, _: &ParamInfo<'_>, rng: &mut InitRng, values: &mut [f32]) {
-        values.iter_mut().for_each(|v| *v = rng.normal(self.mean, self.std));
+        values
+            .iter_mut()
+            .for_each(|v| *v = rng.normal(self.mean, self.std));
     }
 }
 
@@ -383,7 +403,13 @@ impl<W: Initializer, B: Initializer> Initializer for WeightBias<W, B> {
 mod tests {
     use super::*;
 
-    fn fill(init: &dyn Initializer, role: Role, fan_in: usize, fan_out: usize, n: usize) -> Vec<f32> {
+    fn fill(
+        init: &dyn Initializer,
+        role: Role,
+        fan_in: usize,
+        fan_out: usize,
+        n: usize,
+    ) -> Vec<f32> {
         let shape = [n];
         let p = ParamInfo::new("0.weight", &shape, role, fan_in, fan_out);
         let mut v = vec![f32::NAN; n];
@@ -410,7 +436,10 @@ mod tests {
     fn default_init_is_pytorch_linear_bound() {
         let v = fill(&DefaultInit, Role::Weight, 16, 4, 10_000);
         assert!(v.iter().all(|x| x.abs() <= 0.25));
-        assert!(v.iter().any(|x| x.abs() > 0.24), "draws should reach near the bound");
+        assert!(
+            v.iter().any(|x| x.abs() > 0.24),
+            "draws should reach near the bound"
+        );
     }
 
     #[test]
@@ -430,10 +459,19 @@ mod tests {
     #[test]
     fn fan_initializers_respect_their_bounds_and_zero_biases() {
         let b = (6.0f32 / 30.0).sqrt();
-        assert!(fill(&XavierUniform::default(), Role::Weight, 10, 20, 5000).iter().all(|x| x.abs() <= b));
+        assert!(fill(&XavierUniform::default(), Role::Weight, 10, 20, 5000)
+            .iter()
+            .all(|x| x.abs() <= b));
         let b = 2f32.sqrt() * (3.0f32 / 10.0).sqrt();
-        assert!(fill(&KaimingUniform::default(), Role::Weight, 10, 20, 5000).iter().all(|x| x.abs() <= b));
-        for init in [&XavierUniform::default() as &dyn Initializer, &XavierNormal::default(), &KaimingUniform::default(), &KaimingNormal::default()] {
+        assert!(fill(&KaimingUniform::default(), Role::Weight, 10, 20, 5000)
+            .iter()
+            .all(|x| x.abs() <= b));
+        for init in [
+            &XavierUniform::default() as &dyn Initializer,
+            &XavierNormal::default(),
+            &KaimingUniform::default(),
+            &KaimingNormal::default(),
+        ] {
             assert!(fill(init, Role::Bias, 10, 20, 50).iter().all(|x| *x == 0.0));
         }
     }

@@ -36,7 +36,7 @@
 //! error states both sizes in decimal (`Num<_3, _0>` is 30):
 //!
 //! ```text
-//! error[E0277]: shape mismatch: a layer declares Num<_3, _0> inputs but the layer before it (or the bound input) produces Num<_2, _5, _6>
+//! error[E0277]: shape mismatch: a layer declares Num<_3, _0> inputs but the layer before it outputs Num<_2, _5, _6>
 //! ```
 //!
 //! ## Layout
@@ -76,7 +76,7 @@ pub use batch::Batch;
 pub use dim::{Dim, Dyn, StaticDim};
 pub use error::ShapeError;
 pub use net::{BindTo, ForwardInit, Net};
-pub use state::{Bound, Init, Uninit, Unbound};
+pub use state::{Bound, Init, Unbound, Uninit};
 
 pub use generic_array;
 pub use nalgebra;

@@ -5,7 +5,7 @@
 //! and the input flows from the innermost pair outwards.
 
 use crate::dim::Dim;
-use crate::layer::{Layer, LayerOn};
+use crate::layer::{DeclaresInput, Layer, LayerOn, PushRule};
 use crate::rules::Both;
 
 /// A list of layers, walked at run time in order.
@@ -32,19 +32,64 @@ impl<P: Layers, H: Layer + Clone> Layers for (P, H) {
     }
 }
 
+/// Marks a size that depends on the input size, not yet known while the net is declared.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Unknown;
+
+/// Marks a static size `N` that the declaration knows before binding (a static width).
+///
+/// Kept apart from [`Unknown`] and [`Dyn`](crate::Dyn) by its head, so that the compiler never
+/// has to evaluate typenum arithmetic to tell them apart.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Static<N>(core::marker::PhantomData<N>);
+
+/// What a declaration produces so far, as far as the compiler knows it before binding:
+/// [`Static<N>`](Static) for a static width, [`Dyn`](crate::Dyn) for a run-time width, or
+/// [`Unknown`] while it still depends on the input size. [`Net::push`](crate::Net::push) uses it to check a layer's
+/// declared input at the line that pushes it.
+pub trait Produces: Layers {
+    /// A dimension, or [`Unknown`].
+    type Known;
+}
+
+/// When the list is empty: the input size, not known yet.
+impl Produces for () {
+    type Known = Unknown;
+}
+
+/// The layers before, then what the last layer makes of their output.
+impl<P: Produces, H: Follows<P::Known> + Clone> Produces for (P, H) {
+    type Known = H::Known;
+}
+
+/// What a layer produces after a part of a declaration producing `Prev` ([`Unknown`],
+/// [`Static<N>`](Static) or [`Dyn`](crate::Dyn)), as far as the compiler knows before binding.
+pub trait Follows<Prev>: Layer {
+    /// What the layer produces, as far as the compiler knows before binding.
+    type Known;
+}
+
+/// A layer whose declared input agrees with `Prev`, what the declaration produced before it
+/// as far as the compiler knows: the bound of [`Net::push`](crate::Net::push).
+pub trait FitsAfter<Prev> {}
+
+/// Whatever the layer, its declared input decides, by
+/// [`PushRule`](crate::layer::PushRule).
+impl<H: DeclaresInput, Prev> FitsAfter<Prev> for H where H::Input: PushRule<Prev> {}
+
 /// A list of layers that accepts an input of dimension `In`: every layer accepts what the one
 /// before it produces.
 ///
 /// # Type parameters
 /// * `In`: the net's input dimension.
-pub trait Chain<In: Dim>: Layers {
+pub trait Chain<In: Dim>: Produces {
     /// The dimension the last layer produces.
     type Out: Dim;
     /// [`Proven`](crate::rules::Proven) when the compiler made every check,
     /// [`AtRunTime`](crate::rules::AtRunTime) when one is left for run time.
     type Checks;
     /// The output dimension's value for this input.
-    fn output(&self, input: In) -> Self::Out;
+    fn output(&self, input: In) -> <Self as Chain<In>>::Out;
 }
 
 /// When the list is empty: the input passes through.
@@ -57,13 +102,14 @@ impl<In: Dim> Chain<In> for () {
 }
 
 /// The layers before accept `In`, then the last layer accepts what they produce.
-impl<In: Dim, P: Chain<In>, H: LayerOn<P::Out> + Clone> Chain<In> for (P, H)
+impl<In: Dim, P: Chain<In>, H> Chain<In> for (P, H)
 where
+    H: LayerOn<P::Out, P::Known> + Follows<P::Known> + Clone,
     P::Checks: Both<H::Checks>,
 {
-    type Out = H::Out;
+    type Out = <H as LayerOn<P::Out, P::Known>>::Out;
     type Checks = <P::Checks as Both<H::Checks>>::Output;
-    fn output(&self, input: In) -> H::Out {
+    fn output(&self, input: In) -> <H as LayerOn<P::Out, P::Known>>::Out {
         self.1.output(self.0.output(input))
     }
 }

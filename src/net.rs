@@ -13,9 +13,9 @@ use crate::error::ShapeError;
 use crate::exec;
 use crate::init::Initializer;
 use crate::layer::{Layer, PartialShape};
-use crate::list::{Chain, FirstInput, Layers};
-use crate::rules::{BatchWidthMatches, CheckedAtCompileTime};
-use crate::state::{Bound, Init, Uninit, Unbound};
+use crate::list::{Chain, FirstInput, FitsAfter, Follows, Layers, Produces};
+use crate::rules::{BatchWidthMatches, CheckedAtCompileTime, SampleWidthMatches};
+use crate::state::{Bound, BoundLayer, Init, Unbound, Uninit};
 
 /// A neural network: a list of layers `L` in state `S`.
 ///
@@ -78,7 +78,10 @@ pub struct Net<S, L> {
 impl Net<Uninit, ()> {
     /// An empty declaration; add layers with [`push`](Net::push).
     pub fn new() -> Self {
-        Net { state: Uninit::default(), layers: () }
+        Net {
+            state: Uninit::default(),
+            layers: (),
+        }
     }
 }
 
@@ -90,8 +93,18 @@ impl Default for Net<Uninit, ()> {
 
 impl<L: Layers> Net<Uninit, L> {
     /// Appends a layer.
-    pub fn push<H: Layer + Clone>(self, layer: H) -> Net<Uninit, (L, H)> {
-        Net { state: self.state, layers: (self.layers, layer) }
+    ///
+    /// When the size reaching the layer is already known to the compiler (a static width
+    /// before it), a declared input size that differs is a compile error here, at this line.
+    pub fn push<H>(self, layer: H) -> Net<Uninit, (L, H)>
+    where
+        L: Produces,
+        H: Follows<L::Known> + FitsAfter<L::Known> + Clone,
+    {
+        Net {
+            state: self.state,
+            layers: (self.layers, layer),
+        }
     }
 
     /// Registers the initializer that runs when the net is bound. Nothing runs now: the shapes
@@ -142,7 +155,7 @@ impl<L: Layers> Net<Uninit, L> {
     pub fn build(self) -> Net<Init<L::Input>, L>
     where
         L: FirstInput,
-        L::Input: BindTo<L>,
+        L::Input: StaticDim + BindTo<L>,
     {
         self.bind::<L::Input>()
     }
@@ -159,7 +172,14 @@ impl<L: Layers> Net<Uninit, L> {
     fn bound<N: Dim>(self, input: N, layers: &[&dyn Layer]) -> Net<Init<N>, L> {
         let Uninit { init, seed } = self.state;
         let bound = exec::build(layers, input.size(), init.as_ref(), seed);
-        Net { state: Init { input, seed, layers: bound }, layers: self.layers }
+        Net {
+            state: Init {
+                input,
+                seed,
+                layers: bound,
+            },
+            layers: self.layers,
+        }
     }
 }
 
@@ -172,21 +192,35 @@ impl<S, L: Layers> Net<S, L> {
     pub fn bind<N>(self) -> Net<Init<N>, L>
     where
         S: Unbound,
-        N: BindTo<L>,
+        N: StaticDim + BindTo<L>,
     {
-        let net = Net { state: self.state.into_uninit(), layers: self.layers };
+        let net = Net {
+            state: self.state.into_uninit(),
+            layers: self.layers,
+        };
         let layers = net.layer_refs();
         let bound = exec::build(&layers, N::USIZE, net.state.init.as_ref(), net.state.seed);
-        Net { state: Init { input: N::default(), seed: net.state.seed, layers: bound }, layers: net.layers }
+        Net {
+            state: Init {
+                input: N::default(),
+                seed: net.state.seed,
+                layers: bound,
+            },
+            layers: net.layers,
+        }
     }
 
     /// Every parameter with its name, in order: `("0.weight", W)` (`256 × 20`),
     /// `("0.bias", b)` (`256 × 1`), … A weight is stored `out × in`, a bias as a column.
-    pub fn named_params(&self) -> impl Iterator<Item = (&str, &DMatrix<f32>)>
+    pub fn named_params(&self) -> NamedParams<'_>
     where
         S: Bound,
     {
-        self.state.bound_layers().iter().flat_map(|l| l.params.iter().map(|p| (p.name.as_str(), &p.value)))
+        NamedParams {
+            layers: self.state.bound_layers(),
+            layer: 0,
+            param: 0,
+        }
     }
 
     /// Every parameter's shape in PyTorch order: `[[256, 20], [256], [10, 256], [10]]`.
@@ -194,7 +228,11 @@ impl<S, L: Layers> Net<S, L> {
     where
         S: Bound,
     {
-        self.state.bound_layers().iter().flat_map(|l| l.params.iter().map(|p| p.shape.clone())).collect()
+        self.state
+            .bound_layers()
+            .iter()
+            .flat_map(|l| l.params.iter().map(|p| p.shape.clone()))
+            .collect()
     }
 
     /// The number of parameter values.
@@ -202,7 +240,12 @@ impl<S, L: Layers> Net<S, L> {
     where
         S: Bound,
     {
-        self.state.bound_layers().iter().flat_map(|l| &l.params).map(|p| p.value.len()).sum()
+        self.state
+            .bound_layers()
+            .iter()
+            .flat_map(|l| &l.params)
+            .map(|p| p.value.len())
+            .sum()
     }
 
     /// Draws every parameter again with another initializer (MXNet's `force_reinit`), using
@@ -241,10 +284,16 @@ impl<N: Dim, L: Chain<N>> Net<Init<N>, L> {
     ///
     /// # Errors
     /// [`ShapeError::Features`] when the batch does not have the net's input size.
-    pub fn try_forward<M: Dim>(&self, x: &Batch<M>) -> Result<Batch<L::Out>, ShapeError> {
+    pub fn try_forward<M: Dim>(
+        &self,
+        x: &Batch<M>,
+    ) -> Result<Batch<<L as Chain<N>>::Out>, ShapeError> {
         let expected = self.state.input.size();
         if x.features().size() != expected {
-            return Err(ShapeError::Features { expected, actual: x.features().size() });
+            return Err(ShapeError::Features {
+                expected,
+                actual: x.features().size(),
+            });
         }
         Ok(self.run(x.as_matrix()))
     }
@@ -253,15 +302,21 @@ impl<N: Dim, L: Chain<N>> Net<Init<N>, L> {
     ///
     /// # Errors
     /// [`ShapeError::Features`] when the row count is not the net's input size.
-    pub fn try_forward_matrix(&self, x: &DMatrix<f32>) -> Result<Batch<L::Out>, ShapeError> {
+    pub fn try_forward_matrix(
+        &self,
+        x: &DMatrix<f32>,
+    ) -> Result<Batch<<L as Chain<N>>::Out>, ShapeError> {
         let expected = self.state.input.size();
         if x.nrows() != expected {
-            return Err(ShapeError::Features { expected, actual: x.nrows() });
+            return Err(ShapeError::Features {
+                expected,
+                actual: x.nrows(),
+            });
         }
         Ok(self.run(x))
     }
 
-    fn run(&self, x: &DMatrix<f32>) -> Batch<L::Out> {
+    fn run(&self, x: &DMatrix<f32>) -> Batch<<L as Chain<N>>::Out> {
         let out = self.layers.output(self.state.input);
         Batch::from_parts(exec::forward(&self.state.layers, x), out)
     }
@@ -270,7 +325,7 @@ impl<N: Dim, L: Chain<N>> Net<Init<N>, L> {
 impl<N: StaticDim + Decimal, L: Chain<N>> Net<Init<N>, L> {
     /// Runs the net on a batch of its input size. Cannot fail: a batch of another width is a
     /// compile error. A batch of zero samples gives an output of zero samples.
-    pub fn forward<M: StaticDim + Decimal>(&self, x: &Batch<M>) -> Batch<L::Out>
+    pub fn forward<M: StaticDim + Decimal>(&self, x: &Batch<M>) -> Batch<<L as Chain<N>>::Out>
     where
         Dec<M>: BatchWidthMatches<Dec<N>>,
     {
@@ -286,14 +341,42 @@ impl<N: StaticDim + Decimal, L: Chain<N>> Net<Init<N>, L> {
     /// let y: GenericArray<f32, U3> = net.predict(&GenericArray::from_array([0.5, -0.5]));
     /// assert!(y.iter().all(|v| (0.0..=1.0).contains(v)));
     /// ```
-    pub fn predict(&self, sample: &GenericArray<f32, N>) -> GenericArray<f32, L::Out>
+    pub fn predict<M>(
+        &self,
+        sample: &GenericArray<f32, M>,
+    ) -> GenericArray<f32, <L as Chain<N>>::Out>
     where
-        N: ArrayLength,
-        L::Out: ArrayLength,
+        M: StaticDim + Decimal + ArrayLength,
+        Dec<M>: SampleWidthMatches<Dec<N>>,
+        <L as Chain<N>>::Out: ArrayLength,
     {
-        let x = DMatrix::from_column_slice(N::USIZE, 1, sample.as_slice());
+        let x = DMatrix::from_column_slice(M::USIZE, 1, sample.as_slice());
         let y = exec::forward(&self.state.layers, &x);
         GenericArray::generate(|i| y.as_slice().get(i).copied().unwrap_or(f32::NAN))
+    }
+}
+
+/// The iterator of [`Net::named_params`]: `(name, values)` for every parameter, in order.
+#[derive(Clone, Debug)]
+pub struct NamedParams<'a> {
+    layers: &'a [BoundLayer],
+    layer: usize,
+    param: usize,
+}
+
+impl<'a> Iterator for NamedParams<'a> {
+    type Item = (&'a str, &'a DMatrix<f32>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let layer = self.layers.get(self.layer)?;
+            if let Some(p) = layer.params.get(self.param) {
+                self.param += 1;
+                return Some((p.name.as_str(), &p.value));
+            }
+            self.layer += 1;
+            self.param = 0;
+        }
     }
 }
 
@@ -301,15 +384,15 @@ impl<N: StaticDim + Decimal, L: Chain<N>> Net<Init<N>, L> {
 /// the bound of [`Net::bind`].
 ///
 /// When a layer in the middle of the net does not fit, the error names that rule
-/// ([`DeclaredInputMatches`](crate::rules::DeclaredInputMatches)) with both sizes in decimal.
+/// ([`BoundInputMatches`](crate::rules::BoundInputMatches)) with both sizes in decimal.
 #[diagnostic::on_unimplemented(
     message = "the net cannot be bound to `{Self}`",
     label = "not a valid input size for this net",
     note = "sizes are typenum numbers such as `U20`; a net with a run-time check is bound with `try_bind`"
 )]
-pub trait BindTo<L>: StaticDim {}
+pub trait BindTo<L>: Dim {}
 
-impl<N: StaticDim, L: Chain<N>> BindTo<L> for N where L::Checks: CheckedAtCompileTime {}
+impl<N: Dim, L: Chain<N>> BindTo<L> for N where L::Checks: CheckedAtCompileTime {}
 
 /// A batch width that can bind a declaration through [`Net::forward_init`], and what doing so
 /// returns.
@@ -321,8 +404,8 @@ pub trait ForwardInit<L: Layers>: Dim {
 }
 
 /// A static width: checked by the compiler, cannot fail.
-impl<N: BindTo<L>, L: Chain<N>> ForwardInit<L> for N {
-    type Output = (Net<Init<N>, L>, Batch<L::Out>);
+impl<N: StaticDim + BindTo<L>, L: Chain<N>> ForwardInit<L> for N {
+    type Output = (Net<Init<N>, L>, Batch<<L as Chain<N>>::Out>);
     fn forward_init(net: &Net<Uninit, L>, x: &Batch<N>) -> Self::Output {
         let net = net.clone().bind::<N>();
         let y = net.run(x.as_matrix());
@@ -332,7 +415,7 @@ impl<N: BindTo<L>, L: Chain<N>> ForwardInit<L> for N {
 
 /// A run-time width: checked now, `Err` on a mismatch.
 impl<L: Chain<Dyn>> ForwardInit<L> for Dyn {
-    type Output = Result<(Net<Init<Dyn>, L>, Batch<L::Out>), ShapeError>;
+    type Output = Result<(Net<Init<Dyn>, L>, Batch<<L as Chain<Dyn>>::Out>), ShapeError>;
     fn forward_init(net: &Net<Uninit, L>, x: &Batch<Dyn>) -> Self::Output {
         let net = net.try_bind(x.features().size())?;
         let y = net.run(x.as_matrix());

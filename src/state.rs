@@ -19,13 +19,18 @@ pub struct Uninit {
 
 impl Default for Uninit {
     fn default() -> Self {
-        Uninit { init: Arc::new(DefaultInit), seed: 0 }
+        Uninit {
+            init: Arc::new(DefaultInit),
+            seed: 0,
+        }
     }
 }
 
 impl fmt::Debug for Uninit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Uninit").field("seed", &self.seed).finish_non_exhaustive()
+        f.debug_struct("Uninit")
+            .field("seed", &self.seed)
+            .finish_non_exhaustive()
     }
 }
 
@@ -62,7 +67,10 @@ pub struct BoundLayer {
 impl fmt::Debug for BoundLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let shapes: Vec<_> = self.params.iter().map(|p| (&p.name, &p.shape)).collect();
-        f.debug_struct("BoundLayer").field("kind", &self.kind).field("params", &shapes).finish()
+        f.debug_struct("BoundLayer")
+            .field("kind", &self.kind)
+            .field("params", &shapes)
+            .finish()
     }
 }
 

@@ -31,7 +31,14 @@ fn table(f: &mut fmt::Formatter<'_>, title: &str, rows: &[Row], footer: &str) ->
             first = false;
             match p {
                 Some((name, shape, c)) => [lead, kind, out, name.clone(), shape.clone(), count(*c)],
-                None => [lead, kind, out, String::new(), String::new(), "0".to_string()],
+                None => [
+                    lead,
+                    kind,
+                    out,
+                    String::new(),
+                    String::new(),
+                    "0".to_string(),
+                ],
             }
         };
         if row.params.is_empty() {
@@ -126,11 +133,22 @@ impl<N: Dim, L: Layers> fmt::Display for Net<Init<N>, L> {
                 params: layer
                     .params
                     .iter()
-                    .map(|p| (p.name.clone(), Shape(&p.shape).to_string(), Some(p.value.len())))
+                    .map(|p| {
+                        (
+                            p.name.clone(),
+                            Shape(&p.shape).to_string(),
+                            Some(p.value.len()),
+                        )
+                    })
                     .collect(),
             })
             .collect();
-        let total: usize = state.layers.iter().flat_map(|l| &l.params).map(|p| p.value.len()).sum();
+        let total: usize = state
+            .layers
+            .iter()
+            .flat_map(|l| &l.params)
+            .map(|p| p.value.len())
+            .sum();
         let title = format!("Net (bound to input size {})", state.input.size());
         table(f, &title, &rows, &format!("parameters: {total}"))
     }

@@ -91,8 +91,17 @@ macro_rules! activation {
             }
         }
 
+        /// Follows anything; produces what it receives.
+        impl<Prev> crate::list::Follows<Prev> for $name {
+            type Known = Prev;
+        }
+
+        impl super::DeclaresInput for $name {
+            type Input = super::Infer;
+        }
+
         /// Any input; the output has its size.
-        impl<In: Dim> LayerOn<In> for $name {
+        impl<In: Dim, Known> LayerOn<In, Known> for $name {
             type Out = In;
             type Checks = crate::rules::Proven;
             fn output(&self, input: In) -> In {

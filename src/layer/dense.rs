@@ -1,11 +1,12 @@
 //! The dense (fully connected) layer.
 
-
-use super::{sealed, Layer, LayerOn, Op, PartialShape};
-use crate::decimal::{Decimal, Dec};
+use super::{sealed, DeclaresInput, Layer, LayerOn, Op, PartialShape};
+use crate::decimal::{Dec, Decimal};
 use crate::dim::{Dim, Dyn, StaticDim};
 use crate::init::Role;
-use crate::rules::{AtRunTime, DeclaredInputMatches, Proven};
+use crate::list::{Follows, Static, Unknown};
+use crate::rules::{AtRunTime, BoundInputMatches, DeclaredInputMatches, Proven};
+use typenum::UInt;
 
 /// Marks a layer whose input size is inferred when the net is bound (the default).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -41,14 +42,20 @@ pub struct Dense<O: Dim, I = Infer> {
 impl<O: StaticDim> Dense<O> {
     /// A dense layer of `O` outputs whose input size is inferred at binding.
     pub fn new() -> Self {
-        Dense { out: O::default(), input: Infer }
+        Dense {
+            out: O::default(),
+            input: Infer,
+        }
     }
 
     /// A dense layer of `O` outputs that declares `I` inputs. A net that starts with it can be
     /// built without naming the input size again ([`Net::build`](crate::Net::build)); a
     /// mismatch with the layer before it is a compile error.
     pub fn with_input<I: StaticDim>() -> Dense<O, I> {
-        Dense { out: O::default(), input: I::default() }
+        Dense {
+            out: O::default(),
+            input: I::default(),
+        }
     }
 }
 
@@ -64,7 +71,10 @@ impl Dense<Dyn> {
     /// A width of 0 is allowed, as in PyTorch: the layer has no outputs, and a layer after it
     /// sees zero features (a dense layer then outputs its bias).
     pub fn dynamic(out: usize) -> Self {
-        Dense { out: Dyn(out), input: Infer }
+        Dense {
+            out: Dyn(out),
+            input: Infer,
+        }
     }
 }
 
@@ -79,7 +89,10 @@ impl<O: Dim> Dense<O> {
     /// Declares the input size at run time; the net that holds it is bound with `try_bind`,
     /// which checks the size.
     pub fn with_input_size(self, input: usize) -> Dense<O, Dyn> {
-        Dense { out: self.out, input: Dyn(input) }
+        Dense {
+            out: self.out,
+            input: Dyn(input),
+        }
     }
 }
 
@@ -115,7 +128,10 @@ impl<O: Dim, I: InputDecl> Layer for Dense<O, I> {
     fn param_shapes(&self, input: Option<usize>) -> Vec<(Role, PartialShape)> {
         let input = self.input.declared().or(input);
         vec![
-            (Role::Weight, PartialShape(vec![Some(self.out.size()), input])),
+            (
+                Role::Weight,
+                PartialShape(vec![Some(self.out.size()), input]),
+            ),
             (Role::Bias, PartialShape(vec![Some(self.out.size())])),
         ]
     }
@@ -129,45 +145,104 @@ impl<O: Dim, I: InputDecl> Layer for Dense<O, I> {
     }
 }
 
-/// With no declared input: any input, nothing to check.
-impl<O: Dim, In: Dim> LayerOn<In> for Dense<O, Infer> {
-    type Out = O;
-    type Checks = Proven;
-    fn output(&self, _: In) -> O {
-        self.out
-    }
+/// The rule binding checks for a declared input `Self` ([`Infer`], a static size or [`Dyn`]).
+///
+/// The implementations differ in their heads (`UInt<…>`, [`Unknown`], [`Static`], [`Dyn`]), so
+/// the compiler always picks exactly one and, when its condition fails, reports that
+/// condition: the decimal [`BoundInputMatches`] rule.
+///
+/// # Type parameters
+/// * `In`: what reaches the layer once the net is bound.
+/// * `Known`: what the declaration already produced before binding: a static size (then
+///   `push` made the check), [`Dyn`], or [`Unknown`] (then binding makes it).
+pub trait InputRule<In, Known> {
+    /// [`Proven`] or [`AtRunTime`].
+    type Checks;
 }
 
-/// Declared and received sizes both static: the compiler checks they are equal.
-impl<O: Dim, I: StaticDim + Decimal, In: StaticDim + Decimal> LayerOn<In> for Dense<O, I>
-where
-    Dec<I>: DeclaredInputMatches<Dec<In>>,
-{
-    type Out = O;
+/// No declared input: nothing to check.
+impl<In, Known> InputRule<In, Known> for Infer {
     type Checks = Proven;
-    fn output(&self, _: In) -> O {
-        self.out
-    }
-}
-
-/// Declared static, received at run time: checked by `try_bind`.
-impl<O: Dim, I: StaticDim> LayerOn<Dyn> for Dense<O, I> {
-    type Out = O;
-    type Checks = AtRunTime;
-    fn output(&self, _: Dyn) -> O {
-        self.out
-    }
 }
 
 /// Declared at run time: checked by `try_bind`.
-impl<O: Dim, In: Dim> LayerOn<In> for Dense<O, Dyn> {
-    type Out = O;
+impl<In, Known> InputRule<In, Known> for Dyn {
     type Checks = AtRunTime;
+}
+
+/// Declared static, reached by a static size the declaration did not know: checked here.
+impl<U, B, In> InputRule<In, Unknown> for UInt<U, B>
+where
+    In: StaticDim + Decimal,
+    UInt<U, B>: Decimal,
+    Dec<UInt<U, B>>: BoundInputMatches<Dec<In>>,
+{
+    type Checks = Proven;
+}
+
+/// Declared static, after a static width: `push` made the check.
+impl<U, B, IU, IB, K> InputRule<UInt<IU, IB>, Static<K>> for UInt<U, B> {
+    type Checks = Proven;
+}
+
+/// Declared static, reached by a run-time size: checked by `try_bind`.
+impl<U, B, Known> InputRule<Dyn, Known> for UInt<U, B> {
+    type Checks = AtRunTime;
+}
+
+/// The declared input decides what is checked and when.
+impl<O: Dim, I: InputDecl, In: Dim, Known> LayerOn<In, Known> for Dense<O, I>
+where
+    I: InputRule<In, Known>,
+{
+    type Out = O;
+    type Checks = I::Checks;
     fn output(&self, _: In) -> O {
         self.out
     }
 }
 
+/// The rule [`Net::push`](crate::Net::push) checks for a declared input `Self`, against what
+/// the declaration produced so far (`Prev`). Like [`InputRule`], one implementation per head.
+pub trait PushRule<Prev> {}
+
+/// No declared input: nothing to check.
+impl<Prev> PushRule<Prev> for Infer {}
+
+/// Declared at run time: checked by `try_bind`.
+impl<Prev> PushRule<Prev> for Dyn {}
+
+/// Declared static, after a part whose size waits for the input: checked at binding.
+impl<U, B> PushRule<Unknown> for UInt<U, B> {}
+
+/// Declared static, after a run-time width: checked by `try_bind`.
+impl<U, B> PushRule<Dyn> for UInt<U, B> {}
+
+/// Declared static, after a static width: the compiler checks they are equal, here.
+impl<U, B, P> PushRule<Static<P>> for UInt<U, B>
+where
+    P: Decimal,
+    UInt<U, B>: Decimal,
+    Dec<UInt<U, B>>: DeclaredInputMatches<Dec<P>>,
+{
+}
+
+/// A dense layer of static width produces that width, whatever came before.
+impl<U, B, I: InputDecl, Prev> Follows<Prev> for Dense<UInt<U, B>, I>
+where
+    UInt<U, B>: Dim,
+{
+    type Known = Static<UInt<U, B>>;
+}
+
+/// A dense layer of run-time width produces a run-time width.
+impl<I: InputDecl, Prev> Follows<Prev> for Dense<Dyn, I> {
+    type Known = Dyn;
+}
+
+impl<O: Dim, I: InputDecl> DeclaresInput for Dense<O, I> {
+    type Input = I;
+}
 
 #[cfg(test)]
 mod tests {
@@ -177,7 +252,10 @@ mod tests {
     #[test]
     fn shapes_follow_pytorch_order() {
         let d = Dense::<U256>::new();
-        assert_eq!(d.param_shapes(Some(20))[0].1, PartialShape(vec![Some(256), Some(20)]));
+        assert_eq!(
+            d.param_shapes(Some(20))[0].1,
+            PartialShape(vec![Some(256), Some(20)])
+        );
         assert_eq!(d.param_shapes(None)[0].1.to_string(), "(256, ?)");
         assert_eq!(d.param_shapes(None)[1].1.to_string(), "(256,)");
         assert_eq!(d.output_size(None), Some(256));
@@ -187,15 +265,23 @@ mod tests {
     fn declared_inputs_are_reported() {
         assert_eq!(Dense::<U10>::with_input::<U20>().declared_input(), Some(20));
         assert_eq!(Dense::<U10>::new().declared_input(), None);
-        assert_eq!(Dense::dynamic(10).with_input_size(30).declared_input(), Some(30));
-        assert_eq!(Dense::<U10>::with_input::<U20>().param_shapes(None)[0].1.to_string(), "(10, 20)");
+        assert_eq!(
+            Dense::dynamic(10).with_input_size(30).declared_input(),
+            Some(30)
+        );
+        assert_eq!(
+            Dense::<U10>::with_input::<U20>().param_shapes(None)[0]
+                .1
+                .to_string(),
+            "(10, 20)"
+        );
     }
 
     #[test]
     fn output_types_follow_the_width() {
-        let o: U10 = LayerOn::<U20>::output(&Dense::<U10>::new(), U20::default());
+        let o: U10 = LayerOn::<U20, Unknown>::output(&Dense::<U10>::new(), U20::default());
         assert_eq!(o.size(), 10);
-        let o: Dyn = LayerOn::<U20>::output(&Dense::dynamic(7), U20::default());
+        let o: Dyn = LayerOn::<U20, Unknown>::output(&Dense::dynamic(7), U20::default());
         assert_eq!(o, Dyn(7));
     }
 }

@@ -10,7 +10,7 @@ mod dense;
 use core::fmt;
 
 pub use activation::{Identity, Relu, Sigmoid, Tanh};
-pub use dense::{Dense, Infer};
+pub use dense::{Dense, Infer, InputDecl, InputRule, PushRule};
 
 use crate::dim::Dim;
 use crate::init::Role;
@@ -41,6 +41,14 @@ pub trait Layer: sealed::Sealed + Send + Sync + 'static {
     fn op(&self) -> Op;
 }
 
+/// The input size a layer declares, as a type: [`Infer`] when it declares none, a typenum
+/// number, or [`Dyn`](crate::Dyn). [`Net::push`](crate::Net::push) checks it with
+/// [`PushRule`].
+pub trait DeclaresInput {
+    /// The declaration.
+    type Input;
+}
+
 /// The bound computation of a layer. Not a public interface yet.
 #[doc(hidden)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,7 +71,10 @@ mod sealed {
 ///
 /// # Type parameters
 /// * `In`: the input dimension, a typenum number or [`Dyn`](crate::Dyn).
-pub trait LayerOn<In: Dim>: Layer {
+/// * `Known`: what the declaration produced before this layer, as far as it was known before
+///   binding (see [`Produces`](crate::list::Produces)); a check already made by `push` is not
+///   made again.
+pub trait LayerOn<In: Dim, Known = crate::list::Unknown>: Layer {
     /// The output dimension.
     type Out: Dim;
     /// [`Proven`](crate::rules::Proven) when the compiler made every check,
@@ -120,6 +131,9 @@ mod tests {
         assert_eq!(PartialShape(vec![Some(256)]).to_string(), "(256,)");
         assert_eq!(PartialShape(vec![Some(256), None]).len(), None);
         assert_eq!(PartialShape(vec![Some(10), Some(256)]).len(), Some(2560));
-        assert_eq!(PartialShape(vec![Some(10), Some(256)]).known(), Some(vec![10, 256]));
+        assert_eq!(
+            PartialShape(vec![Some(10), Some(256)]).known(),
+            Some(vec![10, 256])
+        );
     }
 }

@@ -1,0 +1,3 @@
+//! lazynet's integration tests: one crate, one module per concern.
+
+mod ui;
