@@ -5,6 +5,29 @@
 //! and the input flows from the innermost pair outwards.
 
 use crate::dim::Dim;
+
+/// The type of a list of layers, written first to last: `Layers![Dense<U256>, Relu,
+/// Dense<U10>]` is `((((), Dense<U256>), Relu), Dense<U10>)`, the `L` of a `Net<S, L>`.
+///
+/// # Example
+/// ```
+/// use lazynet::prelude::*;
+/// use lazynet::Layers;
+///
+/// type Mlp = Layers![Dense<U256>, Relu, Dense<U10>];
+///
+/// fn declare() -> Net<Uninit, Mlp> {
+///     Net::new().push(Dense::<U256>::new()).push(Relu).push(Dense::<U10>::new())
+/// }
+/// let net: Net<Init<U20>, Mlp> = declare().bind::<U20>();
+/// # let _ = net;
+/// ```
+#[macro_export]
+macro_rules! Layers {
+    (@acc $acc:ty;) => { $acc };
+    (@acc $acc:ty; $head:ty $(, $rest:ty)*) => { $crate::Layers!(@acc ($acc, $head); $($rest),*) };
+    ($($layer:ty),* $(,)?) => { $crate::Layers!(@acc (); $($layer),*) };
+}
 use crate::layer::{DeclaresInput, Layer, LayerOn, PushRule};
 use crate::rules::Both;
 

@@ -1,3 +1,6 @@
 //! lazynet's integration tests: one crate, one module per concern.
 
+mod api;
+mod props;
+mod strategies;
 mod ui;
