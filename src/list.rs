@@ -1,13 +1,25 @@
 //! The type-level list of layers a net is declared from.
 //!
-//! `Net::new()` holds `()`; each `push` wraps the list so far with the new layer: `((), A)`,
-//! then `(((), A), B)`. The last layer is outermost, so `push` costs nothing at the type level,
-//! and the input flows from the innermost pair outwards.
+//! `Net::new()` holds `()`; each `push` wraps the list so far in a [`Cons`] with the new layer:
+//! `Cons<(), A, _>`, then `Cons<Cons<(), A, _>, B, _>`. The last layer is outermost, so `push`
+//! costs nothing at the type level, and the input flows from the innermost node outwards.
+//!
+//! Each node also records, as its third type parameter, what the declaration produces up to
+//! that layer as far as the compiler knows before binding ([`Produces`]). `push` reads it from
+//! the outermost node instead of walking the list, so declaring a net of `n` layers costs the
+//! compiler `O(n)`, not `O(n²)` (measured: 400 layers went from 10.9 s to well under a second
+//! of `cargo check`).
+
+use core::marker::PhantomData;
 
 use crate::dim::Dim;
+use crate::layer::{DeclaresInput, Dense, Layer, LayerOn, PushRule};
+use crate::rules::{Both, Proven};
 
-/// The type of a list of layers, written first to last: `Layers![Dense<U256>, Relu,
-/// Dense<U10>]` is `((((), Dense<U256>), Relu), Dense<U10>)`, the `L` of a `Net<S, L>`.
+/// The type of a list of layers, written first to last: the `L` of a `Net<S, L>`.
+///
+/// `Layers![Dense<U256>, Relu, Dense<U10>]` is the type that
+/// `Net::new().push(Dense::<U256>::new()).push(Relu).push(Dense::<U10>::new())` holds.
 ///
 /// # Example
 /// ```
@@ -25,11 +37,49 @@ use crate::dim::Dim;
 #[macro_export]
 macro_rules! Layers {
     (@acc $acc:ty;) => { $acc };
-    (@acc $acc:ty; $head:ty $(, $rest:ty)*) => { $crate::Layers!(@acc ($acc, $head); $($rest),*) };
+    (@acc $acc:ty; $head:ty $(, $rest:ty)*) => {
+        $crate::Layers!(@acc $crate::list::Cons<$acc, $head, $crate::list::KnownAfter<$acc, $head>>; $($rest),*)
+    };
     ($($layer:ty),* $(,)?) => { $crate::Layers!(@acc (); $($layer),*) };
 }
-use crate::layer::{DeclaresInput, Layer, LayerOn, PushRule};
-use crate::rules::Both;
+
+/// A node of the list: the layers before it (`P`), the last layer (`H`), and what the
+/// declaration produces after `H` as far as the compiler knows (`K`, see [`Produces`]).
+///
+/// # Type parameters
+/// * `P`: the list before, `()` or another `Cons`.
+/// * `H`: the last layer.
+/// * `K`: [`Unknown`], [`Static<N>`](Static) or [`Dyn`](crate::Dyn).
+pub struct Cons<P, H, K> {
+    pub(crate) prev: P,
+    pub(crate) last: H,
+    known: PhantomData<fn() -> K>,
+}
+
+impl<P, H, K> Cons<P, H, K> {
+    pub(crate) fn new(prev: P, last: H) -> Self {
+        Cons {
+            prev,
+            last,
+            known: PhantomData,
+        }
+    }
+}
+
+impl<P: Clone, H: Clone, K> Clone for Cons<P, H, K> {
+    fn clone(&self) -> Self {
+        Cons::new(self.prev.clone(), self.last.clone())
+    }
+}
+
+impl<P: core::fmt::Debug, H: core::fmt::Debug, K> core::fmt::Debug for Cons<P, H, K> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_tuple("Cons")
+            .field(&self.prev)
+            .field(&self.last)
+            .finish()
+    }
+}
 
 /// A list of layers, walked at run time in order.
 pub trait Layers: Clone + Send + Sync + 'static {
@@ -47,11 +97,14 @@ impl Layers for () {
 }
 
 /// The layers before, then the last one.
-impl<P: Layers, H: Layer + Clone> Layers for (P, H) {
+impl<P: Layers, H: Layer + Clone, K: 'static> Layers for Cons<P, H, K> {
     const LEN: usize = P::LEN + 1;
+    // Not inlined: each level would otherwise inline every level below it, and release builds
+    // of long nets would grow with the square of their length (measured).
+    #[inline(never)]
     fn visit<'a>(&'a self, out: &mut Vec<&'a dyn Layer>) {
-        self.0.visit(out);
-        out.push(&self.1);
+        self.prev.visit(out);
+        out.push(&self.last);
     }
 }
 
@@ -64,14 +117,14 @@ pub struct Unknown;
 /// Kept apart from [`Unknown`] and [`Dyn`](crate::Dyn) by its head, so that the compiler never
 /// has to evaluate typenum arithmetic to tell them apart.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Static<N>(core::marker::PhantomData<N>);
+pub struct Static<N>(PhantomData<N>);
 
 /// What a declaration produces so far, as far as the compiler knows it before binding:
 /// [`Static<N>`](Static) for a static width, [`Dyn`](crate::Dyn) for a run-time width, or
-/// [`Unknown`] while it still depends on the input size. [`Net::push`](crate::Net::push) uses it to check a layer's
-/// declared input at the line that pushes it.
-pub trait Produces: Layers {
-    /// A dimension, or [`Unknown`].
+/// [`Unknown`] while it still depends on the input size. Read from the outermost node, in
+/// constant time.
+pub trait Produces {
+    /// [`Unknown`], [`Static<N>`](Static) or [`Dyn`](crate::Dyn).
     type Known;
 }
 
@@ -80,10 +133,13 @@ impl Produces for () {
     type Known = Unknown;
 }
 
-/// The layers before, then what the last layer makes of their output.
-impl<P: Produces, H: Follows<P::Known> + Clone> Produces for (P, H) {
-    type Known = H::Known;
+/// Recorded in the node.
+impl<P, H, K> Produces for Cons<P, H, K> {
+    type Known = K;
 }
+
+/// What `H` produces after the list `P`: the `K` of the node that `push` makes.
+pub type KnownAfter<P, H> = <H as Follows<<P as Produces>::Known>>::Known;
 
 /// What a layer produces after a part of a declaration producing `Prev` ([`Unknown`],
 /// [`Static<N>`](Static) or [`Dyn`](crate::Dyn)), as far as the compiler knows before binding.
@@ -96,8 +152,7 @@ pub trait Follows<Prev>: Layer {
 /// as far as the compiler knows: the bound of [`Net::push`](crate::Net::push).
 pub trait FitsAfter<Prev> {}
 
-/// Whatever the layer, its declared input decides, by
-/// [`PushRule`](crate::layer::PushRule).
+/// Whatever the layer, its declared input decides, by [`PushRule`].
 impl<H: DeclaresInput, Prev> FitsAfter<Prev> for H where H::Input: PushRule<Prev> {}
 
 /// A list of layers that accepts an input of dimension `In`: every layer accepts what the one
@@ -105,36 +160,28 @@ impl<H: DeclaresInput, Prev> FitsAfter<Prev> for H where H::Input: PushRule<Prev
 ///
 /// # Type parameters
 /// * `In`: the net's input dimension.
-pub trait Chain<In: Dim>: Produces {
+pub trait Chain<In: Dim>: Layers + Produces {
     /// The dimension the last layer produces.
     type Out: Dim;
-    /// [`Proven`](crate::rules::Proven) when the compiler made every check,
+    /// [`Proven`] when the compiler made every check,
     /// [`AtRunTime`](crate::rules::AtRunTime) when one is left for run time.
     type Checks;
-    /// The output dimension's value for this input.
-    fn output(&self, input: In) -> <Self as Chain<In>>::Out;
 }
 
 /// When the list is empty: the input passes through.
 impl<In: Dim> Chain<In> for () {
     type Out = In;
-    type Checks = crate::rules::Proven;
-    fn output(&self, input: In) -> In {
-        input
-    }
+    type Checks = Proven;
 }
 
 /// The layers before accept `In`, then the last layer accepts what they produce.
-impl<In: Dim, P: Chain<In>, H> Chain<In> for (P, H)
+impl<In: Dim, P: Chain<In>, H, K: 'static> Chain<In> for Cons<P, H, K>
 where
-    H: LayerOn<P::Out, P::Known> + Follows<P::Known> + Clone,
+    H: LayerOn<P::Out, P::Known> + Clone,
     P::Checks: Both<H::Checks>,
 {
     type Out = <H as LayerOn<P::Out, P::Known>>::Out;
     type Checks = <P::Checks as Both<H::Checks>>::Output;
-    fn output(&self, input: In) -> <H as LayerOn<P::Out, P::Known>>::Out {
-        self.1.output(self.0.output(input))
-    }
 }
 
 /// The input size that the first layer of a list declares.
@@ -146,23 +193,23 @@ pub trait FirstInput: Layers {
 }
 
 /// When the list holds one layer: a dense layer that declares its input.
-impl<O: Dim, I: Dim> FirstInput for ((), crate::layer::Dense<O, I>)
+impl<O: Dim, I: Dim, K: 'static> FirstInput for Cons<(), Dense<O, I>, K>
 where
-    crate::layer::Dense<O, I>: Layer,
+    Dense<O, I>: Layer,
 {
     type Input = I;
     fn first_input(&self) -> I {
-        self.1.declared_dim()
+        self.last.declared_dim()
     }
 }
 
 /// More layers follow the first: look further in.
-impl<PP, PH, H: Layer + Clone> FirstInput for ((PP, PH), H)
+impl<PP, PH, PK, H: Layer + Clone, K: 'static> FirstInput for Cons<Cons<PP, PH, PK>, H, K>
 where
-    (PP, PH): FirstInput,
+    Cons<PP, PH, PK>: FirstInput,
 {
-    type Input = <(PP, PH) as FirstInput>::Input;
+    type Input = <Cons<PP, PH, PK> as FirstInput>::Input;
     fn first_input(&self) -> Self::Input {
-        self.0.first_input()
+        self.prev.first_input()
     }
 }

@@ -197,9 +197,6 @@ where
 {
     type Out = O;
     type Checks = I::Checks;
-    fn output(&self, _: In) -> O {
-        self.out
-    }
 }
 
 /// The rule [`Net::push`](crate::Net::push) checks for a declared input `Self`, against what
@@ -279,9 +276,10 @@ mod tests {
 
     #[test]
     fn output_types_follow_the_width() {
-        let o: U10 = LayerOn::<U20, Unknown>::output(&Dense::<U10>::new(), U20::default());
-        assert_eq!(o.size(), 10);
-        let o: Dyn = LayerOn::<U20, Unknown>::output(&Dense::dynamic(7), U20::default());
-        assert_eq!(o, Dyn(7));
+        fn out_of<L: LayerOn<U20>>(_: &L) -> usize {
+            L::Out::default().size()
+        }
+        assert_eq!(out_of(&Dense::<U10>::new()), 10);
+        let _: <Dense<Dyn> as LayerOn<U20>>::Out = Dyn(7);
     }
 }

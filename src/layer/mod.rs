@@ -80,8 +80,6 @@ pub trait LayerOn<In: Dim, Known = crate::list::Unknown>: Layer {
     /// [`Proven`](crate::rules::Proven) when the compiler made every check,
     /// [`AtRunTime`](crate::rules::AtRunTime) when one is left for `try_bind`.
     type Checks;
-    /// The output dimension's value for this input.
-    fn output(&self, input: In) -> Self::Out;
 }
 
 /// A shape with unknown places, displayed as `(256, ?)`.
