@@ -61,7 +61,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut rng = InitRng::new(7, "inputs");
     let x = Batch::<U20>::from_fn(2, |_, _| rng.uniform(0.0, 1.0));
     let y: Batch<U10> = net.forward(&x);
-    println!("  y = {:.3}", y.as_matrix().transpose());
+    println!(
+        "  y (one row per sample) = {:.1}",
+        y.as_matrix().transpose()
+    );
     let y_again = net.forward(&x);
     println!(
         "  again, no `Init` line and the same output: {}\n",
@@ -99,12 +102,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .initialize(MyInit)
         .seed(42)
         .build();
+    println!("\n  (the Init lines above come from `.build()`: no input size was named again)");
     let eager_same = eager
         .named_params()
-        .zip(net_with(MyInit, &decl).named_params())
+        .zip(dyn_net.named_params())
         .all(|((_, a), (_, b))| a == b);
     println!(
-        "\n  shapes: {:?}; weights equal to the lazily bound net's: {eager_same}\n",
+        "  shapes: {:?}; weights equal to the lazily bound net's: {eager_same}\n",
         eager.param_shapes()
     );
 
@@ -139,7 +143,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .filter(|((_, a), (_, b))| a == b)
         .map(|((n, _), _)| n)
         .collect::<Vec<_>>();
-    println!("  parameters equal in both (their shapes do not depend on the input): {shared:?}");
+    println!("  parameters equal in both (neither their shapes nor their initial draws depend on the input): {shared:?}");
     let mut sizes = Vec::new();
     for n in [4, 20, 64] {
         let x = Batch::<Dyn>::from_fn_dyn(n, 1, |f, _| f as f32);
@@ -148,13 +152,4 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!("  run-time sizes from data, one net each: {sizes:?}");
     Ok(())
-}
-
-/// The chapter's net bound lazily with `init`, for comparison with the eager one.
-fn net_with<L>(init: impl Initializer + 'static, decl: &Net<Uninit, L>) -> Net<Init<U20>, L>
-where
-    L: lazynet::list::Layers,
-    U20: lazynet::BindTo<L>,
-{
-    decl.clone().initialize(init).bind::<U20>()
 }

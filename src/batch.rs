@@ -72,7 +72,8 @@ impl<N: Dim> Batch<N> {
     /// Sample `j` as a slice of its features; `None` past the end.
     pub fn sample(&self, j: usize) -> Option<&[f32]> {
         let rows = self.data.nrows();
-        self.data.as_slice().get(j * rows..(j + 1) * rows)
+        let start = j.checked_mul(rows)?;
+        self.data.as_slice().get(start..start.checked_add(rows)?)
     }
 
     /// Forgets the static feature count.
@@ -156,6 +157,7 @@ mod tests {
         assert_eq!(x.sample(0), Some(&[0.0, 1.0][..]));
         assert_eq!(x.sample(2), Some(&[20.0, 21.0][..]));
         assert_eq!(x.sample(3), None);
+        assert_eq!(x.sample(usize::MAX), None);
         assert_eq!(x.features().size(), 2);
     }
 

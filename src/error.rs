@@ -18,11 +18,14 @@ use thiserror::Error;
 ///     .push(Dense::dynamic(256))
 ///     .push(Relu)
 ///     .push(Dense::<U10>::with_input::<U30>());
-/// let err = decl.try_bind(20).unwrap_err();
-/// assert_eq!(
-///     err.to_string(),
-///     "layer 2 (Dense) declares 30 inputs but receives 256 from the layer before it"
-/// );
+/// match decl.try_bind(20) {
+///     Ok(_) => return Err("a 256-wide layer cannot feed one that declares 30 inputs".into()),
+///     Err(err) => assert_eq!(
+///         err.to_string(),
+///         "layer 2 (Dense) declares 30 inputs but receives 256 from the layer before it"
+///     ),
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
 #[non_exhaustive]

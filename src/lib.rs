@@ -78,6 +78,11 @@ pub use error::ShapeError;
 pub use net::{BindTo, ForwardInit, Net};
 pub use state::{Bound, Init, Unbound, Uninit};
 
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 pub use generic_array;
 pub use nalgebra;
 #[doc(hidden)]

@@ -38,9 +38,12 @@ use crate::state::{Bound, BoundLayer, Init, Unbound, Uninit};
 /// A declaration is a value that can be cloned and bound again: `decl.clone().bind::<U20>()`
 /// and `decl.bind::<U30>()` are two nets of different types. They share the declaration (the
 /// layers, the initializer, the seed) and nothing else: each owns its parameters. Because every
-/// parameter draws from a random stream chosen by the seed and its name, parameters whose
-/// shape does not depend on the input size (here `2.weight` and every bias) get the same
-/// values in both nets; only `0.weight`, whose shape does, differs.
+/// parameter draws from a random stream chosen by the seed and its name, a parameter gets the
+/// same values in both nets when neither its shape nor what its initializer reads of it
+/// depends on the input size: in a `Dense 256 → Relu → Dense 10` net, `2.weight` and `2.bias`
+/// always; `0.bias` too under an initializer that ignores the fan-in (Xavier's zero biases,
+/// `Constant`), but not under the default, whose bound is 1/√in; `0.weight` never, since its
+/// shape is `(256, in)`.
 ///
 /// # Type parameters
 /// * `S`: the state, [`Uninit`] or [`Init<N>`](Init).
