@@ -18,7 +18,8 @@ fn mlp(w: [usize; 3], seed: u64) -> Net<Uninit, Mlp> {
         .push(Tanh)
         .push(Dense::dynamic(w[2]))
         .push(Sigmoid)
-        .initialize(XavierNormal::default())
+        // Non-zero biases, so that the forward property sees them.
+        .initialize(WeightBias::new(XavierNormal::default(), Uniform::new(-0.5, 0.5)))
         .seed(seed)
 }
 
