@@ -54,7 +54,7 @@ pub(crate) fn build(
                 let shape: Vec<usize> = shape.0.iter().map(|d| d.unwrap_or(0)).collect();
                 let rows = shape.first().copied().unwrap_or(1);
                 let cols = shape.iter().skip(1).product();
-                let name = format!("{index}.{}", role.suffix());
+                let name = role.param_name(index);
                 Param {
                     name,
                     shape,

@@ -32,6 +32,11 @@ impl Role {
             Role::Bias => "bias",
         }
     }
+
+    /// The name of this parameter of layer `index`, PyTorch `nn.Sequential` style: `0.weight`.
+    pub fn param_name(self, index: usize) -> String {
+        format!("{index}.{}", self.suffix())
+    }
 }
 
 /// A parameter's shape in PyTorch order (`[out, in]` for a dense weight, `[out]` for a bias),

@@ -131,15 +131,32 @@ impl<L: Layers> Net<Uninit, L> {
     /// Every parameter's name and shape, with `?` where the input size is still unknown:
     /// `("0.weight", (256, ?))`, `("2.weight", (10, 256))`.
     pub fn partial_shapes(&self) -> Vec<(String, PartialShape)> {
-        let mut out = Vec::new();
+        self.describe()
+            .into_iter()
+            .flat_map(|layer| layer.params)
+            .collect()
+    }
+
+    /// Each layer as far as it is known before binding, first to last.
+    pub(crate) fn describe(&self) -> Vec<Described> {
         let mut size = None;
-        for (index, layer) in self.layer_refs().into_iter().enumerate() {
-            for (role, shape) in layer.param_shapes(size) {
-                out.push((format!("{index}.{}", role.suffix()), shape));
-            }
-            size = layer.output_size(size);
-        }
-        out
+        self.layer_refs()
+            .into_iter()
+            .enumerate()
+            .map(|(index, layer)| {
+                let params = layer
+                    .param_shapes(size)
+                    .into_iter()
+                    .map(|(role, shape)| (role.param_name(index), shape))
+                    .collect();
+                size = layer.output_size(size);
+                Described {
+                    kind: layer.kind(),
+                    output: size,
+                    params,
+                }
+            })
+            .collect()
     }
 
     /// Binds to an input size known at run time, checking every shape. The declaration is
@@ -152,9 +169,8 @@ impl<L: Layers> Net<Uninit, L> {
     where
         L: Chain<Dyn>,
     {
-        let layers = self.layer_refs();
-        exec::check(&layers, input)?;
-        Ok(self.clone().bound(Dyn(input), &layers))
+        exec::check(&self.layer_refs(), input)?;
+        Ok(self.clone().bound(Dyn(input)))
     }
 
     /// Binds to the input size that the first layer declares
@@ -177,18 +193,33 @@ impl<L: Layers> Net<Uninit, L> {
         M::forward_init(self, x)
     }
 
-    fn bound<N: Dim>(self, input: N, layers: &[&dyn Layer]) -> Net<Init<N>, L> {
+    /// Allocates and initializes the parameters for `input`; the sizes must have been checked.
+    fn bound<N: Dim>(self, input: N) -> Net<Init<N>, L> {
         let Uninit { init, seed } = self.state;
-        let bound = exec::build(layers, input.size(), init.as_ref(), seed);
+        let layers = exec::build(&refs(&self.layers), input.size(), init.as_ref(), seed);
         Net {
             state: Init {
                 input,
                 seed,
-                layers: bound,
+                layers,
             },
             layers: self.layers,
         }
     }
+}
+
+/// The layers of a list, first to last.
+fn refs<L: Layers>(layers: &L) -> Vec<&dyn Layer> {
+    let mut out = Vec::with_capacity(L::LEN);
+    layers.visit(&mut out);
+    out
+}
+
+/// A layer of a declaration as far as it is known before binding.
+pub(crate) struct Described {
+    pub(crate) kind: &'static str,
+    pub(crate) output: Option<usize>,
+    pub(crate) params: Vec<(String, PartialShape)>,
 }
 
 impl<S, L: Layers> Net<S, L> {
@@ -206,16 +237,7 @@ impl<S, L: Layers> Net<S, L> {
             state: self.state.into_uninit(),
             layers: self.layers,
         };
-        let layers = net.layer_refs();
-        let bound = exec::build(&layers, N::USIZE, net.state.init.as_ref(), net.state.seed);
-        Net {
-            state: Init {
-                input: N::default(),
-                seed: net.state.seed,
-                layers: bound,
-            },
-            layers: net.layers,
-        }
+        net.bound(N::default())
     }
 
     /// Every parameter with its name, in order: `("0.weight", W)` (`256 × 20`),
@@ -276,9 +298,7 @@ impl<S, L: Layers> Net<S, L> {
     }
 
     pub(crate) fn layer_refs(&self) -> Vec<&dyn Layer> {
-        let mut out = Vec::with_capacity(L::LEN);
-        self.layers.visit(&mut out);
-        out
+        refs(&self.layers)
     }
 }
 

@@ -83,30 +83,29 @@ fn table(f: &mut fmt::Formatter<'_>, title: &str, rows: &[Row], footer: &str) ->
 impl<L: Layers> fmt::Display for Net<Uninit, L> {
     /// The declaration's table: shapes known so far, `?` where the input size is needed.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut rows = Vec::new();
-        let mut size: Option<usize> = None;
         let (mut known, mut unknown) = (0usize, 0usize);
-        for (index, layer) in self.layer_refs().into_iter().enumerate() {
-            let params = layer
-                .param_shapes(size)
-                .into_iter()
-                .map(|(role, shape)| {
-                    let n = shape.len();
-                    match n {
-                        Some(n) => known += n,
-                        None => unknown += 1,
-                    }
-                    (format!("{index}.{}", role.suffix()), shape.to_string(), n)
-                })
-                .collect();
-            size = layer.output_size(size);
-            rows.push(Row {
+        let rows: Vec<Row> = self
+            .describe()
+            .into_iter()
+            .enumerate()
+            .map(|(index, layer)| Row {
                 layer: index.to_string(),
-                kind: layer.kind(),
-                output: PartialShape(vec![size]).to_string(),
-                params,
-            });
-        }
+                kind: layer.kind,
+                output: PartialShape(vec![layer.output]).to_string(),
+                params: layer
+                    .params
+                    .into_iter()
+                    .map(|(name, shape)| {
+                        let n = shape.len();
+                        match n {
+                            Some(n) => known += n,
+                            None => unknown += 1,
+                        }
+                        (name, shape.to_string(), n)
+                    })
+                    .collect(),
+            })
+            .collect();
         let footer = if unknown == 0 {
             format!("parameters: {known} (not allocated until the net is bound)")
         } else {

@@ -36,7 +36,7 @@ pub trait Layer: sealed::Sealed + Send + Sync + 'static {
     /// The input width this layer declares, if it declares one.
     fn declared_input(&self) -> Option<usize>;
 
-    /// Turns the specification into the bound computation for an input of `input` features.
+    /// The computation the layer runs once bound.
     #[doc(hidden)]
     fn op(&self) -> Op;
 }

@@ -19,7 +19,10 @@ fn mlp(w: [usize; 3], seed: u64) -> Net<Uninit, Mlp> {
         .push(Dense::dynamic(w[2]))
         .push(Sigmoid)
         // Non-zero biases, so that the forward property sees them.
-        .initialize(WeightBias::new(XavierNormal::default(), Uniform::new(-0.5, 0.5)))
+        .initialize(WeightBias::new(
+            XavierNormal::default(),
+            Uniform::new(-0.5, 0.5),
+        ))
         .seed(seed)
 }
 
