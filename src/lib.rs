@@ -75,7 +75,7 @@ mod summary;
 pub use batch::Batch;
 pub use dim::{Dim, Dyn, StaticDim};
 pub use error::ShapeError;
-pub use net::{BindTo, ForwardInit, Net};
+pub use net::{BindTo, ForwardInit, NamedParams, Net};
 pub use state::{Bound, Init, Unbound, Uninit};
 
 /// The README's examples, compiled and run as doctests.
