@@ -13,66 +13,94 @@ use crate::init::{InitRng, Initializer, ParamInfo};
 use crate::layer::{Layer, Op};
 use crate::state::{BoundLayer, Param};
 
+/// One layer of a walk through a list: its index and the sizes around it, `None` where unknown.
+pub(crate) struct Step<'a> {
+    pub(crate) index: usize,
+    pub(crate) layer: &'a dyn Layer,
+    pub(crate) input: Option<usize>,
+    pub(crate) output: Option<usize>,
+}
+
+/// Walks `layers` from an input size (`None` before binding), passing each layer's output to
+/// the next. The one place that propagates sizes: checking, building and describing all use it.
+pub(crate) fn walk<'a>(
+    layers: &'a [&'a dyn Layer],
+    input: Option<usize>,
+) -> impl Iterator<Item = Step<'a>> + 'a {
+    layers
+        .iter()
+        .enumerate()
+        .scan(input, |size, (index, &layer)| {
+            let input = *size;
+            let output = layer.output_size(input);
+            *size = output;
+            Some(Step {
+                index,
+                layer,
+                input,
+                output,
+            })
+        })
+}
+
 /// Checks every size a run-time binding of `layers` to `input` features needs.
 pub(crate) fn check(layers: &[&dyn Layer], input: usize) -> Result<(), ShapeError> {
     if input == 0 {
         return Err(ShapeError::ZeroInput);
     }
-    let mut size = input;
-    for (index, layer) in layers.iter().enumerate() {
-        if let Some(expected) = layer.declared_input() {
-            if expected != size {
+    for step in walk(layers, Some(input)) {
+        if let (Some(expected), Some(actual)) = (step.layer.declared_input(), step.input) {
+            if expected != actual {
                 return Err(ShapeError::LayerInput {
-                    layer: index,
-                    kind: layer.kind(),
+                    layer: step.index,
+                    kind: step.layer.kind(),
                     expected,
-                    actual: size,
+                    actual,
                 });
             }
         }
-        size = layer.output_size(Some(size)).unwrap_or(size);
     }
     Ok(())
 }
 
 /// Builds the bound layers for `input` features and initializes their parameters. The sizes
-/// must have been checked, by the compiler or by [`check`].
+/// must have been checked, by the compiler or by [`check`]. From a known input every layer's
+/// output is known (a [`Layer`] promises it), so the `0`s below are never used.
 pub(crate) fn build(
     layers: &[&dyn Layer],
     input: usize,
     init: &dyn Initializer,
     seed: u64,
 ) -> Vec<BoundLayer> {
-    let mut size = input;
-    let mut bound = Vec::with_capacity(layers.len());
-    for (index, layer) in layers.iter().enumerate() {
-        let output = layer.output_size(Some(size)).unwrap_or(size);
-        let params = layer
-            .param_shapes(Some(size))
-            .into_iter()
-            .map(|(role, shape)| {
-                let shape: Vec<usize> = shape.0.iter().map(|d| d.unwrap_or(0)).collect();
-                let rows = shape.first().copied().unwrap_or(1);
-                let cols = shape.iter().skip(1).product();
-                let name = role.param_name(index);
-                Param {
-                    name,
-                    shape,
-                    role,
-                    fan_in: size,
-                    fan_out: output,
-                    value: DMatrix::zeros(rows, cols),
-                }
-            })
-            .collect();
-        bound.push(BoundLayer {
-            kind: layer.kind(),
-            output,
-            op: layer.op(),
-            params,
-        });
-        size = output;
-    }
+    let mut bound: Vec<BoundLayer> = walk(layers, Some(input))
+        .map(|step| {
+            let (fan_in, fan_out) = (step.input.unwrap_or(0), step.output.unwrap_or(0));
+            let params = step
+                .layer
+                .param_shapes(step.input)
+                .into_iter()
+                .map(|(role, shape)| {
+                    let shape: Vec<usize> = shape.0.iter().map(|d| d.unwrap_or(0)).collect();
+                    let rows = shape.first().copied().unwrap_or(1);
+                    let cols = shape.iter().skip(1).product();
+                    Param {
+                        name: role.param_name(step.index),
+                        shape,
+                        role,
+                        fan_in,
+                        fan_out,
+                        value: DMatrix::zeros(rows, cols),
+                    }
+                })
+                .collect();
+            BoundLayer {
+                kind: step.layer.kind(),
+                output: fan_out,
+                op: step.layer.op(),
+                params,
+            }
+        })
+        .collect();
     initialize(&mut bound, init, seed);
     bound
 }

@@ -139,22 +139,16 @@ impl<L: Layers> Net<Uninit, L> {
 
     /// Each layer as far as it is known before binding, first to last.
     pub(crate) fn describe(&self) -> Vec<Described> {
-        let mut size = None;
-        self.layer_refs()
-            .into_iter()
-            .enumerate()
-            .map(|(index, layer)| {
-                let params = layer
-                    .param_shapes(size)
+        exec::walk(&self.layer_refs(), None)
+            .map(|step| Described {
+                kind: step.layer.kind(),
+                output: step.output,
+                params: step
+                    .layer
+                    .param_shapes(step.input)
                     .into_iter()
-                    .map(|(role, shape)| (role.param_name(index), shape))
-                    .collect();
-                size = layer.output_size(size);
-                Described {
-                    kind: layer.kind(),
-                    output: size,
-                    params,
-                }
+                    .map(|(role, shape)| (role.param_name(step.index), shape))
+                    .collect(),
             })
             .collect()
     }
@@ -316,14 +310,7 @@ impl<N: Dim, L: Chain<N>> Net<Init<N>, L> {
         &self,
         x: &Batch<M>,
     ) -> Result<Batch<<L as Chain<N>>::Out>, ShapeError> {
-        let expected = self.state.input.size();
-        if x.features().size() != expected {
-            return Err(ShapeError::Features {
-                expected,
-                actual: x.features().size(),
-            });
-        }
-        Ok(self.run(x.as_matrix()))
+        self.try_forward_matrix(x.as_matrix())
     }
 
     /// Runs the net on a `features × samples` matrix, checking its row count.

@@ -26,7 +26,7 @@ pub trait Layer: sealed::Sealed + Send + Sync + 'static {
     fn kind(&self) -> &'static str;
 
     /// The output width, given the input width when it is known; `None` when it is not known
-    /// yet.
+    /// yet. Given a known input, the output is known.
     fn output_size(&self, input: Option<usize>) -> Option<usize>;
 
     /// The shapes of the parameters it will own (PyTorch order), with `None` where a size is not

@@ -4,7 +4,7 @@ use lazynet::nalgebra::DMatrix;
 use lazynet::prelude::*;
 use proptest::prelude::*;
 
-use crate::strategies::{random_matrix, snapshot, static_size_index, widths, STATIC_SIZES};
+use crate::strategies::{random_matrix, snapshot, static_size, static_size_index, widths};
 use crate::with_static_size;
 
 /// Dense(w0) → Relu → Dense(w1) → Tanh → Dense(w2) → Sigmoid, widths at run time.
@@ -31,7 +31,7 @@ proptest! {
 
     #[test]
     fn static_run_time_and_first_batch_binding_agree(w in widths(), i in static_size_index(), seed in any::<u64>()) {
-        let n = STATIC_SIZES[i];
+        let n = static_size(i);
         let decl = Net::new()
             .push(Dense::dynamic(w[0]))
             .push(Relu)

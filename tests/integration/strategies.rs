@@ -14,49 +14,34 @@ pub fn widths() -> impl Strategy<Value = [usize; 3]> {
     [width(), width(), width()]
 }
 
-/// An index into [`STATIC_SIZES`].
+/// An index into the sizes of [`with_static_size!`].
 pub fn static_size_index() -> impl Strategy<Value = usize> {
-    0..STATIC_SIZES.len()
+    0..STATIC_SIZE_COUNT
 }
 
-/// The input sizes the static path is tried with; `with_static_size!` maps each to its type.
-pub const STATIC_SIZES: [usize; 8] = [1, 2, 3, 7, 16, 20, 33, 100];
+/// How many sizes [`with_static_size!`] knows.
+pub const STATIC_SIZE_COUNT: usize = 8;
 
-/// Runs `$body` with `$n` bound to the typenum type of `STATIC_SIZES[$i]`.
+/// The input size of index `i`, read from [`with_static_size!`], the one list of them.
+pub fn static_size(i: usize) -> usize {
+    crate::with_static_size!(i, |N| N::default().size())
+}
+
+/// Runs `$body` with `$n` bound to the typenum type of static size number `$i` (1, 2, 3, 7,
+/// 16, 20, 33, 100; past the end, the last).
 #[macro_export]
 macro_rules! with_static_size {
     ($i:expr, |$n:ident| $body:expr) => {
+        $crate::with_static_size!(@arms $i, $n, $body; 0 => U1, 1 => U2, 2 => U3, 3 => U7, 4 => U16, 5 => U20, 6 => U33; U100)
+    };
+    (@arms $i:expr, $n:ident, $body:expr; $($k:literal => $t:ident),*; $last:ident) => {
         match $i {
-            0 => {
-                type $n = U1;
+            $($k => {
+                type $n = $t;
                 $body
-            }
-            1 => {
-                type $n = U2;
-                $body
-            }
-            2 => {
-                type $n = U3;
-                $body
-            }
-            3 => {
-                type $n = U7;
-                $body
-            }
-            4 => {
-                type $n = U16;
-                $body
-            }
-            5 => {
-                type $n = U20;
-                $body
-            }
-            6 => {
-                type $n = U33;
-                $body
-            }
+            })*
             _ => {
-                type $n = U100;
+                type $n = $last;
                 $body
             }
         }
@@ -84,4 +69,21 @@ pub fn snapshot<S: lazynet::Bound, L: lazynet::list::Layers>(net: &Net<S, L>) ->
 pub fn random_matrix(features: usize, samples: usize, seed: u64) -> DMatrix<f32> {
     let mut rng = InitRng::new(seed, "batch");
     DMatrix::from_fn(features, samples, |_, _| rng.uniform(-1.0, 1.0))
+}
+
+#[test]
+fn the_size_count_matches_the_macro() {
+    let sizes: Vec<usize> = (0..=STATIC_SIZE_COUNT).map(static_size).collect();
+    let mut distinct = sizes[..STATIC_SIZE_COUNT].to_vec();
+    distinct.dedup();
+    assert_eq!(
+        distinct.len(),
+        STATIC_SIZE_COUNT,
+        "every index below the count has its own size"
+    );
+    assert_eq!(
+        sizes[STATIC_SIZE_COUNT],
+        sizes[STATIC_SIZE_COUNT - 1],
+        "past the end is the last"
+    );
 }
