@@ -3,17 +3,19 @@
 use generic_array::{ArrayLength, GenericArray};
 use nalgebra::DMatrix;
 
-use crate::dim::{Dim, Dyn, StaticDim};
+use crate::dim::{Dyn, StaticDim};
 use crate::error::ShapeError;
+use crate::shape::{FromRows, Shape, StaticShape};
 
 /// A batch of samples, stored as a `features × samples` matrix: one column per sample.
 ///
-/// The feature count is part of the type (`Batch<U20>`) or known at run time (`Batch<Dyn>`),
-/// so a net bound to `U20` accepts a `Batch<U20>` without any run-time check. The column
-/// layout lets a dense layer compute `W · X` with the fast GEMM kernel at every batch size.
+/// The shape of a sample is part of the type (`Batch<U20>`, `Batch<Image<U1, U28, U28>>`) or
+/// known at run time (`Batch<Dyn>`), so a net bound to `U20` accepts a `Batch<U20>` without
+/// any run-time check. The column layout lets a dense layer compute `W · X` with the fast GEMM
+/// kernel at every batch size. An image sample is stored in C, H, W order.
 ///
 /// # Type parameters
-/// * `N`: the number of features per sample.
+/// * `N`: the shape of one sample: a flat dimension or an [`Image`](crate::Image).
 ///
 /// # Example
 /// ```
@@ -30,23 +32,51 @@ use crate::error::ShapeError;
 /// # Ok::<(), ShapeError>(())
 /// ```
 #[derive(Clone, Debug, PartialEq)]
-pub struct Batch<N: Dim> {
+pub struct Batch<N: Shape> {
     data: DMatrix<f32>,
     features: N,
 }
 
-impl<N: Dim> Batch<N> {
-    /// Wraps a `features × samples` matrix; `Err` when its row count is not `N`.
+impl<N: FromRows> Batch<N> {
+    /// Wraps a `features × samples` matrix; `Err` when its row count is not the size of `N`.
     ///
-    /// For `Batch<Dyn>` any row count is accepted.
+    /// For `Batch<Dyn>` any row count is accepted. A batch of images whose size is known only
+    /// at run time is made with [`try_with_shape`](Batch::try_with_shape).
     pub fn try_from_matrix(data: DMatrix<f32>) -> Result<Self, ShapeError> {
-        match N::from_size(data.nrows()) {
+        match N::from_rows(data.nrows()) {
             Some(features) => Ok(Batch { data, features }),
             None => Err(ShapeError::Features {
-                expected: N::default().size(),
+                expected: N::default().flat_size(),
                 actual: data.nrows(),
             }),
         }
+    }
+}
+
+impl<N: Shape> Batch<N> {
+    /// Wraps a `features × samples` matrix whose samples have shape `shape`; `Err` when its row
+    /// count is not the size of `shape`.
+    ///
+    /// ```
+    /// use lazynet::prelude::*;
+    /// use lazynet::nalgebra::DMatrix;
+    ///
+    /// let images = Batch::try_with_shape(Image::dynamic(3, 4, 5), DMatrix::zeros(60, 2))?;
+    /// assert_eq!(images.features().dims(), [3, 4, 5]);
+    /// assert!(Batch::try_with_shape(Image::dynamic(3, 4, 5), DMatrix::zeros(61, 2)).is_err());
+    /// # Ok::<(), ShapeError>(())
+    /// ```
+    pub fn try_with_shape(shape: N, data: DMatrix<f32>) -> Result<Self, ShapeError> {
+        if data.nrows() != shape.flat_size() {
+            return Err(ShapeError::Features {
+                expected: shape.flat_size(),
+                actual: data.nrows(),
+            });
+        }
+        Ok(Batch {
+            data,
+            features: shape,
+        })
     }
 
     /// The `features × samples` matrix.
@@ -59,7 +89,7 @@ impl<N: Dim> Batch<N> {
         self.data
     }
 
-    /// The feature dimension.
+    /// The shape of one sample: its feature dimension, or its image shape.
     pub fn features(&self) -> N {
         self.features
     }
@@ -76,10 +106,10 @@ impl<N: Dim> Batch<N> {
         self.data.as_slice().get(start..start.checked_add(rows)?)
     }
 
-    /// Forgets the static feature count.
+    /// Forgets the shape, keeping the feature count (known at run time).
     pub fn into_dyn(self) -> Batch<Dyn> {
         Batch {
-            features: Dyn(self.features.size()),
+            features: Dyn(self.features.flat_size()),
             data: self.data,
         }
     }
@@ -89,20 +119,23 @@ impl<N: Dim> Batch<N> {
     }
 }
 
-impl<N: StaticDim> Batch<N> {
+impl<N: StaticShape> Batch<N> {
     /// A batch of `samples` samples whose value at (`feature`, `sample`) is `f(feature, sample)`.
+    /// For an image, `feature` runs over C, H, W: `(c · height + y) · width + x`.
     pub fn from_fn(samples: usize, f: impl FnMut(usize, usize) -> f32) -> Self {
+        let features = N::default();
         Batch {
-            data: DMatrix::from_fn(N::USIZE, samples, f),
-            features: N::default(),
+            data: DMatrix::from_fn(features.flat_size(), samples, f),
+            features,
         }
     }
 
     /// A batch of `samples` samples of zeros.
     pub fn zeros(samples: usize) -> Self {
+        let features = N::default();
         Batch {
-            data: DMatrix::zeros(N::USIZE, samples),
-            features: N::default(),
+            data: DMatrix::zeros(features.flat_size(), samples),
+            features,
         }
     }
 }
@@ -158,7 +191,7 @@ mod tests {
         assert_eq!(x.sample(2), Some(&[20.0, 21.0][..]));
         assert_eq!(x.sample(3), None);
         assert_eq!(x.sample(usize::MAX), None);
-        assert_eq!(x.features().size(), 2);
+        assert_eq!(x.features().flat_size(), 2);
     }
 
     #[test]

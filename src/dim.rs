@@ -5,6 +5,8 @@ use core::fmt;
 
 use typenum::{Bit, UInt, UTerm, Unsigned};
 
+use crate::spatial::Lift;
+
 /// Any dimension: a typenum number (`U1`, `U20`, `U784`, …) or a run-time [`Dyn`].
 ///
 /// Every layer, batch and net is generic over `Dim`, so the same declaration serves sizes
@@ -17,7 +19,7 @@ use typenum::{Bit, UInt, UTerm, Unsigned};
 /// assert_eq!(U20::default().size(), 20);
 /// assert_eq!(Dyn(20).size(), 20);
 /// ```
-pub trait Dim: Copy + Default + fmt::Debug + Send + Sync + 'static {
+pub trait Dim: Copy + Default + fmt::Debug + Send + Sync + Lift + 'static {
     /// The size this dimension stands for.
     fn size(&self) -> usize;
 

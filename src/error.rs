@@ -2,6 +2,9 @@
 
 use thiserror::Error;
 
+use crate::init::Dims;
+use crate::layer::Fault;
+
 /// A shape mismatch found at run time.
 ///
 /// Returned by [`Net::try_bind`](crate::Net::try_bind),
@@ -47,6 +50,78 @@ pub enum ShapeError {
         actual: usize,
     },
 
+    /// A kernel (a convolution's, dilation included, or a pooling window) spans more than the
+    /// padded input along an axis, so the layer's output would be empty.
+    #[error("layer {layer} ({kind}): the kernel spans {span} along the {axis} but the padded input has only {padded}, so the output would be empty")]
+    KernelTooLarge {
+        /// The layer's index in the net.
+        layer: usize,
+        /// The layer's kind, e.g. `"Conv2d"`.
+        kind: &'static str,
+        /// `"height"` or `"width"`.
+        axis: &'static str,
+        /// The kernel's span: `dilation × (kernel − 1) + 1`.
+        span: usize,
+        /// The input size plus twice the padding.
+        padded: usize,
+    },
+
+    /// A kernel size, stride or dilation is 0.
+    #[error("layer {layer} ({kind}): the {name} must be at least 1, got 0")]
+    ZeroParameter {
+        /// The layer's index in the net.
+        layer: usize,
+        /// The layer's kind, e.g. `"Conv2d"`.
+        kind: &'static str,
+        /// `"kernel"`, `"stride"` or `"dilation"`.
+        name: &'static str,
+    },
+
+    /// A pooling layer pads by more than half its window (PyTorch's rule), so a window could
+    /// hold padding only.
+    #[error("layer {layer} ({kind}): padding {padding} is more than half the kernel {kernel}; every pooling window must hold at least one input value")]
+    PoolPadding {
+        /// The layer's index in the net.
+        layer: usize,
+        /// The layer's kind, e.g. `"MaxPool2d"`.
+        kind: &'static str,
+        /// The padding on each side.
+        padding: usize,
+        /// The window size.
+        kernel: usize,
+    },
+
+    /// A layer receives a shape of the wrong rank: a convolution or pooling layer a flat
+    /// vector, or a dense layer an image.
+    #[error(
+        "layer {layer} ({kind}) needs {needs} but receives shape {}",
+        Dims(found)
+    )]
+    Rank {
+        /// The layer's index in the net.
+        layer: usize,
+        /// The layer's kind.
+        kind: &'static str,
+        /// What the layer needs, in words.
+        needs: &'static str,
+        /// The shape it receives.
+        found: Vec<usize>,
+    },
+
+    /// A parameter would hold more values than can be allocated.
+    #[error(
+        "layer {layer} ({kind}): a parameter of shape {} is too large to allocate",
+        Dims(shape)
+    )]
+    TooLarge {
+        /// The layer's index in the net.
+        layer: usize,
+        /// The layer's kind.
+        kind: &'static str,
+        /// The parameter's shape.
+        shape: Vec<usize>,
+    },
+
     /// A batch has another number of features than the net, or the batch type, expects.
     #[error("the batch has {actual} features per sample but {expected} are expected")]
     Features {
@@ -55,6 +130,40 @@ pub enum ShapeError {
         /// The number of features (rows) found.
         actual: usize,
     },
+}
+
+impl Fault {
+    /// The error for layer `layer` of kind `kind`.
+    pub(crate) fn at(self, layer: usize, kind: &'static str) -> ShapeError {
+        match self {
+            Fault::DeclaredInput { expected, actual } => ShapeError::LayerInput {
+                layer,
+                kind,
+                expected,
+                actual,
+            },
+            Fault::Window { axis, span, padded } => ShapeError::KernelTooLarge {
+                layer,
+                kind,
+                axis,
+                span,
+                padded,
+            },
+            Fault::Zero { name } => ShapeError::ZeroParameter { layer, kind, name },
+            Fault::PoolPadding { padding, kernel } => ShapeError::PoolPadding {
+                layer,
+                kind,
+                padding,
+                kernel,
+            },
+            Fault::Rank { needs, found } => ShapeError::Rank {
+                layer,
+                kind,
+                needs,
+                found,
+            },
+        }
+    }
 }
 
 fn source_of(layer: usize) -> &'static str {
@@ -92,6 +201,37 @@ mod tests {
         assert_eq!(
             ShapeError::ZeroInput.to_string(),
             "the input size must be at least 1, got 0"
+        );
+    }
+
+    #[test]
+    fn image_messages_name_the_rule_and_numbers() {
+        let e = Fault::Window {
+            axis: "height",
+            span: 5,
+            padded: 4,
+        }
+        .at(3, "Conv2d");
+        assert_eq!(
+            e.to_string(),
+            "layer 3 (Conv2d): the kernel spans 5 along the height but the padded input has only 4, so the output would be empty"
+        );
+        let e = Fault::Rank {
+            needs: "an image (channels, height, width)",
+            found: vec![20],
+        }
+        .at(0, "Conv2d");
+        assert_eq!(
+            e.to_string(),
+            "layer 0 (Conv2d) needs an image (channels, height, width) but receives shape (20,)"
+        );
+        assert_eq!(
+            Fault::PoolPadding { padding: 2, kernel: 3 }.at(1, "MaxPool2d").to_string(),
+            "layer 1 (MaxPool2d): padding 2 is more than half the kernel 3; every pooling window must hold at least one input value"
+        );
+        assert_eq!(
+            Fault::Zero { name: "stride" }.at(0, "Conv2d").to_string(),
+            "layer 0 (Conv2d): the stride must be at least 1, got 0"
         );
     }
 

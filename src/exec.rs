@@ -10,30 +10,34 @@ use nalgebra::DMatrix;
 
 use crate::error::ShapeError;
 use crate::init::{InitRng, Initializer, ParamInfo};
-use crate::layer::{Layer, Op};
+use crate::kernels;
+use crate::layer::{Activation, Fault, Layer, Op, PartialShape};
 use crate::state::{BoundLayer, Param};
 
-/// One layer of a walk through a list: its index and the sizes around it, `None` where unknown.
+/// One layer of a walk through a list: its index and the shapes around it, `None` where not
+/// even the rank is known.
 pub(crate) struct Step<'a> {
     pub(crate) index: usize,
     pub(crate) layer: &'a dyn Layer,
-    pub(crate) input: Option<usize>,
-    pub(crate) output: Option<usize>,
+    pub(crate) input: Option<PartialShape>,
+    /// The output shape, or why the input does not fit.
+    pub(crate) output: Result<Option<PartialShape>, Fault>,
 }
 
-/// Walks `layers` from an input size (`None` before binding), passing each layer's output to
-/// the next. The one place that propagates sizes: checking, building and describing all use it.
+/// Walks `layers` from an input shape (`None` before binding), passing each layer's output to
+/// the next. The one place that propagates shapes: checking, building and describing all use
+/// it. After a layer that rejects its input, the shape is unknown.
 pub(crate) fn walk<'a>(
     layers: &'a [&'a dyn Layer],
-    input: Option<usize>,
+    input: Option<PartialShape>,
 ) -> impl Iterator<Item = Step<'a>> + 'a {
     layers
         .iter()
         .enumerate()
-        .scan(input, |size, (index, &layer)| {
-            let input = *size;
-            let output = layer.output_size(input);
-            *size = output;
+        .scan(input, |shape, (index, &layer)| {
+            let input = shape.take();
+            let output = layer.output_shape(input.as_ref());
+            shape.clone_from(&output.as_ref().ok().cloned().flatten());
             Some(Step {
                 index,
                 layer,
@@ -43,19 +47,26 @@ pub(crate) fn walk<'a>(
         })
 }
 
-/// Checks every size a run-time binding of `layers` to `input` features needs.
-pub(crate) fn check(layers: &[&dyn Layer], input: usize) -> Result<(), ShapeError> {
-    if input == 0 {
+/// The most `f32` values one allocation can hold.
+const MAX_VALUES: usize = isize::MAX as usize / core::mem::size_of::<f32>();
+
+/// Checks every shape a run-time binding of `layers` to `input` needs: each layer accepts what
+/// reaches it and every parameter can be allocated.
+pub(crate) fn check(layers: &[&dyn Layer], input: &[usize]) -> Result<(), ShapeError> {
+    if input.contains(&0) {
         return Err(ShapeError::ZeroInput);
     }
-    for step in walk(layers, Some(input)) {
-        if let (Some(expected), Some(actual)) = (step.layer.declared_input(), step.input) {
-            if expected != actual {
-                return Err(ShapeError::LayerInput {
+    for step in walk(layers, Some(PartialShape::from_dims(input))) {
+        let at = |fault: Fault| fault.at(step.index, step.layer.kind());
+        step.output.map_err(at)?;
+        for (_, shape) in step.layer.param_shapes(step.input.as_ref()) {
+            let dims: Vec<usize> = shape.0.iter().map(|d| d.unwrap_or(0)).collect();
+            let values = dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+            if values.is_none_or(|n| n > MAX_VALUES) {
+                return Err(ShapeError::TooLarge {
                     layer: step.index,
                     kind: step.layer.kind(),
-                    expected,
-                    actual,
+                    shape: dims,
                 });
             }
         }
@@ -63,24 +74,41 @@ pub(crate) fn check(layers: &[&dyn Layer], input: usize) -> Result<(), ShapeErro
     Ok(())
 }
 
-/// Builds the bound layers for `input` features and initializes their parameters. The sizes
-/// must have been checked, by the compiler or by [`check`]. From a known input every layer's
-/// output is known (a [`Layer`] promises it), so the `0`s below are never used.
+/// Builds the bound layers for an input of shape `input` and initializes their parameters.
+/// The shapes must have been checked, by the compiler or by [`check`]. From a known input every
+/// layer's output is known (a [`Layer`] promises it), so the `0`s below are never used.
 pub(crate) fn build(
     layers: &[&dyn Layer],
-    input: usize,
+    input: &[usize],
     init: &dyn Initializer,
     seed: u64,
 ) -> Vec<BoundLayer> {
-    let mut bound: Vec<BoundLayer> = walk(layers, Some(input))
+    let known = |shape: Option<&PartialShape>| -> Vec<usize> {
+        shape.map_or_else(Vec::new, |s| s.0.iter().map(|d| d.unwrap_or(0)).collect())
+    };
+    let mut bound: Vec<BoundLayer> = walk(layers, Some(PartialShape::from_dims(input)))
         .map(|step| {
-            let (fan_in, fan_out) = (step.input.unwrap_or(0), step.output.unwrap_or(0));
-            let params = step
+            let input = known(step.input.as_ref());
+            let output = known(step.output.as_ref().ok().and_then(Option::as_ref));
+            let shapes: Vec<_> = step
                 .layer
-                .param_shapes(step.input)
+                .param_shapes(step.input.as_ref())
+                .into_iter()
+                .map(|(role, shape)| (role, known(Some(&shape))))
+                .collect();
+            // PyTorch's fans, read from the weight (the first parameter): a dense `[out, in]`
+            // has fan-in `in`; a convolution `[out, in, k, k]` has `in·k·k`. A bias shares them.
+            let (fan_in, fan_out) = shapes.first().map_or((0, 0), |(_, w)| {
+                let field: usize = w.iter().skip(2).product();
+                let (out, inp) = (w.first().copied(), w.get(1).copied());
+                (
+                    inp.unwrap_or(0).saturating_mul(field),
+                    out.unwrap_or(0).saturating_mul(field),
+                )
+            });
+            let params = shapes
                 .into_iter()
                 .map(|(role, shape)| {
-                    let shape: Vec<usize> = shape.0.iter().map(|d| d.unwrap_or(0)).collect();
                     let rows = shape.first().copied().unwrap_or(1);
                     let cols = shape.iter().skip(1).product();
                     Param {
@@ -95,8 +123,8 @@ pub(crate) fn build(
                 .collect();
             BoundLayer {
                 kind: step.layer.kind(),
-                output: fan_out,
-                op: step.layer.op(),
+                op: step.layer.op(&input),
+                output,
                 params,
             }
         })
@@ -119,27 +147,39 @@ pub(crate) fn initialize(layers: &mut [BoundLayer], init: &dyn Initializer, seed
 
 /// Runs the bound layers on a `features × samples` matrix whose row count was checked.
 ///
-/// A dense layer followed by an activation runs as one step: `W · X`, then bias and activation
-/// in a single pass over the output.
+/// A dense or convolution layer followed by an activation runs as one step: the product, then
+/// bias and activation in a single pass over the output.
 pub(crate) fn forward(layers: &[BoundLayer], x: &DMatrix<f32>) -> DMatrix<f32> {
     let mut cur: Cow<'_, DMatrix<f32>> = Cow::Borrowed(x);
     let mut i = 0;
     while let Some(layer) = layers.get(i) {
+        // The activation right after a layer with a bias, fused into it.
+        let mut fused = || match layers.get(i + 1).map(|l| l.op) {
+            Some(Op::Act(a)) => {
+                i += 1;
+                a
+            }
+            _ => Activation::Identity,
+        };
         match layer.op {
             Op::Dense => {
-                let act = match layers.get(i + 1).map(|l| l.op) {
-                    Some(Op::Act(a)) => {
-                        i += 1;
-                        a
-                    }
-                    _ => crate::layer::Activation::Identity,
-                };
+                let act = fused();
                 if let [w, b] = layer.params.as_slice() {
                     let mut out = &w.value * cur.as_ref();
                     act.apply_with_bias(out.as_mut_slice(), b.value.as_slice());
                     cur = Cow::Owned(out);
                 }
             }
+            Op::Conv(geom) => {
+                let act = fused();
+                if let Some(w) = layer.params.first() {
+                    let bias = layer.params.get(1).map(|b| b.value.as_slice());
+                    cur = Cow::Owned(kernels::conv2d(cur.as_ref(), &w.value, bias, &geom, act));
+                }
+            }
+            Op::MaxPool(geom) => cur = Cow::Owned(kernels::max_pool(cur.as_ref(), &geom)),
+            Op::AvgPool(geom) => cur = Cow::Owned(kernels::avg_pool(cur.as_ref(), &geom)),
+            Op::Flatten => {}
             Op::Act(a) => {
                 let mut out = cur.into_owned();
                 a.apply(out.as_mut_slice());

@@ -42,9 +42,9 @@ impl Role {
 /// A parameter's shape in PyTorch order (`[out, in]` for a dense weight, `[out]` for a bias),
 /// displayed as a Python tuple: `(256, 20)`, `(256,)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Shape<'a>(pub &'a [usize]);
+pub struct Dims<'a>(pub &'a [usize]);
 
-impl fmt::Display for Shape<'_> {
+impl fmt::Display for Dims<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write_tuple(f, self.0.iter().map(|d| d as &dyn fmt::Display))
     }
@@ -100,8 +100,8 @@ impl<'a> ParamInfo<'a> {
     }
 
     /// Its shape in PyTorch order; displays as `(256, 20)`.
-    pub fn shape(&self) -> Shape<'a> {
-        Shape(self.shape)
+    pub fn shape(&self) -> Dims<'a> {
+        Dims(self.shape)
     }
 
     /// Whether it is a weight or a bias.
@@ -424,9 +424,9 @@ mod tests {
 
     #[test]
     fn shapes_display_as_python_tuples() {
-        assert_eq!(Shape(&[256, 20]).to_string(), "(256, 20)");
-        assert_eq!(Shape(&[256]).to_string(), "(256,)");
-        assert_eq!(Shape(&[]).to_string(), "()");
+        assert_eq!(Dims(&[256, 20]).to_string(), "(256, 20)");
+        assert_eq!(Dims(&[256]).to_string(), "(256,)");
+        assert_eq!(Dims(&[]).to_string(), "()");
     }
 
     #[test]

@@ -64,11 +64,14 @@ mod dim;
 mod error;
 mod exec;
 pub mod init;
+mod kernels;
 pub mod layer;
 pub mod list;
 mod net;
 pub mod prelude;
 pub mod rules;
+mod shape;
+pub mod spatial;
 mod state;
 mod summary;
 
@@ -76,6 +79,7 @@ pub use batch::Batch;
 pub use dim::{Dim, Dyn, StaticDim};
 pub use error::ShapeError;
 pub use net::{BindTo, ForwardInit, NamedParams, Net};
+pub use shape::{FromRows, Image, ImageVolume, RunTimeInput, Shape, StaticShape};
 pub use state::{Bound, Init, Unbound, Uninit};
 
 /// The README's examples, compiled and run as doctests.

@@ -15,6 +15,7 @@ use core::marker::PhantomData;
 use crate::dim::Dim;
 use crate::layer::{DeclaresInput, Dense, Layer, LayerOn, PushRule};
 use crate::rules::{Both, Proven};
+use crate::shape::Shape;
 
 /// The type of a list of layers, written first to last: the `L` of a `Net<S, L>`.
 ///
@@ -119,6 +120,12 @@ pub struct Unknown;
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Static<N>(PhantomData<N>);
 
+/// Marks the flat size a [`Flatten`](crate::layer::Flatten) produces from an image whose size
+/// waits for the input: a dense layer that declares its input after it is checked at binding,
+/// against channels × height × width.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Flattened;
+
 /// What a declaration produces so far, as far as the compiler knows it before binding:
 /// [`Static<N>`](Static) for a static width, [`Dyn`](crate::Dyn) for a run-time width, or
 /// [`Unknown`] while it still depends on the input size. Read from the outermost node, in
@@ -159,23 +166,23 @@ impl<H: DeclaresInput, Prev> FitsAfter<Prev> for H where H::Input: PushRule<Prev
 /// before it produces.
 ///
 /// # Type parameters
-/// * `In`: the net's input dimension.
-pub trait Chain<In: Dim>: Layers + Produces {
-    /// The dimension the last layer produces.
-    type Out: Dim;
+/// * `In`: the net's input shape.
+pub trait Chain<In: Shape>: Layers + Produces {
+    /// The shape the last layer produces.
+    type Out: Shape;
     /// [`Proven`] when the compiler made every check,
     /// [`AtRunTime`](crate::rules::AtRunTime) when one is left for run time.
     type Checks;
 }
 
 /// When the list is empty: the input passes through.
-impl<In: Dim> Chain<In> for () {
+impl<In: Shape> Chain<In> for () {
     type Out = In;
     type Checks = Proven;
 }
 
 /// The layers before accept `In`, then the last layer accepts what they produce.
-impl<In: Dim, P: Chain<In>, H, K: 'static> Chain<In> for Cons<P, H, K>
+impl<In: Shape, P: Chain<In>, H, K: 'static> Chain<In> for Cons<P, H, K>
 where
     H: LayerOn<P::Out, P::Known> + Clone,
     P::Checks: Both<H::Checks>,

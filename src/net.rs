@@ -8,13 +8,14 @@ use nalgebra::DMatrix;
 
 use crate::batch::Batch;
 use crate::decimal::{Dec, Decimal};
-use crate::dim::{Dim, Dyn, StaticDim};
+use crate::dim::{Dyn, StaticDim};
 use crate::error::ShapeError;
 use crate::exec;
 use crate::init::Initializer;
 use crate::layer::{Layer, PartialShape};
 use crate::list::{Chain, Cons, FirstInput, FitsAfter, Follows, KnownAfter, Layers, Produces};
 use crate::rules::{BatchWidthMatches, CheckedAtCompileTime, SampleWidthMatches};
+use crate::shape::{Image, RunTimeInput, Shape, StaticShape};
 use crate::state::{Bound, BoundLayer, Init, Unbound, Uninit};
 
 /// A neural network: a list of layers `L` in state `S`.
@@ -142,10 +143,10 @@ impl<L: Layers> Net<Uninit, L> {
         exec::walk(&self.layer_refs(), None)
             .map(|step| Described {
                 kind: step.layer.kind(),
-                output: step.output,
+                output: step.output.clone().ok().flatten(),
                 params: step
                     .layer
-                    .param_shapes(step.input)
+                    .param_shapes(step.input.as_ref())
                     .into_iter()
                     .map(|(role, shape)| (role.param_name(step.index), shape))
                     .collect(),
@@ -153,18 +154,25 @@ impl<L: Layers> Net<Uninit, L> {
             .collect()
     }
 
-    /// Binds to an input size known at run time, checking every shape. The declaration is
-    /// kept, so a failure loses nothing and the same declaration can be bound to other sizes.
+    /// Binds to an input shape known at run time, checking every shape: `try_bind(20)` for 20
+    /// features, `try_bind(Image::dynamic(1, 28, 28))` for an image. The declaration is kept,
+    /// so a failure loses nothing and the same declaration can be bound to other sizes.
     ///
     /// # Errors
-    /// [`ShapeError::ZeroInput`] for 0, [`ShapeError::LayerInput`] when a layer declares an input
-    /// size other than what reaches it.
-    pub fn try_bind(&self, input: usize) -> Result<Net<Init<Dyn>, L>, ShapeError>
+    /// * [`ShapeError::ZeroInput`] when a size of the input is 0;
+    /// * [`ShapeError::LayerInput`] when a layer declares an input size other than what
+    ///   reaches it;
+    /// * [`ShapeError::KernelTooLarge`], [`ShapeError::ZeroParameter`],
+    ///   [`ShapeError::PoolPadding`] when a convolution or pooling layer does not fit the image
+    ///   that reaches it;
+    /// * [`ShapeError::TooLarge`] when a parameter could not be allocated.
+    pub fn try_bind<I: RunTimeInput>(&self, input: I) -> Result<Net<Init<I::Shape>, L>, ShapeError>
     where
-        L: Chain<Dyn>,
+        L: Chain<I::Shape>,
     {
-        exec::check(&self.layer_refs(), input)?;
-        Ok(self.clone().bound(Dyn(input)))
+        let input = input.into_shape();
+        exec::check(&self.layer_refs(), &input.dims())?;
+        Ok(self.clone().bound(input))
     }
 
     /// Binds to the input size that the first layer declares
@@ -188,9 +196,9 @@ impl<L: Layers> Net<Uninit, L> {
     }
 
     /// Allocates and initializes the parameters for `input`; the sizes must have been checked.
-    fn bound<N: Dim>(self, input: N) -> Net<Init<N>, L> {
+    fn bound<N: Shape>(self, input: N) -> Net<Init<N>, L> {
         let Uninit { init, seed } = self.state;
-        let layers = exec::build(&refs(&self.layers), input.size(), init.as_ref(), seed);
+        let layers = exec::build(&refs(&self.layers), &input.dims(), init.as_ref(), seed);
         Net {
             state: Init {
                 input,
@@ -212,7 +220,7 @@ fn refs<L: Layers>(layers: &L) -> Vec<&dyn Layer> {
 /// A layer of a declaration as far as it is known before binding.
 pub(crate) struct Described {
     pub(crate) kind: &'static str,
-    pub(crate) output: Option<usize>,
+    pub(crate) output: Option<PartialShape>,
     pub(crate) params: Vec<(String, PartialShape)>,
 }
 
@@ -225,7 +233,7 @@ impl<S, L: Layers> Net<S, L> {
     pub fn bind<N>(self) -> Net<Init<N>, L>
     where
         S: Unbound,
-        N: StaticDim + BindTo<L>,
+        N: StaticShape + BindTo<L>,
     {
         let net = Net {
             state: self.state.into_uninit(),
@@ -296,17 +304,27 @@ impl<S, L: Layers> Net<S, L> {
     }
 }
 
-impl<N: Dim, L: Chain<N>> Net<Init<N>, L> {
-    /// The input dimension the net is bound to.
+impl<N: Shape, L: Chain<N>> Net<Init<N>, L> {
+    /// The input shape the net is bound to.
     pub fn input(&self) -> N {
         self.state.input
     }
 
-    /// Runs the net on a batch whose feature count is checked at run time.
+    /// The shape the net produces for one sample: `[10]`, or `[16, 14, 14]` for an image.
+    pub fn output_dims(&self) -> Vec<usize> {
+        self.state
+            .layers
+            .last()
+            .map_or_else(|| self.state.input.dims(), |l| l.output.clone())
+    }
+
+    /// Runs the net on a batch whose feature count is checked at run time. A batch of images
+    /// may be given flat: its features are read in C, H, W order.
     ///
     /// # Errors
-    /// [`ShapeError::Features`] when the batch does not have the net's input size.
-    pub fn try_forward<M: Dim>(
+    /// [`ShapeError::Features`] when the batch's samples do not have as many values as the
+    /// net's input (`C·H·W` for an image).
+    pub fn try_forward<M: Shape>(
         &self,
         x: &Batch<M>,
     ) -> Result<Batch<<L as Chain<N>>::Out>, ShapeError> {
@@ -316,12 +334,13 @@ impl<N: Dim, L: Chain<N>> Net<Init<N>, L> {
     /// Runs the net on a `features × samples` matrix, checking its row count.
     ///
     /// # Errors
-    /// [`ShapeError::Features`] when the row count is not the net's input size.
+    /// [`ShapeError::Features`] when the row count is not the net's input size (`C·H·W` for an
+    /// image).
     pub fn try_forward_matrix(
         &self,
         x: &DMatrix<f32>,
     ) -> Result<Batch<<L as Chain<N>>::Out>, ShapeError> {
-        let expected = self.state.input.size();
+        let expected = self.state.input.flat_size();
         if x.nrows() != expected {
             return Err(ShapeError::Features {
                 expected,
@@ -332,24 +351,26 @@ impl<N: Dim, L: Chain<N>> Net<Init<N>, L> {
     }
 
     fn run(&self, x: &DMatrix<f32>) -> Batch<<L as Chain<N>>::Out> {
-        // The output's size is the last layer's; for a static output type the compiler proved
-        // they agree, so `from_size` cannot miss.
-        let size = self
-            .state
-            .layers
-            .last()
-            .map_or(self.state.input.size(), |l| l.output);
-        let out = <L as Chain<N>>::Out::from_size(size).unwrap_or_default();
+        // The output's shape is the last layer's; for a static output type the compiler proved
+        // they agree, so `from_dims` cannot miss.
+        let out = <L as Chain<N>>::Out::from_dims(&self.output_dims()).unwrap_or_default();
         Batch::from_parts(exec::forward(&self.state.layers, x), out)
     }
 }
 
-impl<N: StaticDim + Decimal, L: Chain<N>> Net<Init<N>, L> {
-    /// Runs the net on a batch of its input size. Cannot fail: a batch of another width is a
+impl<N: StaticShape, L: Chain<N>> Net<Init<N>, L>
+where
+    N::Flat: Decimal,
+{
+    /// Runs the net on a batch of its input size. Cannot fail: a batch of another size is a
     /// compile error. A batch of zero samples gives an output of zero samples.
-    pub fn forward<M: StaticDim + Decimal>(&self, x: &Batch<M>) -> Batch<<L as Chain<N>>::Out>
+    ///
+    /// A net bound to an image takes a batch of that image shape, or a flat batch of as many
+    /// features (`Batch<U784>` for `Image<U1, U28, U28>`), read in C, H, W order.
+    pub fn forward<M: StaticShape>(&self, x: &Batch<M>) -> Batch<<L as Chain<N>>::Out>
     where
-        Dec<M>: BatchWidthMatches<Dec<N>>,
+        M::Flat: Decimal,
+        Dec<M::Flat>: BatchWidthMatches<Dec<N::Flat>>,
     {
         self.run(x.as_matrix())
     }
@@ -366,11 +387,11 @@ impl<N: StaticDim + Decimal, L: Chain<N>> Net<Init<N>, L> {
     pub fn predict<M>(
         &self,
         sample: &GenericArray<f32, M>,
-    ) -> GenericArray<f32, <L as Chain<N>>::Out>
+    ) -> GenericArray<f32, <<L as Chain<N>>::Out as Shape>::Flat>
     where
         M: StaticDim + Decimal + ArrayLength,
-        Dec<M>: SampleWidthMatches<Dec<N>>,
-        <L as Chain<N>>::Out: ArrayLength,
+        Dec<M>: SampleWidthMatches<Dec<N::Flat>>,
+        <<L as Chain<N>>::Out as Shape>::Flat: ArrayLength,
     {
         let x = DMatrix::from_column_slice(M::USIZE, 1, sample.as_slice());
         let y = exec::forward(&self.state.layers, &x);
@@ -412,21 +433,21 @@ impl<'a> Iterator for NamedParams<'a> {
     label = "not a valid input size for this net",
     note = "sizes are typenum numbers such as `U20`; a net with a run-time check is bound with `try_bind`"
 )]
-pub trait BindTo<L>: Dim {}
+pub trait BindTo<L>: Shape {}
 
-impl<N: Dim, L: Chain<N>> BindTo<L> for N where L::Checks: CheckedAtCompileTime {}
+impl<N: Shape, L: Chain<N>> BindTo<L> for N where L::Checks: CheckedAtCompileTime {}
 
-/// A batch width that can bind a declaration through [`Net::forward_init`], and what doing so
+/// A batch shape that can bind a declaration through [`Net::forward_init`], and what doing so
 /// returns.
-pub trait ForwardInit<L: Layers>: Dim {
-    /// `(net, output)` for a static width; a `Result` of it for [`Dyn`].
+pub trait ForwardInit<L: Layers>: Shape {
+    /// `(net, output)` for a static shape; a `Result` of it for a run-time one.
     type Output;
-    /// Binds `net` to the batch's width and runs it.
+    /// Binds `net` to the batch's shape and runs it.
     fn forward_init(net: &Net<Uninit, L>, x: &Batch<Self>) -> Self::Output;
 }
 
-/// A static width: checked by the compiler, cannot fail.
-impl<N: StaticDim + BindTo<L>, L: Chain<N>> ForwardInit<L> for N {
+/// A static shape: checked by the compiler, cannot fail.
+impl<N: StaticShape + BindTo<L>, L: Chain<N>> ForwardInit<L> for N {
     type Output = (Net<Init<N>, L>, Batch<<L as Chain<N>>::Out>);
     fn forward_init(net: &Net<Uninit, L>, x: &Batch<N>) -> Self::Output {
         let net = net.clone().bind::<N>();
@@ -439,7 +460,23 @@ impl<N: StaticDim + BindTo<L>, L: Chain<N>> ForwardInit<L> for N {
 impl<L: Chain<Dyn>> ForwardInit<L> for Dyn {
     type Output = Result<(Net<Init<Dyn>, L>, Batch<<L as Chain<Dyn>>::Out>), ShapeError>;
     fn forward_init(net: &Net<Uninit, L>, x: &Batch<Dyn>) -> Self::Output {
-        let net = net.try_bind(x.features().size())?;
+        let net = net.try_bind(x.features())?;
+        let y = net.run(x.as_matrix());
+        Ok((net, y))
+    }
+}
+
+/// A run-time image shape: checked now, `Err` on a mismatch.
+impl<L: Chain<Image<Dyn, Dyn, Dyn>>> ForwardInit<L> for Image<Dyn, Dyn, Dyn> {
+    type Output = Result<
+        (
+            Net<Init<Image<Dyn, Dyn, Dyn>>, L>,
+            Batch<<L as Chain<Image<Dyn, Dyn, Dyn>>>::Out>,
+        ),
+        ShapeError,
+    >;
+    fn forward_init(net: &Net<Uninit, L>, x: &Batch<Self>) -> Self::Output {
+        let net = net.try_bind(x.features())?;
         let y = net.run(x.as_matrix());
         Ok((net, y))
     }

@@ -7,8 +7,11 @@ pub use crate::init::{
     Constant, DefaultInit, InitRng, Initializer, KaimingNormal, KaimingUniform, Normal, ParamInfo,
     Role, Uniform, WeightBias, XavierNormal, XavierUniform, Zeros,
 };
-pub use crate::layer::{Dense, Identity, Relu, Sigmoid, Tanh};
+pub use crate::layer::{
+    AvgPool2d, Conv2d, Dense, Flatten, Identity, MaxPool2d, Relu, Sigmoid, Tanh,
+};
 pub use crate::net::Net;
+pub use crate::shape::{Image, Shape, StaticShape};
 pub use crate::state::{Init, Uninit};
 pub use generic_array::GenericArray;
 pub use typenum::consts::*;

@@ -80,3 +80,72 @@ impl Both<AtRunTime> for Proven {
 impl<B> Both<B> for AtRunTime {
     type Output = AtRunTime;
 }
+
+/// Rule: a layer's declared input size equals the size the flatten before it produces.
+#[diagnostic::on_unimplemented(
+    message = "shape mismatch: a layer declares {Self} inputs but the flatten before it produces {Found}",
+    label = "this input size does not fit the net",
+    note = "sizes are spelled as their decimal digits: `Num<_2, _5, _0, _8, _8>` means 25088",
+    note = "a flatten produces channels × height × width of the image it receives; declare that, or drop `with_input::<…>()` and let binding infer it"
+)]
+pub trait FlattenedInputMatches<Found> {}
+
+impl<T> FlattenedInputMatches<T> for T {}
+
+/// Rule: a kernel (a convolution's, dilation included, or a pooling window) fits in the padded
+/// input along `Axis`, so the output is not empty. `Ordering` compares the padded input with
+/// the kernel's span.
+#[diagnostic::on_unimplemented(
+    message = "shape mismatch: the kernel spans {Self} along the {Axis} but the padded input has only {Input}, so the output would be empty",
+    label = "the kernel does not fit the image this net is bound to",
+    note = "sizes are spelled as their decimal digits: `Num<_2, _8>` means 28",
+    note = "a kernel spans dilation × (kernel − 1) + 1 and the padded input is size + 2 × padding: bind a larger image, or use a smaller kernel or dilation, or more padding"
+)]
+pub trait WindowFits<Input, Axis, Ordering> {}
+
+impl<S, I, A> WindowFits<I, A, typenum::Equal> for S {}
+impl<S, I, A> WindowFits<I, A, typenum::Greater> for S {}
+
+/// Rule: pooling padding is at most half the kernel (PyTorch's rule), so that every window
+/// holds at least one input value. `Ordering` compares twice the padding with the kernel.
+#[diagnostic::on_unimplemented(
+    message = "pooling padding {Self} is more than half the kernel {Kernel}",
+    label = "every pooling window must hold at least one input value",
+    note = "sizes are spelled as their decimal digits: `Num<_3>` means 3",
+    note = "use padding ≤ kernel / 2"
+)]
+pub trait PaddingFitsKernel<Kernel, Ordering> {}
+
+impl<S, K> PaddingFitsKernel<K, typenum::Less> for S {}
+impl<S, K> PaddingFitsKernel<K, typenum::Equal> for S {}
+
+/// Rule: a convolution or pooling layer receives an image. Gives the image's three sizes.
+#[diagnostic::on_unimplemented(
+    message = "a convolution or pooling layer needs an image input, but receives the flat shape `{Self}`",
+    label = "this net gives a flat vector to a layer that needs channels × height × width",
+    note = "bind the net to an image, `Image<U1, U28, U28>` or `Image::dynamic(1, 28, 28)`, and put no `Flatten` or `Dense` before a convolution or pooling layer"
+)]
+pub trait TakesImage {
+    /// The number of channels.
+    type Channels: crate::Dim;
+    /// The height.
+    type Height: crate::Dim;
+    /// The width.
+    type Width: crate::Dim;
+}
+
+impl<C: crate::Dim, H: crate::Dim, W: crate::Dim> TakesImage for crate::Image<C, H, W> {
+    type Channels = C;
+    type Height = H;
+    type Width = W;
+}
+
+/// Rule: a dense layer receives a flat vector.
+#[diagnostic::on_unimplemented(
+    message = "a dense layer needs a flat input, but receives the image `{Self}`",
+    label = "this net gives an image to a dense layer",
+    note = "put `Flatten` between the last convolution or pooling layer and the dense layer"
+)]
+pub trait TakesFlat {}
+
+impl<D: crate::Dim> TakesFlat for D {}

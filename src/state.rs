@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use nalgebra::DMatrix;
 
-use crate::dim::Dim;
 use crate::init::{DefaultInit, Initializer, Role};
 use crate::layer::Op;
+use crate::shape::Shape;
 
 /// The state of a net that is declared but not bound: it holds the registered initializer and
 /// seed, and no parameters at all.
@@ -34,32 +34,33 @@ impl fmt::Debug for Uninit {
     }
 }
 
-/// The state of a net bound to an input of dimension `N`: it owns every parameter.
+/// The state of a net bound to an input of shape `N`: it owns every parameter.
 ///
 /// # Type parameters
-/// * `N`: the input dimension, a typenum number or [`Dyn`](crate::Dyn).
+/// * `N`: the input shape: a typenum number, [`Dyn`](crate::Dyn), or an
+///   [`Image`](crate::Image).
 #[derive(Clone)]
-pub struct Init<N: Dim> {
+pub struct Init<N: Shape> {
     pub(crate) input: N,
     pub(crate) seed: u64,
     pub(crate) layers: Vec<BoundLayer>,
 }
 
-impl<N: Dim> fmt::Debug for Init<N> {
+impl<N: Shape> fmt::Debug for Init<N> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Init")
-            .field("input", &self.input.size())
+            .field("input", &self.input.dims())
             .field("seed", &self.seed)
             .field("layers", &self.layers)
             .finish()
     }
 }
 
-/// A layer after binding: its sizes, its computation and its parameters.
+/// A layer after binding: its output shape, its computation and its parameters.
 #[derive(Clone)]
 pub struct BoundLayer {
     pub(crate) kind: &'static str,
-    pub(crate) output: usize,
+    pub(crate) output: Vec<usize>,
     pub(crate) op: Op,
     pub(crate) params: Vec<Param>,
 }
@@ -104,9 +105,9 @@ pub trait Bound: sealed::Sealed {
     fn seed(&self) -> u64;
 }
 
-impl<N: Dim> sealed::Sealed for Init<N> {}
+impl<N: Shape> sealed::Sealed for Init<N> {}
 
-impl<N: Dim> Bound for Init<N> {
+impl<N: Shape> Bound for Init<N> {
     fn bound_layers(&self) -> &[BoundLayer] {
         &self.layers
     }

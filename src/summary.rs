@@ -2,11 +2,11 @@
 
 use core::fmt;
 
-use crate::dim::Dim;
-use crate::init::Shape;
+use crate::init::Dims;
 use crate::layer::PartialShape;
 use crate::list::Layers;
 use crate::net::Net;
+use crate::shape::Shape;
 use crate::state::{Init, Uninit};
 
 struct Row {
@@ -91,7 +91,10 @@ impl<L: Layers> fmt::Display for Net<Uninit, L> {
             .map(|(index, layer)| Row {
                 layer: index.to_string(),
                 kind: layer.kind,
-                output: PartialShape(vec![layer.output]).to_string(),
+                output: layer
+                    .output
+                    .as_ref()
+                    .map_or_else(|| "?".to_string(), PartialShape::to_string),
                 params: layer
                     .params
                     .into_iter()
@@ -117,7 +120,7 @@ impl<L: Layers> fmt::Display for Net<Uninit, L> {
     }
 }
 
-impl<N: Dim, L: Layers> fmt::Display for Net<Init<N>, L> {
+impl<N: Shape, L: Layers> fmt::Display for Net<Init<N>, L> {
     /// The bound net's table: every shape and count.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = self.state();
@@ -128,14 +131,14 @@ impl<N: Dim, L: Layers> fmt::Display for Net<Init<N>, L> {
             .map(|(index, layer)| Row {
                 layer: index.to_string(),
                 kind: layer.kind,
-                output: Shape(&[layer.output]).to_string(),
+                output: Dims(&layer.output).to_string(),
                 params: layer
                     .params
                     .iter()
                     .map(|p| {
                         (
                             p.name.clone(),
-                            Shape(&p.shape).to_string(),
+                            Dims(&p.shape).to_string(),
                             Some(p.value.len()),
                         )
                     })
@@ -148,7 +151,10 @@ impl<N: Dim, L: Layers> fmt::Display for Net<Init<N>, L> {
             .flat_map(|l| &l.params)
             .map(|p| p.value.len())
             .sum();
-        let title = format!("Net (bound to input size {})", state.input.size());
+        let title = match state.input.dims().as_slice() {
+            [n] => format!("Net (bound to input size {n})"),
+            dims => format!("Net (bound to input shape {})", Dims(dims)),
+        };
         table(f, &title, &rows, &format!("parameters: {total}"))
     }
 }

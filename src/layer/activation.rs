@@ -1,8 +1,8 @@
 //! Element-wise activation layers. They own no parameters and keep the shape.
 
-use super::{sealed, Layer, LayerOn, Op, PartialShape};
-use crate::dim::Dim;
+use super::{sealed, Fault, Layer, LayerOn, Op, PartialShape};
 use crate::init::Role;
+use crate::shape::Shape;
 
 /// An element-wise function, applied in place.
 #[doc(hidden)]
@@ -26,6 +26,16 @@ impl Activation {
             Activation::Sigmoid => values.iter_mut().for_each(|v| *v = sigmoid(*v)),
             Activation::Tanh => values.iter_mut().for_each(|v| *v = v.tanh()),
             Activation::Identity => {}
+        }
+    }
+
+    /// Adds `bias` to every value and applies the function, in one pass.
+    pub(crate) fn apply_plus(self, values: &mut [f32], bias: f32) {
+        match self {
+            Activation::Relu => values.iter_mut().for_each(|v| *v = relu(*v + bias)),
+            Activation::Sigmoid => values.iter_mut().for_each(|v| *v = sigmoid(*v + bias)),
+            Activation::Tanh => values.iter_mut().for_each(|v| *v = (*v + bias).tanh()),
+            Activation::Identity => values.iter_mut().for_each(|v| *v += bias),
         }
     }
 
@@ -77,16 +87,19 @@ macro_rules! activation {
             fn kind(&self) -> &'static str {
                 stringify!($name)
             }
-            fn output_size(&self, input: Option<usize>) -> Option<usize> {
-                input
+            fn output_shape(
+                &self,
+                input: Option<&PartialShape>,
+            ) -> Result<Option<PartialShape>, Fault> {
+                Ok(input.cloned())
             }
-            fn param_shapes(&self, _: Option<usize>) -> Vec<(Role, PartialShape)> {
+            fn param_shapes(&self, _: Option<&PartialShape>) -> Vec<(Role, PartialShape)> {
                 Vec::new()
             }
             fn declared_input(&self) -> Option<usize> {
                 None
             }
-            fn op(&self) -> Op {
+            fn op(&self, _: &[usize]) -> Op {
                 Op::Act(Activation::$name)
             }
         }
@@ -100,8 +113,8 @@ macro_rules! activation {
             type Input = super::Infer;
         }
 
-        /// Any input; the output has its size.
-        impl<In: Dim, Known> LayerOn<In, Known> for $name {
+        /// Any input, flat or an image; the output has its shape.
+        impl<In: Shape, Known> LayerOn<In, Known> for $name {
             type Out = In;
             type Checks = crate::rules::Proven;
         }
@@ -154,8 +167,9 @@ mod tests {
 
     #[test]
     fn activations_keep_the_shape() {
-        assert_eq!(Relu.output_size(Some(5)), Some(5));
-        assert_eq!(Tanh.output_size(None), None);
-        assert!(Sigmoid.param_shapes(Some(5)).is_empty());
+        let image = PartialShape(vec![Some(3), None, Some(5)]);
+        assert_eq!(Relu.output_shape(Some(&image)), Ok(Some(image.clone())));
+        assert_eq!(Tanh.output_shape(None), Ok(None));
+        assert!(Sigmoid.param_shapes(Some(&image)).is_empty());
     }
 }

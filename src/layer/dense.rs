@@ -1,11 +1,14 @@
 //! The dense (fully connected) layer.
 
-use super::{sealed, DeclaresInput, Layer, LayerOn, Op, PartialShape};
+use super::{sealed, DeclaresInput, Fault, Layer, LayerOn, Op, PartialShape};
 use crate::decimal::{Dec, Decimal};
 use crate::dim::{Dim, Dyn, StaticDim};
 use crate::init::Role;
-use crate::list::{Follows, Static, Unknown};
-use crate::rules::{AtRunTime, BoundInputMatches, DeclaredInputMatches, Proven};
+use crate::list::{Flattened, Follows, Static, Unknown};
+use crate::rules::{
+    AtRunTime, BoundInputMatches, DeclaredInputMatches, FlattenedInputMatches, Proven, TakesFlat,
+};
+use crate::shape::Shape;
 use typenum::UInt;
 
 /// Marks a layer whose input size is inferred when the net is bound (the default).
@@ -121,12 +124,31 @@ impl<O: Dim, I: InputDecl> Layer for Dense<O, I> {
         "Dense"
     }
 
-    fn output_size(&self, _: Option<usize>) -> Option<usize> {
-        Some(self.out.size())
+    fn output_shape(&self, input: Option<&PartialShape>) -> Result<Option<PartialShape>, Fault> {
+        if let Some(input) = input {
+            let found = match input.0.as_slice() {
+                [found] => *found,
+                _ => {
+                    return Err(Fault::Rank {
+                        needs: "a flat input",
+                        found: input.0.iter().map(|d| d.unwrap_or(0)).collect(),
+                    })
+                }
+            };
+            if let (Some(expected), Some(actual)) = (self.input.declared(), found) {
+                if expected != actual {
+                    return Err(Fault::DeclaredInput { expected, actual });
+                }
+            }
+        }
+        Ok(Some(PartialShape::from_dims(&[self.out.size()])))
     }
 
-    fn param_shapes(&self, input: Option<usize>) -> Vec<(Role, PartialShape)> {
-        let input = self.input.declared().or(input);
+    fn param_shapes(&self, input: Option<&PartialShape>) -> Vec<(Role, PartialShape)> {
+        let input = self
+            .input
+            .declared()
+            .or_else(|| input.and_then(PartialShape::len));
         vec![
             (
                 Role::Weight,
@@ -140,7 +162,7 @@ impl<O: Dim, I: InputDecl> Layer for Dense<O, I> {
         self.input.declared()
     }
 
-    fn op(&self) -> Op {
+    fn op(&self, _: &[usize]) -> Op {
         Op::Dense
     }
 }
@@ -180,6 +202,16 @@ where
     type Checks = Proven;
 }
 
+/// Declared static, after a flatten whose size waits for the input: checked here.
+impl<U, B, In> InputRule<In, Flattened> for UInt<U, B>
+where
+    In: StaticDim + Decimal,
+    UInt<U, B>: Decimal,
+    Dec<UInt<U, B>>: FlattenedInputMatches<Dec<In>>,
+{
+    type Checks = Proven;
+}
+
 /// Declared static, after a static width: `push` made the check.
 impl<U, B, IU, IB, K> InputRule<UInt<IU, IB>, Static<K>> for UInt<U, B> {
     type Checks = Proven;
@@ -190,9 +222,10 @@ impl<U, B, Known> InputRule<Dyn, Known> for UInt<U, B> {
     type Checks = AtRunTime;
 }
 
-/// The declared input decides what is checked and when.
-impl<O: Dim, I: InputDecl, In: Dim, Known> LayerOn<In, Known> for Dense<O, I>
+/// A flat input; the declared input decides what is checked and when.
+impl<O: Dim, I: InputDecl, In: Shape, Known> LayerOn<In, Known> for Dense<O, I>
 where
+    In: TakesFlat,
     I: InputRule<In, Known>,
 {
     type Out = O;
@@ -214,6 +247,9 @@ impl<U, B> PushRule<Unknown> for UInt<U, B> {}
 
 /// Declared static, after a run-time width: checked by `try_bind`.
 impl<U, B> PushRule<Dyn> for UInt<U, B> {}
+
+/// Declared static, after a flatten whose size waits for the input: checked at binding.
+impl<U, B> PushRule<Flattened> for UInt<U, B> {}
 
 /// Declared static, after a static width: the compiler checks they are equal, here.
 impl<U, B, P> PushRule<Static<P>> for UInt<U, B>
@@ -249,13 +285,31 @@ mod tests {
     #[test]
     fn shapes_follow_pytorch_order() {
         let d = Dense::<U256>::new();
+        let twenty = PartialShape::from_dims(&[20]);
         assert_eq!(
-            d.param_shapes(Some(20))[0].1,
+            d.param_shapes(Some(&twenty))[0].1,
             PartialShape(vec![Some(256), Some(20)])
         );
         assert_eq!(d.param_shapes(None)[0].1.to_string(), "(256, ?)");
         assert_eq!(d.param_shapes(None)[1].1.to_string(), "(256,)");
-        assert_eq!(d.output_size(None), Some(256));
+        assert_eq!(
+            d.output_shape(None),
+            Ok(Some(PartialShape::from_dims(&[256])))
+        );
+        assert_eq!(
+            d.output_shape(Some(&PartialShape::from_dims(&[1, 2, 3]))),
+            Err(Fault::Rank {
+                needs: "a flat input",
+                found: vec![1, 2, 3]
+            })
+        );
+        assert_eq!(
+            Dense::<U10>::with_input::<U20>().output_shape(Some(&PartialShape::from_dims(&[21]))),
+            Err(Fault::DeclaredInput {
+                expected: 20,
+                actual: 21
+            })
+        );
     }
 
     #[test]
@@ -277,7 +331,7 @@ mod tests {
     #[test]
     fn output_types_follow_the_width() {
         fn out_of<L: LayerOn<U20>>(_: &L) -> usize {
-            L::Out::default().size()
+            L::Out::default().flat_size()
         }
         assert_eq!(out_of(&Dense::<U10>::new()), 10);
         let _: <Dense<Dyn> as LayerOn<U20>>::Out = Dyn(7);

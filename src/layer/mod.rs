@@ -5,19 +5,27 @@
 //! that owns its parameters.
 
 mod activation;
+mod conv;
 mod dense;
+mod flatten;
+mod pool;
 
 use core::fmt;
 
 pub use activation::{Identity, Relu, Sigmoid, Tanh};
+pub use conv::Conv2d;
 pub use dense::{Dense, Infer, InputDecl, InputRule, PushRule};
+pub use flatten::Flatten;
+pub use pool::{Avg, AvgPool2d, Max, MaxPool2d, Pool2d, PoolKind};
 
-use crate::dim::Dim;
 use crate::init::Role;
+use crate::shape::Shape;
 
 pub(crate) use activation::Activation;
+pub(crate) use conv::ConvGeom;
+pub(crate) use pool::PoolGeom;
 
-/// A layer specification: its kind, how it maps sizes, and the parameters it will own.
+/// A layer specification: its kind, how it maps shapes, and the parameters it will own.
 ///
 /// Implemented by the layers of this crate; it is sealed for now, because the bound side of a
 /// layer (its forward computation) is not yet a public interface.
@@ -25,20 +33,23 @@ pub trait Layer: sealed::Sealed + Send + Sync + 'static {
     /// The layer's kind, e.g. `"Dense"`; error messages and summaries show it.
     fn kind(&self) -> &'static str;
 
-    /// The output width, given the input width when it is known; `None` when it is not known
-    /// yet. Given a known input, the output is known.
-    fn output_size(&self, input: Option<usize>) -> Option<usize>;
+    /// The output shape, given the input shape as far as it is known (`None`: not even its
+    /// rank is known). Sizes that depend on an unknown one are `None`; given a fully known
+    /// input, the output is fully known or the layer reports why the input does not fit.
+    #[doc(hidden)]
+    fn output_shape(&self, input: Option<&PartialShape>) -> Result<Option<PartialShape>, Fault>;
 
     /// The shapes of the parameters it will own (PyTorch order), with `None` where a size is not
     /// known yet.
-    fn param_shapes(&self, input: Option<usize>) -> Vec<(Role, PartialShape)>;
+    fn param_shapes(&self, input: Option<&PartialShape>) -> Vec<(Role, PartialShape)>;
 
     /// The input width this layer declares, if it declares one.
     fn declared_input(&self) -> Option<usize>;
 
-    /// The computation the layer runs once bound.
+    /// The computation the layer runs once bound to an input of shape `input`, which
+    /// [`output_shape`](Layer::output_shape) accepted.
     #[doc(hidden)]
-    fn op(&self) -> Op;
+    fn op(&self, input: &[usize]) -> Op;
 }
 
 /// The input size a layer declares, as a type: [`Infer`] when it declares none, a typenum
@@ -57,6 +68,38 @@ pub enum Op {
     Dense,
     /// An element-wise function.
     Act(Activation),
+    /// A 2-d convolution.
+    Conv(ConvGeom),
+    /// Max pooling.
+    MaxPool(PoolGeom),
+    /// Average pooling.
+    AvgPool(PoolGeom),
+    /// Nothing to compute: the values are already in C, H, W order.
+    Flatten,
+}
+
+/// Why an input does not fit a layer; the net adds the layer's index and kind to make a
+/// [`ShapeError`](crate::ShapeError). Not a public interface.
+#[doc(hidden)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// A declared input size differs from what reaches the layer.
+    DeclaredInput { expected: usize, actual: usize },
+    /// A kernel spans more than the padded input along an axis.
+    Window {
+        axis: &'static str,
+        span: usize,
+        padded: usize,
+    },
+    /// A hyper-parameter that must be at least 1 is 0.
+    Zero { name: &'static str },
+    /// Pooling padding larger than half the kernel.
+    PoolPadding { padding: usize, kernel: usize },
+    /// An input of the wrong rank: a flat vector where an image is needed, or the reverse.
+    Rank {
+        needs: &'static str,
+        found: Vec<usize>,
+    },
 }
 
 mod sealed {
@@ -70,13 +113,14 @@ mod sealed {
 /// run time.
 ///
 /// # Type parameters
-/// * `In`: the input dimension, a typenum number or [`Dyn`](crate::Dyn).
+/// * `In`: the input shape: a flat dimension (a typenum number or [`Dyn`](crate::Dyn)) or an
+///   [`Image`](crate::Image).
 /// * `Known`: what the declaration produced before this layer, as far as it was known before
 ///   binding (see [`Produces`](crate::list::Produces)); a check already made by `push` is not
 ///   made again.
-pub trait LayerOn<In: Dim, Known = crate::list::Unknown>: Layer {
-    /// The output dimension.
-    type Out: Dim;
+pub trait LayerOn<In: Shape, Known = crate::list::Unknown>: Layer {
+    /// The output shape.
+    type Out: Shape;
     /// [`Proven`](crate::rules::Proven) when the compiler made every check,
     /// [`AtRunTime`](crate::rules::AtRunTime) when one is left for `try_bind`.
     type Checks;
@@ -87,9 +131,16 @@ pub trait LayerOn<In: Dim, Known = crate::list::Unknown>: Layer {
 pub struct PartialShape(pub Vec<Option<usize>>);
 
 impl PartialShape {
+    /// A shape whose sizes are all known.
+    pub fn from_dims(dims: &[usize]) -> Self {
+        PartialShape(dims.iter().copied().map(Some).collect())
+    }
+
     /// The number of values, when every size is known.
     pub fn len(&self) -> Option<usize> {
-        self.0.iter().try_fold(1usize, |n, d| d.map(|d| n * d))
+        self.0
+            .iter()
+            .try_fold(1usize, |n, d| d.map(|d| n.saturating_mul(d)))
     }
 
     /// Whether the shape holds no values (`Some(true)`), some (`Some(false)`), or is not known.
@@ -100,6 +151,11 @@ impl PartialShape {
     /// The full shape, when every size is known.
     pub fn known(&self) -> Option<Vec<usize>> {
         self.0.iter().copied().collect()
+    }
+
+    /// The number of sizes: 1 for a flat vector, 3 for an image.
+    pub fn rank(&self) -> usize {
+        self.0.len()
     }
 }
 

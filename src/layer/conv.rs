@@ -1,0 +1,342 @@
+//! The 2-d convolution layer.
+
+use typenum::{Unsigned, U0, U1};
+
+use super::{sealed, DeclaresInput, Fault, Infer, Layer, LayerOn, Op, PartialShape};
+use crate::dim::{Dim, Dyn, StaticDim};
+use crate::init::Role;
+use crate::list::{Follows, Unknown};
+use crate::rules::{Proven, TakesImage};
+use crate::shape::{Image, Shape};
+use crate::spatial::{height, nonzero, width, window_output, WindowOn};
+
+/// A 2-d convolution over images of shape (channels, height, width), like PyTorch's
+/// `nn.Conv2d`: square kernels, the same stride, padding and dilation along both axes, zero
+/// padding, and the number of input channels inferred when the net is bound.
+///
+/// Its parameters are `{index}.weight`, of shape `[out_channels, in_channels, kernel, kernel]`,
+/// and `{index}.bias`, of shape `[out_channels]` (unless made
+/// [`without_bias`](Conv2d::without_bias)).
+///
+/// Along each axis the output size is `(size + 2·padding − dilation·(kernel − 1) − 1) / stride
+/// + 1`. When the image size and these four numbers are typenum numbers the compiler computes
+/// it, and a kernel larger than the padded image is a compile error; when one of them is known
+/// only at run time, `try_bind` computes it and returns a [`ShapeError`](crate::ShapeError).
+///
+/// # Type parameters
+/// * `O`: the number of output channels.
+/// * `K`: the kernel size.
+/// * `S`: the stride (1 unless set with [`stride`](Conv2d::stride)).
+/// * `P`: the zero padding on each side (0 unless set with [`padding`](Conv2d::padding)).
+/// * `D`: the dilation (1 unless set with [`dilation`](Conv2d::dilation)).
+///
+/// Each is a typenum number or [`Dyn`]: [`Conv2d::dynamic`] and the `*_size` methods take
+/// run-time numbers.
+///
+/// # Example
+/// ```
+/// use lazynet::prelude::*;
+///
+/// // 16 output channels, 3×3 kernel, padding 1: the image size is kept.
+/// let same = Conv2d::<U16, U3>::new().padding::<U1>();
+/// let net = Net::new().push(same).bind::<Image<U1, U28, U28>>();
+/// assert_eq!(net.output_dims(), [16, 28, 28]);
+/// assert_eq!(net.param_shapes()[0], [16, 1, 3, 3]);
+///
+/// // The same layer with every number read at run time.
+/// let run_time = Conv2d::dynamic(16, 3).padding_size(1).stride_size(2);
+/// let net = Net::new().push(run_time).try_bind(Image::dynamic(1, 28, 28))?;
+/// assert_eq!(net.output_dims(), [16, 14, 14]);
+/// # Ok::<(), ShapeError>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Conv2d<O, K, S = U1, P = U0, D = U1> {
+    out: O,
+    kernel: K,
+    stride: S,
+    padding: P,
+    dilation: D,
+    bias: bool,
+}
+
+impl<O: StaticDim, K: StaticDim> Conv2d<O, K> {
+    /// A convolution of `O` output channels and a `K × K` kernel; stride 1, no padding,
+    /// dilation 1, with a bias.
+    pub fn new() -> Self {
+        Conv2d {
+            out: O::default(),
+            kernel: K::default(),
+            stride: U1::default(),
+            padding: U0::default(),
+            dilation: U1::default(),
+            bias: true,
+        }
+    }
+}
+
+impl<O: StaticDim, K: StaticDim> Default for Conv2d<O, K> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Conv2d<Dyn, Dyn> {
+    /// A convolution whose number of output channels and kernel size are known only at run
+    /// time; stride 1, no padding, dilation 1, with a bias.
+    ///
+    /// A kernel of 0 is reported by `try_bind`. Zero output channels are allowed, as in a
+    /// dense layer of width 0: the layer outputs an empty image.
+    pub fn dynamic(out_channels: usize, kernel: usize) -> Self {
+        Conv2d {
+            out: Dyn(out_channels),
+            kernel: Dyn(kernel),
+            stride: U1::default(),
+            padding: U0::default(),
+            dilation: U1::default(),
+            bias: true,
+        }
+    }
+}
+
+impl<O: Dim, K: Dim, S: Dim, P: Dim, D: Dim> Conv2d<O, K, S, P, D> {
+    /// Sets the stride, known to the compiler.
+    pub fn stride<S2: StaticDim>(self) -> Conv2d<O, K, S2, P, D> {
+        self.with(S2::default(), self.padding, self.dilation)
+    }
+
+    /// Sets the stride, known at run time; 0 is reported by `try_bind`.
+    pub fn stride_size(self, stride: usize) -> Conv2d<O, K, Dyn, P, D> {
+        self.with(Dyn(stride), self.padding, self.dilation)
+    }
+
+    /// Sets the zero padding on each side, known to the compiler (`U0` allowed).
+    pub fn padding<P2: Dim + Unsigned>(self) -> Conv2d<O, K, S, P2, D> {
+        self.with(self.stride, P2::default(), self.dilation)
+    }
+
+    /// Sets the zero padding on each side, known at run time.
+    pub fn padding_size(self, padding: usize) -> Conv2d<O, K, S, Dyn, D> {
+        self.with(self.stride, Dyn(padding), self.dilation)
+    }
+
+    /// Sets the dilation (the step between kernel taps), known to the compiler.
+    pub fn dilation<D2: StaticDim>(self) -> Conv2d<O, K, S, P, D2> {
+        self.with(self.stride, self.padding, D2::default())
+    }
+
+    /// Sets the dilation, known at run time; 0 is reported by `try_bind`.
+    pub fn dilation_size(self, dilation: usize) -> Conv2d<O, K, S, P, Dyn> {
+        self.with(self.stride, self.padding, Dyn(dilation))
+    }
+
+    /// Drops the bias (PyTorch's `bias=False`): the layer owns only its weight.
+    pub fn without_bias(mut self) -> Self {
+        self.bias = false;
+        self
+    }
+
+    /// Whether the layer has a bias.
+    pub fn has_bias(&self) -> bool {
+        self.bias
+    }
+
+    fn with<S2, P2, D2>(self, stride: S2, padding: P2, dilation: D2) -> Conv2d<O, K, S2, P2, D2> {
+        Conv2d {
+            out: self.out,
+            kernel: self.kernel,
+            stride,
+            padding,
+            dilation,
+            bias: self.bias,
+        }
+    }
+
+    /// Kernel, stride, padding, dilation.
+    fn hyper(&self) -> [usize; 4] {
+        [
+            self.kernel.size(),
+            self.stride.size(),
+            self.padding.size(),
+            self.dilation.size(),
+        ]
+    }
+}
+
+/// The geometry of a bound convolution: every size it needs to run.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvGeom {
+    pub(crate) in_c: usize,
+    pub(crate) h: usize,
+    pub(crate) w: usize,
+    pub(crate) out_c: usize,
+    pub(crate) kernel: usize,
+    pub(crate) stride: usize,
+    pub(crate) padding: usize,
+    pub(crate) dilation: usize,
+    pub(crate) out_h: usize,
+    pub(crate) out_w: usize,
+    pub(crate) bias: bool,
+}
+
+impl<O: Dim, K: Dim, S: Dim, P: Dim, D: Dim> sealed::Sealed for Conv2d<O, K, S, P, D> {}
+
+impl<O: Dim, K: Dim, S: Dim, P: Dim, D: Dim> Layer for Conv2d<O, K, S, P, D> {
+    fn kind(&self) -> &'static str {
+        "Conv2d"
+    }
+
+    fn output_shape(&self, input: Option<&PartialShape>) -> Result<Option<PartialShape>, Fault> {
+        let [kernel, stride, padding, dilation] = self.hyper();
+        nonzero(&[
+            ("kernel", kernel),
+            ("stride", stride),
+            ("dilation", dilation),
+        ])?;
+        let (h, w) = match input.map(|i| i.0.as_slice()) {
+            None => (None, None),
+            Some([_, h, w]) => (*h, *w),
+            Some(_) => return Err(image_needed(input)),
+        };
+        let axis = |name, size: Option<usize>| {
+            size.map(|x| window_output(name, x, kernel, stride, padding, dilation))
+                .transpose()
+        };
+        Ok(Some(PartialShape(vec![
+            Some(self.out.size()),
+            axis("height", h)?,
+            axis("width", w)?,
+        ])))
+    }
+
+    fn param_shapes(&self, input: Option<&PartialShape>) -> Vec<(Role, PartialShape)> {
+        let in_c = input.and_then(|i| i.0.first().copied().flatten());
+        let (out, k) = (Some(self.out.size()), Some(self.kernel.size()));
+        let mut shapes = vec![(Role::Weight, PartialShape(vec![out, in_c, k, k]))];
+        if self.bias {
+            shapes.push((Role::Bias, PartialShape(vec![out])));
+        }
+        shapes
+    }
+
+    fn declared_input(&self) -> Option<usize> {
+        None
+    }
+
+    fn op(&self, input: &[usize]) -> Op {
+        let [kernel, stride, padding, dilation] = self.hyper();
+        let (in_c, h, w) = match input {
+            [c, h, w] => (*c, *h, *w),
+            _ => (0, 0, 0),
+        };
+        let out = |x| window_output("", x, kernel, stride, padding, dilation).unwrap_or(0);
+        Op::Conv(ConvGeom {
+            in_c,
+            h,
+            w,
+            out_c: self.out.size(),
+            kernel,
+            stride,
+            padding,
+            dilation,
+            out_h: out(h),
+            out_w: out(w),
+            bias: self.bias,
+        })
+    }
+}
+
+/// The fault of a layer that needs an image and receives another rank.
+pub(super) fn image_needed(input: Option<&PartialShape>) -> Fault {
+    Fault::Rank {
+        needs: "an image (channels, height, width)",
+        found: input
+            .map(|i| i.0.iter().map(|d| d.unwrap_or(0)).collect())
+            .unwrap_or_default(),
+    }
+}
+
+/// An image in, an image out: `O` channels, each axis by [`Window`]. A flat input breaks the
+/// [`TakesImage`] rule; a kernel larger than the padded image breaks
+/// [`WindowFits`](crate::rules::WindowFits).
+impl<O: Dim, K: Dim, S: Dim, P: Dim, D: Dim, In: Shape, Known> LayerOn<In, Known>
+    for Conv2d<O, K, S, P, D>
+where
+    In: TakesImage,
+    In::Height: WindowOn<height, K, S, P, D>,
+    In::Width: WindowOn<width, K, S, P, D>,
+    Image<
+        O,
+        <In::Height as WindowOn<height, K, S, P, D>>::Out,
+        <In::Width as WindowOn<width, K, S, P, D>>::Out,
+    >: Shape,
+{
+    type Out = Image<
+        O,
+        <In::Height as WindowOn<height, K, S, P, D>>::Out,
+        <In::Width as WindowOn<width, K, S, P, D>>::Out,
+    >;
+    type Checks = Proven;
+}
+
+/// The output size depends on the image size, not known before binding.
+impl<O, K, S, P, D, Prev> Follows<Prev> for Conv2d<O, K, S, P, D>
+where
+    Conv2d<O, K, S, P, D>: Layer,
+{
+    type Known = Unknown;
+}
+
+impl<O, K, S, P, D> DeclaresInput for Conv2d<O, K, S, P, D> {
+    type Input = Infer;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use typenum::{U16, U2, U3};
+
+    #[test]
+    fn shapes_before_and_after_binding() {
+        let c = Conv2d::<U16, U3>::new().padding::<U1>();
+        assert_eq!(
+            c.output_shape(None).map(|s| s.map(|s| s.to_string())),
+            Ok(Some("(16, ?, ?)".to_string()))
+        );
+        assert_eq!(c.param_shapes(None)[0].1.to_string(), "(16, ?, 3, 3)");
+        let image = PartialShape::from_dims(&[1, 28, 28]);
+        assert_eq!(
+            c.output_shape(Some(&image)),
+            Ok(Some(PartialShape::from_dims(&[16, 28, 28])))
+        );
+        assert_eq!(
+            c.param_shapes(Some(&image))[0].1,
+            PartialShape::from_dims(&[16, 1, 3, 3])
+        );
+        assert_eq!(c.without_bias().param_shapes(Some(&image)).len(), 1);
+    }
+
+    #[test]
+    fn bad_inputs_are_faults() {
+        let c = Conv2d::<U16, U3>::new().dilation::<U2>();
+        assert_eq!(
+            c.output_shape(Some(&PartialShape::from_dims(&[1, 4, 9]))),
+            Err(Fault::Window {
+                axis: "height",
+                span: 5,
+                padded: 4
+            })
+        );
+        assert_eq!(
+            c.output_shape(Some(&PartialShape::from_dims(&[20]))),
+            Err(Fault::Rank {
+                needs: "an image (channels, height, width)",
+                found: vec![20]
+            })
+        );
+        assert_eq!(
+            Conv2d::dynamic(4, 3).stride_size(0).output_shape(None),
+            Err(Fault::Zero { name: "stride" })
+        );
+    }
+}

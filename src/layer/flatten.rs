@@ -1,0 +1,104 @@
+//! The flatten layer.
+
+use super::{sealed, DeclaresInput, Fault, Infer, Layer, LayerOn, Op, PartialShape};
+use crate::dim::Dyn;
+use crate::init::Role;
+use crate::list::{Flattened, Follows, Static, Unknown};
+use crate::rules::Proven;
+use crate::shape::Shape;
+
+/// Flattens an image of shape (channels, height, width) into a vector of `C·H·W` features, in
+/// C, H, W order (PyTorch's `nn.Flatten`), so that dense weights trained there line up. A flat
+/// input passes through unchanged. Owns no parameters and copies nothing.
+///
+/// A dense layer that declares its input size after a flatten is checked against `C·H·W`: by
+/// the compiler when the image size is static, by `try_bind` otherwise.
+///
+/// # Example
+/// ```
+/// use lazynet::prelude::*;
+///
+/// let decl = Net::new().push(Flatten).push(Dense::<U10>::with_input::<U784>());
+/// let net = decl.clone().bind::<Image<U1, U28, U28>>();
+/// assert_eq!(net.output_dims(), [10]);
+/// assert!(decl.try_bind(Image::dynamic(3, 28, 28)).is_err());
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Flatten;
+
+impl sealed::Sealed for Flatten {}
+
+impl Layer for Flatten {
+    fn kind(&self) -> &'static str {
+        "Flatten"
+    }
+
+    fn output_shape(&self, input: Option<&PartialShape>) -> Result<Option<PartialShape>, Fault> {
+        Ok(Some(PartialShape(vec![input.and_then(PartialShape::len)])))
+    }
+
+    fn param_shapes(&self, _: Option<&PartialShape>) -> Vec<(Role, PartialShape)> {
+        Vec::new()
+    }
+
+    fn declared_input(&self) -> Option<usize> {
+        None
+    }
+
+    fn op(&self, _: &[usize]) -> Op {
+        Op::Flatten
+    }
+}
+
+/// Any shape in; its flat size out.
+impl<In: Shape, Known> LayerOn<In, Known> for Flatten {
+    type Out = In::Flat;
+    type Checks = Proven;
+}
+
+/// After an image whose size waits for the input: a flattened size, checked at binding.
+impl Follows<Unknown> for Flatten {
+    type Known = Flattened;
+}
+
+/// After another flatten: the same.
+impl Follows<Flattened> for Flatten {
+    type Known = Flattened;
+}
+
+/// After a static width: that width.
+impl<N> Follows<Static<N>> for Flatten {
+    type Known = Static<N>;
+}
+
+/// After a run-time width: a run-time width.
+impl Follows<Dyn> for Flatten {
+    type Known = Dyn;
+}
+
+impl DeclaresInput for Flatten {
+    type Input = Infer;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flattens_what_it_knows() {
+        let out = |i: Option<PartialShape>| {
+            Flatten
+                .output_shape(i.as_ref())
+                .map(|s| s.map(|s| s.to_string()))
+        };
+        assert_eq!(out(None), Ok(Some("(?,)".to_string())));
+        assert_eq!(
+            out(Some(PartialShape::from_dims(&[16, 5, 5]))),
+            Ok(Some("(400,)".to_string()))
+        );
+        assert_eq!(
+            out(Some(PartialShape(vec![Some(16), None, None]))),
+            Ok(Some("(?,)".to_string()))
+        );
+    }
+}

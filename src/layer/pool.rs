@@ -1,0 +1,308 @@
+//! 2-d pooling layers: [`MaxPool2d`] and [`AvgPool2d`].
+
+use core::marker::PhantomData;
+
+use typenum::{Unsigned, U0, U1};
+
+use super::conv::image_needed;
+use super::{sealed, DeclaresInput, Fault, Infer, Layer, LayerOn, Op, PartialShape};
+use crate::dim::{Dim, Dyn, StaticDim};
+use crate::init::Role;
+use crate::list::{Follows, Unknown};
+use crate::rules::{Proven, TakesImage};
+use crate::shape::{Image, Shape};
+use crate::spatial::{height, nonzero, width, window_output, PoolPaddingOf, WindowOn};
+
+/// What a pooling layer computes over each window: [`Max`] or [`Avg`].
+pub trait PoolKind:
+    sealed::Sealed + Copy + Default + core::fmt::Debug + Send + Sync + 'static
+{
+    /// `"MaxPool2d"` or `"AvgPool2d"`.
+    const KIND: &'static str;
+    /// The bound computation.
+    #[doc(hidden)]
+    fn op(geom: PoolGeom) -> Op;
+}
+
+/// The largest value of each window; padding never wins (PyTorch pads with −∞).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Max;
+
+/// The mean of each window; padding counts as zeros in it (PyTorch's default,
+/// `count_include_pad=True`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Avg;
+
+impl sealed::Sealed for Max {}
+impl sealed::Sealed for Avg {}
+
+impl PoolKind for Max {
+    const KIND: &'static str = "MaxPool2d";
+    fn op(geom: PoolGeom) -> Op {
+        Op::MaxPool(geom)
+    }
+}
+
+impl PoolKind for Avg {
+    const KIND: &'static str = "AvgPool2d";
+    fn op(geom: PoolGeom) -> Op {
+        Op::AvgPool(geom)
+    }
+}
+
+/// A 2-d pooling layer over images of shape (channels, height, width): square windows of `K`,
+/// stride `S` (the kernel unless set), padding `P` (0 unless set, at most half the kernel). It
+/// keeps the number of channels and owns no parameters. Used through its two kinds,
+/// [`MaxPool2d`] and [`AvgPool2d`].
+///
+/// Along each axis the output size is `(size + 2·padding − kernel) / stride + 1`: computed by
+/// the compiler when every number is static, by `try_bind` otherwise. A window larger than the
+/// padded image (an output of size 0) is a compile error or a
+/// [`ShapeError`](crate::ShapeError).
+///
+/// # Type parameters
+/// * `Kind`: [`Max`] or [`Avg`].
+/// * `K`: the window size.
+/// * `S`: the stride.
+/// * `P`: the padding on each side.
+///
+/// # Example
+/// ```
+/// use lazynet::prelude::*;
+///
+/// let net = Net::new()
+///     .push(MaxPool2d::<U2>::new())
+///     .push(AvgPool2d::<U3>::new().stride::<U1>().padding::<U1>())
+///     .bind::<Image<U3, U32, U32>>();
+/// assert_eq!(net.output_dims(), [3, 16, 16]);
+///
+/// let run_time = Net::new().push(MaxPool2d::dynamic(2)).try_bind(Image::dynamic(3, 7, 7))?;
+/// assert_eq!(run_time.output_dims(), [3, 3, 3]);
+/// # Ok::<(), ShapeError>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Pool2d<Kind, K, S = K, P = U0> {
+    kernel: K,
+    stride: S,
+    padding: P,
+    kind: PhantomData<Kind>,
+}
+
+/// Max pooling, like PyTorch's `nn.MaxPool2d`: `MaxPool2d::<U2>::new()` halves each side.
+pub type MaxPool2d<K, S = K, P = U0> = Pool2d<Max, K, S, P>;
+
+/// Average pooling, like PyTorch's `nn.AvgPool2d`: `AvgPool2d::<U2>::new()` halves each side.
+pub type AvgPool2d<K, S = K, P = U0> = Pool2d<Avg, K, S, P>;
+
+impl<Kind: PoolKind, K: StaticDim> Pool2d<Kind, K> {
+    /// A pooling layer with a `K × K` window, stride `K` and no padding.
+    pub fn new() -> Self {
+        Pool2d {
+            kernel: K::default(),
+            stride: K::default(),
+            padding: U0::default(),
+            kind: PhantomData,
+        }
+    }
+}
+
+impl<Kind: PoolKind, K: StaticDim> Default for Pool2d<Kind, K> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<Kind: PoolKind> Pool2d<Kind, Dyn> {
+    /// A pooling layer whose window is known only at run time; stride equal to the window, no
+    /// padding. A window of 0 is reported by `try_bind`.
+    pub fn dynamic(kernel: usize) -> Self {
+        Pool2d {
+            kernel: Dyn(kernel),
+            stride: Dyn(kernel),
+            padding: U0::default(),
+            kind: PhantomData,
+        }
+    }
+}
+
+impl<Kind: PoolKind, K: Dim, S: Dim, P: Dim> Pool2d<Kind, K, S, P> {
+    /// Sets the stride, known to the compiler.
+    pub fn stride<S2: StaticDim>(self) -> Pool2d<Kind, K, S2, P> {
+        self.with(S2::default(), self.padding)
+    }
+
+    /// Sets the stride, known at run time; 0 is reported by `try_bind`.
+    pub fn stride_size(self, stride: usize) -> Pool2d<Kind, K, Dyn, P> {
+        self.with(Dyn(stride), self.padding)
+    }
+
+    /// Sets the padding on each side, known to the compiler; more than half the window is a
+    /// compile error.
+    pub fn padding<P2: Dim + Unsigned>(self) -> Pool2d<Kind, K, S, P2> {
+        self.with(self.stride, P2::default())
+    }
+
+    /// Sets the padding on each side, known at run time; more than half the window is reported
+    /// by `try_bind`.
+    pub fn padding_size(self, padding: usize) -> Pool2d<Kind, K, S, Dyn> {
+        self.with(self.stride, Dyn(padding))
+    }
+
+    fn with<S2, P2>(self, stride: S2, padding: P2) -> Pool2d<Kind, K, S2, P2> {
+        Pool2d {
+            kernel: self.kernel,
+            stride,
+            padding,
+            kind: PhantomData,
+        }
+    }
+
+    /// Kernel, stride, padding.
+    fn hyper(&self) -> [usize; 3] {
+        [self.kernel.size(), self.stride.size(), self.padding.size()]
+    }
+}
+
+/// The geometry of a bound pooling layer.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolGeom {
+    pub(crate) c: usize,
+    pub(crate) h: usize,
+    pub(crate) w: usize,
+    pub(crate) kernel: usize,
+    pub(crate) stride: usize,
+    pub(crate) padding: usize,
+    pub(crate) out_h: usize,
+    pub(crate) out_w: usize,
+}
+
+impl<Kind: PoolKind, K: Dim, S: Dim, P: Dim> sealed::Sealed for Pool2d<Kind, K, S, P> {}
+
+impl<Kind: PoolKind, K: Dim, S: Dim, P: Dim> Layer for Pool2d<Kind, K, S, P> {
+    fn kind(&self) -> &'static str {
+        Kind::KIND
+    }
+
+    fn output_shape(&self, input: Option<&PartialShape>) -> Result<Option<PartialShape>, Fault> {
+        let [kernel, stride, padding] = self.hyper();
+        nonzero(&[("kernel", kernel), ("stride", stride)])?;
+        if padding.saturating_mul(2) > kernel {
+            return Err(Fault::PoolPadding { padding, kernel });
+        }
+        let (c, h, w) = match input.map(|i| i.0.as_slice()) {
+            None => (None, None, None),
+            Some([c, h, w]) => (*c, *h, *w),
+            Some(_) => return Err(image_needed(input)),
+        };
+        let axis = |name, size: Option<usize>| {
+            size.map(|x| window_output(name, x, kernel, stride, padding, 1))
+                .transpose()
+        };
+        Ok(Some(PartialShape(vec![
+            c,
+            axis("height", h)?,
+            axis("width", w)?,
+        ])))
+    }
+
+    fn param_shapes(&self, _: Option<&PartialShape>) -> Vec<(Role, PartialShape)> {
+        Vec::new()
+    }
+
+    fn declared_input(&self) -> Option<usize> {
+        None
+    }
+
+    fn op(&self, input: &[usize]) -> Op {
+        let [kernel, stride, padding] = self.hyper();
+        let (c, h, w) = match input {
+            [c, h, w] => (*c, *h, *w),
+            _ => (0, 0, 0),
+        };
+        let out = |x| window_output("", x, kernel, stride, padding, 1).unwrap_or(0);
+        Kind::op(PoolGeom {
+            c,
+            h,
+            w,
+            kernel,
+            stride,
+            padding,
+            out_h: out(h),
+            out_w: out(w),
+        })
+    }
+}
+
+/// An image in, an image of as many channels out, each axis by [`Window`] (dilation 1). A flat
+/// input breaks the [`TakesImage`] rule, a window larger than the padded image
+/// [`WindowFits`](crate::rules::WindowFits), padding over half the window
+/// [`PaddingFitsKernel`](crate::rules::PaddingFitsKernel).
+impl<Kind: PoolKind, K: Dim, S: Dim, P: Dim, In: Shape, Known> LayerOn<In, Known>
+    for Pool2d<Kind, K, S, P>
+where
+    In: TakesImage,
+    P: PoolPaddingOf<K>,
+    In::Height: WindowOn<height, K, S, P, U1>,
+    In::Width: WindowOn<width, K, S, P, U1>,
+    Image<
+        In::Channels,
+        <In::Height as WindowOn<height, K, S, P, U1>>::Out,
+        <In::Width as WindowOn<width, K, S, P, U1>>::Out,
+    >: Shape,
+{
+    type Out = Image<
+        In::Channels,
+        <In::Height as WindowOn<height, K, S, P, U1>>::Out,
+        <In::Width as WindowOn<width, K, S, P, U1>>::Out,
+    >;
+    type Checks = Proven;
+}
+
+/// The output size depends on the image size, not known before binding.
+impl<Kind, K, S, P, Prev> Follows<Prev> for Pool2d<Kind, K, S, P>
+where
+    Pool2d<Kind, K, S, P>: Layer,
+{
+    type Known = Unknown;
+}
+
+impl<Kind, K, S, P> DeclaresInput for Pool2d<Kind, K, S, P> {
+    type Input = Infer;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use typenum::{U2, U3};
+
+    #[test]
+    fn shapes_and_faults() {
+        let p = MaxPool2d::<U2>::new();
+        assert_eq!(p.kind(), "MaxPool2d");
+        assert_eq!(AvgPool2d::<U2>::new().kind(), "AvgPool2d");
+        assert_eq!(
+            p.output_shape(Some(&PartialShape::from_dims(&[16, 28, 27]))),
+            Ok(Some(PartialShape::from_dims(&[16, 14, 13])))
+        );
+        assert_eq!(
+            p.output_shape(Some(&PartialShape::from_dims(&[16, 1, 8]))),
+            Err(Fault::Window {
+                axis: "height",
+                span: 2,
+                padded: 1
+            })
+        );
+        assert_eq!(
+            MaxPool2d::<U3>::new().padding_size(2).output_shape(None),
+            Err(Fault::PoolPadding {
+                padding: 2,
+                kernel: 3
+            })
+        );
+        assert_eq!(
+            MaxPool2d::dynamic(0).output_shape(None),
+            Err(Fault::Zero { name: "kernel" })
+        );
+    }
+}

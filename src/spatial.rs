@@ -1,0 +1,305 @@
+//! Image sizes computed by the compiler, on stable Rust, with typenum arithmetic.
+//!
+//! Along one axis, a convolution or pooling layer with kernel `K`, stride `S`, padding `P` and
+//! dilation `D` maps a size `X` to
+//!
+//! ```text
+//! (X + 2·P − D·(K − 1) − 1) / S + 1
+//! ```
+//!
+//! (PyTorch's formula, rounding down). When `X` and the four hyper-parameters are all typenum
+//! numbers, the compiler computes the result as a typenum number; when one of them is
+//! [`Dyn`], the result is [`Dyn`] and the same formula runs when the net is bound
+//! ([`window_output`]). A kernel that spans more than the padded input is a compile error
+//! stating both numbers ([`WindowFits`](crate::rules::WindowFits)).
+//!
+//! Nothing here is needed to use the crate; it is public because it appears in the types.
+
+use core::marker::PhantomData;
+use core::ops::{Add, Div, Mul, Sub};
+
+use typenum::{Add1, Cmp, Compare, Diff, Equal, Greater, Less, Prod, Quot, Sub1, Sum};
+use typenum::{UInt, UTerm, B1, U2};
+
+use crate::decimal::{Dec, Decimal};
+use crate::dim::{Dim, Dyn};
+use crate::layer::Fault;
+use crate::rules::{PaddingFitsKernel, WindowFits};
+
+/// A list of sizes that are all static; see [`Join`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Fixed<T>(PhantomData<T>);
+
+/// Sorts a dimension into static (`Fixed<N>`) and run-time ([`Dyn`]).
+pub trait Lift {
+    /// `Fixed<Self>` or [`Dyn`].
+    type Lifted;
+}
+
+impl<U, B> Lift for UInt<U, B> {
+    type Lifted = Fixed<UInt<U, B>>;
+}
+
+impl Lift for UTerm {
+    type Lifted = Fixed<UTerm>;
+}
+
+impl Lift for Dyn {
+    type Lifted = Dyn;
+}
+
+/// `Self` lifted: `Fixed<Self>` or [`Dyn`].
+pub type Lifted<A> = <A as Lift>::Lifted;
+
+/// Joins two lifted sizes: `Fixed<(A, B)>` when both are static, [`Dyn`] otherwise. Joining
+/// all the sizes a formula reads picks the typenum formula or the run-time one in a single
+/// step, without an impl for every mix of static and run-time sizes.
+pub trait Join<B> {
+    /// `Fixed<(A, B)>` or [`Dyn`].
+    type Output;
+}
+
+impl<A, B> Join<Fixed<B>> for Fixed<A> {
+    type Output = Fixed<(A, B)>;
+}
+
+impl<A> Join<Dyn> for Fixed<A> {
+    type Output = Dyn;
+}
+
+impl<B> Join<B> for Dyn {
+    type Output = Dyn;
+}
+
+/// `A` joined with `B`.
+pub type Joined<A, B> = <A as Join<B>>::Output;
+
+/// The number of values of an image: `C·H·W` when all three are static, [`Dyn`] otherwise.
+pub trait Volume {
+    /// The product, or [`Dyn`].
+    type Out: Dim;
+}
+
+impl Volume for Dyn {
+    type Out = Dyn;
+}
+
+impl<C, H, W> Volume for Fixed<(C, (H, W))>
+where
+    C: Mul<H>,
+    Prod<C, H>: Mul<W>,
+    Prod<Prod<C, H>, W>: Dim,
+{
+    type Out = Prod<Prod<C, H>, W>;
+}
+
+/// `C·H·W` for `Self = C`: [`Volume`] of the three sizes joined, with the bounds that joining
+/// them needs stated once.
+pub trait VolumeOf<H, W> {
+    /// The product, or [`Dyn`].
+    type Out: Dim;
+}
+
+impl<C: Lift, H: Lift, W: Lift> VolumeOf<H, W> for C
+where
+    Lifted<H>: Join<Lifted<W>>,
+    Lifted<C>: Join<Joined<Lifted<H>, Lifted<W>>>,
+    Joined<Lifted<C>, Joined<Lifted<H>, Lifted<W>>>: Volume,
+{
+    type Out = <Joined<Lifted<C>, Joined<Lifted<H>, Lifted<W>>> as Volume>::Out;
+}
+
+/// The height axis, named in compile errors.
+#[allow(non_camel_case_types)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct height;
+
+/// The width axis, named in compile errors.
+#[allow(non_camel_case_types)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct width;
+
+/// The sizes along one axis of a convolution or pooling layer, joined: `X` the input size,
+/// `K` the kernel, `S` the stride, `P` the padding, `D` the dilation.
+pub type AxisSizes<X, K, S, P, D> =
+    Joined<Lifted<X>, Joined<Lifted<K>, Joined<Lifted<S>, Joined<Lifted<P>, Lifted<D>>>>>;
+
+/// The padded input `X + 2·P`.
+pub type Padded<X, P> = Sum<X, Prod<P, U2>>;
+
+/// The span of a dilated kernel, `D·(K − 1) + 1`.
+pub type Span<K, D> = Add1<Prod<D, Sub1<K>>>;
+
+/// The output size along `Axis` (`height` or `width`) of a window sliding over
+/// [`AxisSizes`]: computed by the compiler when they are all static, [`Dyn`] otherwise.
+pub trait Window<Axis> {
+    /// The output size.
+    type Out: Dim;
+}
+
+impl<Axis> Window<Axis> for Dyn {
+    type Out = Dyn;
+}
+
+impl<Axis, X, K, S, P, D> Window<Axis> for Fixed<(X, (K, (S, (P, D))))>
+where
+    P: Mul<U2>,
+    X: Add<Prod<P, U2>>,
+    K: Sub<B1>,
+    D: Mul<Sub1<K>>,
+    Prod<D, Sub1<K>>: Add<B1>,
+    Padded<X, P>: Cmp<Span<K, D>> + Decimal,
+    Span<K, D>: Decimal,
+    Dec<Span<K, D>>: WindowFits<Dec<Padded<X, P>>, Axis, Compare<Padded<X, P>, Span<K, D>>>,
+    Padded<X, P>: Slide<Span<K, D>, S, Compare<Padded<X, P>, Span<K, D>>>,
+{
+    type Out = <Padded<X, P> as Slide<Span<K, D>, S, Compare<Padded<X, P>, Span<K, D>>>>::Out;
+}
+
+/// The output size along `Axis` for an input size `Self`: [`Window`] of the joined
+/// [`AxisSizes`], with the bounds that joining them needs stated once.
+pub trait WindowOn<Axis, K, S, P, D> {
+    /// The output size.
+    type Out: Dim;
+}
+
+impl<Axis, X: Lift, K: Lift, S: Lift, P: Lift, D: Lift> WindowOn<Axis, K, S, P, D> for X
+where
+    Lifted<P>: Join<Lifted<D>>,
+    Lifted<S>: Join<Joined<Lifted<P>, Lifted<D>>>,
+    Lifted<K>: Join<Joined<Lifted<S>, Joined<Lifted<P>, Lifted<D>>>>,
+    Lifted<X>: Join<Joined<Lifted<K>, Joined<Lifted<S>, Joined<Lifted<P>, Lifted<D>>>>>,
+    AxisSizes<X, K, S, P, D>: Window<Axis>,
+{
+    type Out = <AxisSizes<X, K, S, P, D> as Window<Axis>>::Out;
+}
+
+/// `(Self − Span) / S + 1`, dispatched on how `Self` compares with `Span`. When the span is
+/// larger the output is `U0` and never used: [`WindowFits`] has already failed, with a message.
+pub trait Slide<Span, S, Ordering> {
+    /// The output size.
+    type Out: Dim;
+}
+
+impl<X, Sp, S> Slide<Sp, S, Less> for X {
+    type Out = UTerm;
+}
+
+macro_rules! slide_fits {
+    ($ord:ident) => {
+        /// The window fits: `(X − Span) / S + 1`.
+        impl<X, Sp, S> Slide<Sp, S, $ord> for X
+        where
+            X: Sub<Sp>,
+            Diff<X, Sp>: Div<S>,
+            Quot<Diff<X, Sp>, S>: Add<B1>,
+            Add1<Quot<Diff<X, Sp>, S>>: Dim,
+        {
+            type Out = Add1<Quot<Diff<X, Sp>, S>>;
+        }
+    };
+}
+slide_fits!(Equal);
+slide_fits!(Greater);
+
+/// Pooling padding checked against the kernel, `2·P ≤ K`, when both are static
+/// (`Fixed<(P, K)>`); checked when the net is bound otherwise.
+pub trait PoolPadding {}
+
+impl PoolPadding for Dyn {}
+
+/// [`PoolPadding`] for `Self = P` and a kernel `K`, with the bounds joining them needs.
+pub trait PoolPaddingOf<K> {}
+
+impl<P: Lift, K: Lift> PoolPaddingOf<K> for P
+where
+    Lifted<P>: Join<Lifted<K>>,
+    Joined<Lifted<P>, Lifted<K>>: PoolPadding,
+{
+}
+
+impl<P, K> PoolPadding for Fixed<(P, K)>
+where
+    P: Mul<U2> + Decimal,
+    K: Decimal,
+    Prod<P, U2>: Cmp<K>,
+    Dec<P>: PaddingFitsKernel<Dec<K>, Compare<Prod<P, U2>, K>>,
+{
+}
+
+/// The run-time form of [`Window`]: the output size along `axis`, or why there is none.
+pub(crate) fn window_output(
+    axis: &'static str,
+    input: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    dilation: usize,
+) -> Result<usize, Fault> {
+    let padded = input.saturating_add(padding.saturating_mul(2));
+    let span = dilation
+        .saturating_mul(kernel.saturating_sub(1))
+        .saturating_add(1);
+    if padded < span {
+        return Err(Fault::Window { axis, span, padded });
+    }
+    // `stride` was checked to be at least 1.
+    Ok((padded - span) / stride.max(1) + 1)
+}
+
+/// Checks the hyper-parameters that must be at least 1.
+pub(crate) fn nonzero(params: &[(&'static str, usize)]) -> Result<(), Fault> {
+    match params.iter().find(|(_, v)| *v == 0) {
+        Some((name, _)) => Err(Fault::Zero { name }),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use typenum::{U0, U1, U10, U14, U28, U3, U5};
+
+    fn out<W: Window<height>>() -> usize {
+        W::Out::default().size()
+    }
+
+    #[test]
+    fn static_sizes_follow_the_formula() {
+        assert_eq!(out::<AxisSizes<U28, U3, U1, U0, U1>>(), 26);
+        assert_eq!(out::<AxisSizes<U28, U3, U1, U1, U1>>(), 28);
+        assert_eq!(out::<AxisSizes<U28, U2, U2, U0, U1>>(), 14);
+        assert_eq!(out::<AxisSizes<U28, U3, U2, U1, U2>>(), 13);
+        assert_eq!(out::<AxisSizes<U5, U5, U1, U0, U1>>(), 1);
+        assert_eq!(out::<AxisSizes<U14, U5, U3, U0, U1>>(), 4);
+        assert_eq!(out::<AxisSizes<U28, U10, U1, U0, U3>>(), 1);
+    }
+
+    #[test]
+    fn run_time_sizes_give_dyn() {
+        let _: <AxisSizes<Dyn, U3, U1, U0, U1> as Window<width>>::Out = Dyn(0);
+        let _: <AxisSizes<U28, U3, Dyn, U0, U1> as Window<width>>::Out = Dyn(0);
+    }
+
+    #[test]
+    fn run_time_formula_matches() {
+        assert_eq!(window_output("height", 28, 3, 1, 0, 1), Ok(26));
+        assert_eq!(window_output("height", 28, 3, 2, 1, 2), Ok(13));
+        assert_eq!(
+            window_output("width", 2, 3, 1, 0, 1),
+            Err(Fault::Window {
+                axis: "width",
+                span: 3,
+                padded: 2
+            })
+        );
+        assert_eq!(
+            window_output("width", usize::MAX, usize::MAX, 1, usize::MAX, usize::MAX),
+            Ok(1)
+        );
+        assert_eq!(
+            nonzero(&[("kernel", 3), ("stride", 0)]),
+            Err(Fault::Zero { name: "stride" })
+        );
+    }
+}
