@@ -119,9 +119,14 @@ pub trait PaddingFitsKernel<Kernel, Ordering> {}
 impl<S, K> PaddingFitsKernel<K, typenum::Less> for S {}
 impl<S, K> PaddingFitsKernel<K, typenum::Equal> for S {}
 
+/// What reaches a layer, as seen by the rules [`TakesImage`] and [`TakesFlat`]. Wrapping it
+/// keeps the rule's own message in the error: rustc reports the outermost bound instead when
+/// the rule's type is the net's input type itself.
+pub struct Input<T>(core::marker::PhantomData<T>);
+
 /// Rule: a convolution or pooling layer receives an image. Gives the image's three sizes.
 #[diagnostic::on_unimplemented(
-    message = "a convolution or pooling layer needs an image input, but receives the flat shape `{Self}`",
+    message = "a convolution or pooling layer needs an image input, but receives a flat vector",
     label = "this net gives a flat vector to a layer that needs channels × height × width",
     note = "bind the net to an image, `Image<U1, U28, U28>` or `Image::dynamic(1, 28, 28)`, and put no `Flatten` or `Dense` before a convolution or pooling layer"
 )]
@@ -134,18 +139,21 @@ pub trait TakesImage {
     type Width: crate::Dim;
 }
 
-impl<C: crate::Dim, H: crate::Dim, W: crate::Dim> TakesImage for crate::Image<C, H, W> {
+impl<C: crate::Dim, H: crate::Dim, W: crate::Dim> TakesImage for Input<crate::Image<C, H, W>> {
     type Channels = C;
     type Height = H;
     type Width = W;
 }
 
-/// Rule: a dense layer receives a flat vector.
+/// Rule: a dense layer receives a flat vector. One implementation per kind of flat size, so
+/// that an image finds none and the error states this rule.
 #[diagnostic::on_unimplemented(
-    message = "a dense layer needs a flat input, but receives the image `{Self}`",
+    message = "a dense layer needs a flat input, but receives an image",
     label = "this net gives an image to a dense layer",
     note = "put `Flatten` between the last convolution or pooling layer and the dense layer"
 )]
 pub trait TakesFlat {}
 
-impl<D: crate::Dim> TakesFlat for D {}
+impl<U, B> TakesFlat for Input<typenum::UInt<U, B>> {}
+impl TakesFlat for Input<typenum::UTerm> {}
+impl TakesFlat for Input<crate::Dyn> {}

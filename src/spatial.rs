@@ -24,7 +24,7 @@ use typenum::{UInt, UTerm, B1, U2};
 use crate::decimal::{Dec, Decimal};
 use crate::dim::{Dim, Dyn};
 use crate::layer::Fault;
-use crate::rules::{PaddingFitsKernel, WindowFits};
+use crate::rules::{Input, PaddingFitsKernel, TakesImage, WindowFits};
 
 /// A list of sizes that are all static; see [`Join`].
 #[derive(Clone, Copy, Debug, Default)]
@@ -130,18 +130,54 @@ pub type Padded<X, P> = Sum<X, Prod<P, U2>>;
 /// The span of a dilated kernel, `D·(K − 1) + 1`.
 pub type Span<K, D> = Add1<Prod<D, Sub1<K>>>;
 
+/// Whether a [`Window`] checks that the kernel fits: [`Open`] does, [`Closed`] does not, because
+/// the axis before already failed (a kernel too large for both axes reports one error, not
+/// two).
+pub trait Gate<Span, Padded, Axis, Ordering> {}
+
+/// Check: the [`WindowFits`] rule.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Open;
+
+/// Do not check: an error was already reported for this layer.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Closed;
+
+impl<Sp, Pd, A, O> Gate<Sp, Pd, A, O> for Open where Sp: WindowFits<Pd, A, O> {}
+impl<Sp, Pd, A, O> Gate<Sp, Pd, A, O> for Closed {}
+
+/// The gate for the next axis: [`Closed`] when this one does not fit.
+pub trait NextGate {
+    /// [`Open`] or [`Closed`].
+    type Gate;
+}
+
+impl NextGate for Less {
+    type Gate = Closed;
+}
+impl NextGate for Equal {
+    type Gate = Open;
+}
+impl NextGate for Greater {
+    type Gate = Open;
+}
+
 /// The output size along `Axis` (`height` or `width`) of a window sliding over
-/// [`AxisSizes`]: computed by the compiler when they are all static, [`Dyn`] otherwise.
-pub trait Window<Axis> {
+/// [`AxisSizes`]: computed by the compiler when they are all static, [`Dyn`] otherwise. `G`
+/// says whether to check that the kernel fits ([`Gate`]).
+pub trait Window<Axis, G> {
     /// The output size.
     type Out: Dim;
+    /// The gate for the next axis.
+    type Next;
 }
 
-impl<Axis> Window<Axis> for Dyn {
+impl<Axis, G> Window<Axis, G> for Dyn {
     type Out = Dyn;
+    type Next = G;
 }
 
-impl<Axis, X, K, S, P, D> Window<Axis> for Fixed<(X, (K, (S, (P, D))))>
+impl<Axis, G, X, K, S, P, D> Window<Axis, G> for Fixed<(X, (K, (S, (P, D))))>
 where
     P: Mul<U2>,
     X: Add<Prod<P, U2>>,
@@ -150,29 +186,66 @@ where
     Prod<D, Sub1<K>>: Add<B1>,
     Padded<X, P>: Cmp<Span<K, D>> + Decimal,
     Span<K, D>: Decimal,
-    Dec<Span<K, D>>: WindowFits<Dec<Padded<X, P>>, Axis, Compare<Padded<X, P>, Span<K, D>>>,
+    Compare<Padded<X, P>, Span<K, D>>: NextGate,
+    G: Gate<Dec<Span<K, D>>, Dec<Padded<X, P>>, Axis, Compare<Padded<X, P>, Span<K, D>>>,
     Padded<X, P>: Slide<Span<K, D>, S, Compare<Padded<X, P>, Span<K, D>>>,
 {
     type Out = <Padded<X, P> as Slide<Span<K, D>, S, Compare<Padded<X, P>, Span<K, D>>>>::Out;
+    type Next = <Compare<Padded<X, P>, Span<K, D>> as NextGate>::Gate;
 }
 
 /// The output size along `Axis` for an input size `Self`: [`Window`] of the joined
 /// [`AxisSizes`], with the bounds that joining them needs stated once.
-pub trait WindowOn<Axis, K, S, P, D> {
+pub trait WindowOn<Axis, K, S, P, D, G = Open> {
     /// The output size.
     type Out: Dim;
+    /// The gate for the next axis.
+    type Next;
 }
 
-impl<Axis, X: Lift, K: Lift, S: Lift, P: Lift, D: Lift> WindowOn<Axis, K, S, P, D> for X
+impl<Axis, G, X: Lift, K: Lift, S: Lift, P: Lift, D: Lift> WindowOn<Axis, K, S, P, D, G> for X
 where
     Lifted<P>: Join<Lifted<D>>,
     Lifted<S>: Join<Joined<Lifted<P>, Lifted<D>>>,
     Lifted<K>: Join<Joined<Lifted<S>, Joined<Lifted<P>, Lifted<D>>>>,
     Lifted<X>: Join<Joined<Lifted<K>, Joined<Lifted<S>, Joined<Lifted<P>, Lifted<D>>>>>,
-    AxisSizes<X, K, S, P, D>: Window<Axis>,
+    AxisSizes<X, K, S, P, D>: Window<Axis, G>,
 {
-    type Out = <AxisSizes<X, K, S, P, D> as Window<Axis>>::Out;
+    type Out = <AxisSizes<X, K, S, P, D> as Window<Axis, G>>::Out;
+    type Next = <AxisSizes<X, K, S, P, D> as Window<Axis, G>>::Next;
 }
+
+/// The two axes of an image of height `Self` and width `W`: the width is checked only when the
+/// height fits ([`Gate`]).
+pub trait Plane<W, K, S, P, D> {
+    /// The output height.
+    type Height: Dim;
+    /// The output width.
+    type Width: Dim;
+}
+
+impl<H, W, K, S, P, D> Plane<W, K, S, P, D> for H
+where
+    H: WindowOn<height, K, S, P, D, Open>,
+    W: WindowOn<width, K, S, P, D, <H as WindowOn<height, K, S, P, D, Open>>::Next>,
+{
+    type Height = <H as WindowOn<height, K, S, P, D, Open>>::Out;
+    type Width =
+        <W as WindowOn<width, K, S, P, D, <H as WindowOn<height, K, S, P, D, Open>>::Next>>::Out;
+}
+
+/// The output height of a layer with kernel `K`, stride `S`, padding `P`, dilation `D` that
+/// receives `In`.
+pub type OutHeight<In, K, S, P, D> = <ImageHeight<In> as Plane<ImageWidth<In>, K, S, P, D>>::Height;
+
+/// The output width, like [`OutHeight`].
+pub type OutWidth<In, K, S, P, D> = <ImageHeight<In> as Plane<ImageWidth<In>, K, S, P, D>>::Width;
+
+/// The height of the image `In`.
+pub type ImageHeight<In> = <Input<In> as TakesImage>::Height;
+
+/// The width of the image `In`.
+pub type ImageWidth<In> = <Input<In> as TakesImage>::Width;
 
 /// `(Self − Span) / S + 1`, dispatched on how `Self` compares with `Span`. When the span is
 /// larger the output is `U0` and never used: [`WindowFits`] has already failed, with a message.
@@ -260,7 +333,7 @@ mod tests {
     use super::*;
     use typenum::{U0, U1, U10, U14, U28, U3, U5};
 
-    fn out<W: Window<height>>() -> usize {
+    fn out<W: Window<height, Open>>() -> usize {
         W::Out::default().size()
     }
 
@@ -277,8 +350,8 @@ mod tests {
 
     #[test]
     fn run_time_sizes_give_dyn() {
-        let _: <AxisSizes<Dyn, U3, U1, U0, U1> as Window<width>>::Out = Dyn(0);
-        let _: <AxisSizes<U28, U3, Dyn, U0, U1> as Window<width>>::Out = Dyn(0);
+        let _: <AxisSizes<Dyn, U3, U1, U0, U1> as Window<width, Open>>::Out = Dyn(0);
+        let _: <AxisSizes<U28, U3, Dyn, U0, U1> as Window<width, Open>>::Out = Dyn(0);
     }
 
     #[test]

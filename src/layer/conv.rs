@@ -6,9 +6,9 @@ use super::{sealed, DeclaresInput, Fault, Infer, Layer, LayerOn, Op, PartialShap
 use crate::dim::{Dim, Dyn, StaticDim};
 use crate::init::Role;
 use crate::list::{Follows, Unknown};
-use crate::rules::{Proven, TakesImage};
+use crate::rules::{Input, Proven, TakesImage};
 use crate::shape::{Image, Shape};
-use crate::spatial::{height, nonzero, width, window_output, WindowOn};
+use crate::spatial::{nonzero, window_output, ImageHeight, ImageWidth, OutHeight, OutWidth, Plane};
 
 /// A 2-d convolution over images of shape (channels, height, width), like PyTorch's
 /// `nn.Conv2d`: square kernels, the same stride, padding and dilation along both axes, zero
@@ -262,20 +262,11 @@ pub(super) fn image_needed(input: Option<&PartialShape>) -> Fault {
 impl<O: Dim, K: Dim, S: Dim, P: Dim, D: Dim, In: Shape, Known> LayerOn<In, Known>
     for Conv2d<O, K, S, P, D>
 where
-    In: TakesImage,
-    In::Height: WindowOn<height, K, S, P, D>,
-    In::Width: WindowOn<width, K, S, P, D>,
-    Image<
-        O,
-        <In::Height as WindowOn<height, K, S, P, D>>::Out,
-        <In::Width as WindowOn<width, K, S, P, D>>::Out,
-    >: Shape,
+    Input<In>: TakesImage,
+    ImageHeight<In>: Plane<ImageWidth<In>, K, S, P, D>,
+    Image<O, OutHeight<In, K, S, P, D>, OutWidth<In, K, S, P, D>>: Shape,
 {
-    type Out = Image<
-        O,
-        <In::Height as WindowOn<height, K, S, P, D>>::Out,
-        <In::Width as WindowOn<width, K, S, P, D>>::Out,
-    >;
+    type Out = Image<O, OutHeight<In, K, S, P, D>, OutWidth<In, K, S, P, D>>;
     type Checks = Proven;
 }
 

@@ -6,7 +6,8 @@ use crate::dim::{Dim, Dyn, StaticDim};
 use crate::init::Role;
 use crate::list::{Flattened, Follows, Static, Unknown};
 use crate::rules::{
-    AtRunTime, BoundInputMatches, DeclaredInputMatches, FlattenedInputMatches, Proven, TakesFlat,
+    AtRunTime, BoundInputMatches, DeclaredInputMatches, FlattenedInputMatches, Input, Proven,
+    TakesFlat,
 };
 use crate::shape::Shape;
 use typenum::UInt;
@@ -225,7 +226,7 @@ impl<U, B, Known> InputRule<Dyn, Known> for UInt<U, B> {
 /// A flat input; the declared input decides what is checked and when.
 impl<O: Dim, I: InputDecl, In: Shape, Known> LayerOn<In, Known> for Dense<O, I>
 where
-    In: TakesFlat,
+    Input<In>: TakesFlat,
     I: InputRule<In, Known>,
 {
     type Out = O;

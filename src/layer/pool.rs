@@ -9,9 +9,11 @@ use super::{sealed, DeclaresInput, Fault, Infer, Layer, LayerOn, Op, PartialShap
 use crate::dim::{Dim, Dyn, StaticDim};
 use crate::init::Role;
 use crate::list::{Follows, Unknown};
-use crate::rules::{Proven, TakesImage};
+use crate::rules::{Input, Proven, TakesImage};
 use crate::shape::{Image, Shape};
-use crate::spatial::{height, nonzero, width, window_output, PoolPaddingOf, WindowOn};
+use crate::spatial::{
+    nonzero, window_output, ImageHeight, ImageWidth, OutHeight, OutWidth, Plane, PoolPaddingOf,
+};
 
 /// What a pooling layer computes over each window: [`Max`] or [`Avg`].
 pub trait PoolKind:
@@ -241,20 +243,19 @@ impl<Kind: PoolKind, K: Dim, S: Dim, P: Dim> Layer for Pool2d<Kind, K, S, P> {
 impl<Kind: PoolKind, K: Dim, S: Dim, P: Dim, In: Shape, Known> LayerOn<In, Known>
     for Pool2d<Kind, K, S, P>
 where
-    In: TakesImage,
+    Input<In>: TakesImage,
     P: PoolPaddingOf<K>,
-    In::Height: WindowOn<height, K, S, P, U1>,
-    In::Width: WindowOn<width, K, S, P, U1>,
+    ImageHeight<In>: Plane<ImageWidth<In>, K, S, P, U1>,
     Image<
-        In::Channels,
-        <In::Height as WindowOn<height, K, S, P, U1>>::Out,
-        <In::Width as WindowOn<width, K, S, P, U1>>::Out,
+        <Input<In> as TakesImage>::Channels,
+        OutHeight<In, K, S, P, U1>,
+        OutWidth<In, K, S, P, U1>,
     >: Shape,
 {
     type Out = Image<
-        In::Channels,
-        <In::Height as WindowOn<height, K, S, P, U1>>::Out,
-        <In::Width as WindowOn<width, K, S, P, U1>>::Out,
+        <Input<In> as TakesImage>::Channels,
+        OutHeight<In, K, S, P, U1>,
+        OutWidth<In, K, S, P, U1>,
     >;
     type Checks = Proven;
 }
