@@ -118,7 +118,7 @@ pub enum ShapeError {
         layer: usize,
         /// The layer's kind.
         kind: &'static str,
-        /// The parameter's shape.
+        /// The shape.
         shape: Vec<usize>,
     },
 

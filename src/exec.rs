@@ -51,15 +51,22 @@ pub(crate) fn walk<'a>(
 const MAX_VALUES: usize = isize::MAX as usize / core::mem::size_of::<f32>();
 
 /// Checks every shape a run-time binding of `layers` to `input` needs: each layer accepts what
-/// reaches it and every parameter can be allocated.
+/// reaches it, and its parameters, input and output can be allocated (so no size computed from
+/// them overflows).
 pub(crate) fn check(layers: &[&dyn Layer], input: &[usize]) -> Result<(), ShapeError> {
     if input.contains(&0) {
         return Err(ShapeError::ZeroInput);
     }
     for step in walk(layers, Some(PartialShape::from_dims(input))) {
         let at = |fault: Fault| fault.at(step.index, step.layer.kind());
-        step.output.map_err(at)?;
-        for (_, shape) in step.layer.param_shapes(step.input.as_ref()) {
+        let output = step.output.clone().map_err(at)?;
+        let shapes = step.layer.param_shapes(step.input.as_ref());
+        let tensors = shapes
+            .iter()
+            .map(|(_, shape)| shape)
+            .chain(step.input.as_ref())
+            .chain(output.as_ref());
+        for shape in tensors {
             let dims: Vec<usize> = shape.0.iter().map(|d| d.unwrap_or(0)).collect();
             let values = dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
             if values.is_none_or(|n| n > MAX_VALUES) {
