@@ -316,18 +316,17 @@ fn batches_larger_than_the_patch_buffer_are_chunked() {
 
 /// The issue's net: conv(16, 3, padding 1) → relu → max pool 2 → conv(32, 3) → relu → flatten
 /// → dense 10.
-fn issue_net() -> Net<
-    Uninit,
-    lazynet::Layers![
-        Conv2d<U16, U3, U1, U1>,
-        Relu,
-        MaxPool2d<U2>,
-        Conv2d<U32, U3>,
-        Relu,
-        Flatten,
-        Dense<U10>
-    ],
-> {
+type IssueNet = lazynet::Layers![
+    Conv2d<U16, U3, U1, U1>,
+    Relu,
+    MaxPool2d<U2>,
+    Conv2d<U32, U3>,
+    Relu,
+    Flatten,
+    Dense<U10>
+];
+
+fn issue_net() -> Net<Uninit, IssueNet> {
     Net::new()
         .push(Conv2d::<U16, U3>::new().padding::<U1>())
         .push(Relu)
