@@ -2,30 +2,18 @@
 //!
 //! A batch is a `features × samples` matrix; each column holds one image in C, H, W order.
 
-use nalgebra::DMatrix;
+use nalgebra::{DMatrix, DMatrixView, DMatrixViewMut, Dyn};
 
 use crate::layer::{Activation, ConvGeom, PoolGeom};
 
-/// The most values the im2col buffer holds (4 MiB of `f32`), unless a single sample's patches
-/// need more: a batch is convolved in chunks of samples that fit.
-pub(crate) const PATCH_BUDGET: usize = 1 << 20;
-
-/// How many samples one chunk of the convolution takes, so that their patches fit in
-/// [`PATCH_BUDGET`] values (at least one sample, at most `samples`).
-pub(crate) fn samples_per_chunk(g: &ConvGeom, samples: usize) -> usize {
-    let per_sample = (g.in_c * g.kernel * g.kernel)
-        .saturating_mul(g.out_h * g.out_w)
-        .max(1);
-    (PATCH_BUDGET / per_sample).clamp(1, samples.max(1))
-}
-
-/// A 2-d convolution of every column of `x`, with `weight` of shape
-/// `out_c × (in_c·k·k)` (PyTorch's `[out_c, in_c, k, k]` flattened row-major), then `bias`
-/// (one per output channel) and `act`, fused into one pass.
+/// A 2-d convolution of every column of `x`, with `weight` of shape `out_c × (in_c·k·k)`
+/// (PyTorch's `[out_c, in_c, k, k]` flattened row-major), then `bias` (one per output channel)
+/// and `act`, fused into one pass.
 ///
-/// For each chunk of samples, the patches are laid out as a `(in_c·k·k) × (samples·out_h·out_w)`
-/// matrix (im2col), multiplied by the weight in one GEMM, and the result is written back in
-/// C, H, W order.
+/// Sample by sample: the patches are laid out as a `(out_h·out_w) × (in_c·k·k)` column-major
+/// matrix (im2col, one column per kernel tap), and one GEMM, `patches · weightᵀ`, writes a
+/// `(out_h·out_w) × out_c` column-major matrix straight into the sample's output column: that is
+/// the C, H, W order, so nothing is copied back. The only buffer is one sample's patches.
 pub(crate) fn conv2d(
     x: &DMatrix<f32>,
     weight: &DMatrix<f32>,
@@ -33,77 +21,77 @@ pub(crate) fn conv2d(
     g: &ConvGeom,
     act: Activation,
 ) -> DMatrix<f32> {
-    let samples = x.ncols();
     let pixels = g.out_h * g.out_w;
-    let rows = g.in_c * g.kernel * g.kernel;
-    let mut out = DMatrix::<f32>::zeros(g.out_c * pixels, samples);
+    let taps = g.in_c * g.kernel * g.kernel;
+    let mut out = DMatrix::<f32>::zeros(g.out_c * pixels, x.ncols());
     if out.is_empty() {
         return out;
     }
-    let chunk = samples_per_chunk(g, samples);
-    let mut patches = DMatrix::<f32>::zeros(rows, chunk * pixels);
-    let mut product = DMatrix::<f32>::zeros(g.out_c, chunk * pixels);
     let in_len = g.in_c * g.h * g.w;
-    let out_len = g.out_c * pixels;
-    let mut start = 0;
-    while start < samples {
-        let n = chunk.min(samples - start);
-        let images = &x.as_slice()[start * in_len..];
-        for (s, block) in patches
-            .as_mut_slice()
-            .chunks_exact_mut(rows * pixels)
-            .take(n)
-            .enumerate()
-        {
-            im2col(&images[s * in_len..][..in_len], g, block);
+    let mut patches = DMatrix::<f32>::zeros(pixels, taps);
+    // weightᵀ, `taps × out_c`, read in place: element (t, o) is weight[(o, t)].
+    let weight_t = DMatrixView::from_slice_with_strides_generic(
+        weight.as_slice(),
+        Dyn(taps),
+        Dyn(g.out_c),
+        Dyn(g.out_c),
+        Dyn(1),
+    );
+    let outputs = out.as_mut_slice().chunks_exact_mut(g.out_c * pixels);
+    for (image, target) in x.as_slice().chunks_exact(in_len.max(1)).zip(outputs) {
+        im2col(image, g, patches.as_mut_slice());
+        let mut y = DMatrixViewMut::from_slice(target, pixels, g.out_c);
+        y.gemm(1.0, &patches, &weight_t, 0.0);
+        for (c, channel) in target.chunks_exact_mut(pixels).enumerate() {
+            let b = bias.and_then(|b| b.get(c)).copied().unwrap_or(0.0);
+            act.apply_plus(channel, b);
         }
-        let cols = n * pixels;
-        product
-            .columns_mut(0, cols)
-            .gemm(1.0, weight, &patches.columns(0, cols), 0.0);
-        let results = product.as_slice().chunks_exact(g.out_c * pixels);
-        let targets = out.as_mut_slice()[start * out_len..].chunks_exact_mut(out_len);
-        for (result, target) in results.zip(targets).take(n) {
-            // `result` is out_c × pixels, column-major (pixel-major); `target` is C, H, W.
-            for (p, column) in result.chunks_exact(g.out_c).enumerate() {
-                for (c, v) in column.iter().enumerate() {
-                    target[c * pixels + p] = *v;
-                }
-            }
-            for (c, channel) in target.chunks_exact_mut(pixels).enumerate() {
-                let b = bias.and_then(|b| b.get(c)).copied().unwrap_or(0.0);
-                act.apply_plus(channel, b);
-            }
-        }
-        start += n;
     }
     out
 }
 
-/// Writes the patches of one image into `block`, an `(in_c·k·k) × (out_h·out_w)` column-major
-/// matrix: column `p` holds the input values under the kernel at output pixel `p`, in
-/// (channel, kernel row, kernel column) order, with zeros for the padding.
-fn im2col(image: &[f32], g: &ConvGeom, block: &mut [f32]) {
+/// Writes the patches of one image into `patches`, a `(out_h·out_w) × (in_c·k·k)` column-major
+/// matrix: the column of tap (channel, kernel row, kernel column) holds, for every output
+/// pixel, the input value under that tap, with zeros for the padding.
+fn im2col(image: &[f32], g: &ConvGeom, patches: &mut [f32]) {
     let k = g.kernel;
-    let mut out = block.iter_mut();
-    for oi in 0..g.out_h {
-        for oj in 0..g.out_w {
-            for c in 0..g.in_c {
-                let plane = &image[c * g.h * g.w..][..g.h * g.w];
-                for ki in 0..k {
-                    // The input row, if it is not padding.
-                    let row = (oi * g.stride + ki * g.dilation)
+    let pixels = g.out_h * g.out_w;
+    let mut columns = patches.chunks_exact_mut(pixels.max(1));
+    for plane in image.chunks_exact((g.h * g.w).max(1)).take(g.in_c) {
+        for ki in 0..k {
+            for kj in 0..k {
+                let Some(column) = columns.next() else { return };
+                let (dy, dx) = (ki * g.dilation, kj * g.dilation);
+                // The output columns `oj` whose input column `oj·s + dx − p` is inside the
+                // image: a run from `lo` to `hi`, zeros around it.
+                let first = |o: usize| o * g.stride + dx;
+                let lo = (0..g.out_w)
+                    .find(|&o| first(o) >= g.padding)
+                    .unwrap_or(g.out_w);
+                let hi = (lo..g.out_w)
+                    .find(|&o| first(o) - g.padding >= g.w)
+                    .unwrap_or(g.out_w);
+                for (oi, out_row) in column.chunks_exact_mut(g.out_w.max(1)).enumerate() {
+                    let row = (oi * g.stride + dy)
                         .checked_sub(g.padding)
                         .filter(|&r| r < g.h)
                         .map(|r| &plane[r * g.w..][..g.w]);
-                    for kj in 0..k {
-                        let value = row.and_then(|row| {
-                            (oj * g.stride + kj * g.dilation)
-                                .checked_sub(g.padding)
-                                .and_then(|col| row.get(col))
-                        });
-                        if let Some(slot) = out.next() {
-                            *slot = value.copied().unwrap_or(0.0);
+                    let Some(row) = row else {
+                        out_row.fill(0.0);
+                        continue;
+                    };
+                    out_row[..lo].fill(0.0);
+                    out_row[hi..].fill(0.0);
+                    if lo == hi {
+                        continue;
+                    }
+                    let start = first(lo) - g.padding;
+                    if g.stride == 1 {
+                        out_row[lo..hi].copy_from_slice(&row[start..][..hi - lo]);
+                    } else {
+                        let taps = row[start..].iter().step_by(g.stride);
+                        for (slot, v) in out_row[lo..hi].iter_mut().zip(taps) {
+                            *slot = *v;
                         }
                     }
                 }
@@ -136,25 +124,39 @@ fn pool(
     if out.is_empty() || in_plane == 0 {
         return out;
     }
+    let rows: Vec<_> = (0..g.out_h)
+        .map(|o| window(o, g.stride, g.padding, g.kernel, g.h))
+        .collect();
+    let cols: Vec<_> = (0..g.out_w)
+        .map(|o| window(o, g.stride, g.padding, g.kernel, g.w))
+        .collect();
+    let tiled = g.padding == 0 && g.stride == g.kernel;
     let inputs = x.as_slice().chunks_exact(in_plane);
     let outputs = out.as_mut_slice().chunks_exact_mut(out_plane);
-    // One input plane (a channel of a sample) gives one output plane.
+    // One input plane (a channel of a sample) gives one output plane, row by row: each input
+    // row under a window row is folded into the whole output row.
     for (plane, target) in inputs.zip(outputs) {
-        let mut slots = target.iter_mut();
-        for oi in 0..g.out_h {
-            let rows = window(oi, g.stride, g.padding, g.kernel, g.h);
-            for oj in 0..g.out_w {
-                let cols = window(oj, g.stride, g.padding, g.kernel, g.w);
-                let mut acc = start;
-                for r in rows.clone() {
-                    for v in &plane[r * g.w..][cols.clone()] {
-                        acc = fold(acc, *v);
+        for (out_row, window_rows) in target.chunks_exact_mut(g.out_w).zip(&rows) {
+            out_row.fill(start);
+            for line in plane
+                .chunks_exact(g.w)
+                .take(window_rows.end)
+                .skip(window_rows.start)
+            {
+                if tiled {
+                    // Windows side by side, no padding: the common `MaxPool2d::<U2>` case.
+                    for (slot, window) in out_row.iter_mut().zip(line.chunks_exact(g.kernel)) {
+                        *slot = window.iter().fold(*slot, |a, v| fold(a, *v));
                     }
+                    continue;
                 }
-                if let Some(slot) = slots.next() {
-                    *slot = finish(acc);
+                for (slot, window_cols) in out_row.iter_mut().zip(&cols) {
+                    *slot = line[window_cols.clone()]
+                        .iter()
+                        .fold(*slot, |a, v| fold(a, *v));
                 }
             }
+            out_row.iter_mut().for_each(|v| *v = finish(*v));
         }
     }
     out

@@ -294,10 +294,11 @@ fn static_and_run_time_shapes_and_outputs_agree() {
     static_configs!(check);
 }
 
-/// A batch larger than one chunk of patches is convolved chunk by chunk, with the same result.
+/// A wide convolution on a batch of many samples, which reuses the patch buffer for each, matches
+/// the direct loops.
 #[test]
-fn batches_larger_than_the_patch_buffer_are_chunked() {
-    // 16·3·3 rows × 30·30 pixels = 129,600 patch values per sample: 8 samples per chunk.
+fn many_samples_through_one_patch_buffer_match_the_direct_loops() {
+    // 16·3·3 taps × 30·30 pixels = 129,600 patch values per sample, 19 samples.
     let decl = Net::new()
         .push(Conv2d::<U8, U3>::new())
         .seed(3)
