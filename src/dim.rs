@@ -33,7 +33,7 @@ pub trait Dim: Copy + Default + fmt::Debug + Send + Sync + Lift + 'static {
 /// A dimension the compiler knows: every typenum number from `U1` up (`U0` is not a size).
 ///
 /// Numbers that typenum does not name (it names `U0`–`U1024`, powers of two and of ten) are
-/// written as arithmetic: `typenum::op!(U32 * U36)` or `typenum::Sum<U1000, U24>`.
+/// written as arithmetic: `lazynet::typenum::op!(U32 * U36)` or `lazynet::typenum::Sum<U1000, U24>`.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a size the compiler knows",
     label = "expected a typenum number such as `U20`",

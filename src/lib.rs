@@ -39,6 +39,30 @@
 //! error[E0277]: shape mismatch: a layer declares Num<_3, _0> inputs but the layer before it outputs Num<_2, _5, _6>
 //! ```
 //!
+//! ## Images
+//!
+//! A net bound to an [`Image<C, H, W>`](Image) runs [`Conv2d`](layer::Conv2d),
+//! [`MaxPool2d`](layer::MaxPool2d), [`AvgPool2d`](layer::AvgPool2d) and
+//! [`Flatten`](layer::Flatten), and the compiler computes every image size on the way, on
+//! stable Rust, with typenum arithmetic ([`spatial`]): a kernel that does not fit, or a dense
+//! layer that declares another size than the flatten before it produces, is a compile error.
+//!
+//! ```
+//! use lazynet::prelude::*;
+//!
+//! let decl = Net::new()
+//!     .push(Conv2d::<U16, U3>::new().padding::<U1>())
+//!     .push(Relu)
+//!     .push(MaxPool2d::<U2>::new())
+//!     .push(Flatten)
+//!     .push(Dense::<U10>::new());
+//! let net = decl.clone().bind::<Image<U1, U28, U28>>();
+//! assert_eq!(net.param_shapes()[2], [10, 16 * 14 * 14]);
+//! let at_run_time = decl.try_bind(Image::dynamic(3, 32, 32))?;
+//! assert_eq!(at_run_time.param_shapes()[2], [10, 16 * 16 * 16]);
+//! # Ok::<(), ShapeError>(())
+//! ```
+//!
 //! ## Layout
 //!
 //! Parameters are heap `nalgebra::DMatrix<f32>`: a dense weight is `out × in` (PyTorch's
@@ -48,7 +72,7 @@
 //! ## Sizes
 //!
 //! Static sizes are typenum numbers, re-exported by the prelude: `U1` … `U1024`, powers of two
-//! and of ten. Other sizes are written as arithmetic: `typenum::op!(U32 * U36)`. Run-time sizes
+//! and of ten. Other sizes are written as arithmetic: `lazynet::typenum::op!(U32 * U36)`. Run-time sizes
 //! are [`Dyn`].
 //!
 //! ## Features
@@ -89,6 +113,6 @@ pub struct ReadmeDoctests;
 
 pub use generic_array;
 pub use nalgebra;
-#[doc(hidden)]
+/// The typenum crate, for sizes it does not name: `lazynet::typenum::op!(U32 * U36)`.
 pub use typenum;
 pub use typenum::consts::*;

@@ -10,8 +10,8 @@
 //! (PyTorch's formula, rounding down). When `X` and the four hyper-parameters are all typenum
 //! numbers, the compiler computes the result as a typenum number; when one of them is
 //! [`Dyn`], the result is [`Dyn`] and the same formula runs when the net is bound
-//! ([`window_output`]). A kernel that spans more than the padded input is a compile error
-//! stating both numbers ([`WindowFits`](crate::rules::WindowFits)).
+//! ([`Net::try_bind`](crate::Net::try_bind)). A kernel that spans more than the padded input is a compile error
+//! stating both numbers ([`WindowFits`]).
 //!
 //! Nothing here is needed to use the crate; it is public because it appears in the types.
 

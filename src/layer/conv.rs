@@ -256,7 +256,7 @@ pub(super) fn image_needed(input: Option<&PartialShape>) -> Fault {
     }
 }
 
-/// An image in, an image out: `O` channels, each axis by [`Window`]. A flat input breaks the
+/// An image in, an image out: `O` channels, each axis by [`Window`](crate::spatial::Window). A flat input breaks the
 /// [`TakesImage`] rule; a kernel larger than the padded image breaks
 /// [`WindowFits`](crate::rules::WindowFits).
 impl<O: Dim, K: Dim, S: Dim, P: Dim, D: Dim, In: Shape, Known> LayerOn<In, Known>

@@ -236,7 +236,7 @@ impl<Kind: PoolKind, K: Dim, S: Dim, P: Dim> Layer for Pool2d<Kind, K, S, P> {
     }
 }
 
-/// An image in, an image of as many channels out, each axis by [`Window`] (dilation 1). A flat
+/// An image in, an image of as many channels out, each axis by [`Window`](crate::spatial::Window) (dilation 1). A flat
 /// input breaks the [`TakesImage`] rule, a window larger than the padded image
 /// [`WindowFits`](crate::rules::WindowFits), padding over half the window
 /// [`PaddingFitsKernel`](crate::rules::PaddingFitsKernel).
