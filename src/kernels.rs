@@ -38,8 +38,9 @@ pub(crate) fn conv2d(
         Dyn(1),
     );
     let outputs = out.as_mut_slice().chunks_exact_mut(g.out_c * pixels);
-    for (image, target) in x.as_slice().chunks_exact(in_len.max(1)).zip(outputs) {
-        im2col(image, g, patches.as_mut_slice());
+    for (sample, target) in outputs.enumerate() {
+        let image = x.as_slice().get(sample * in_len..).unwrap_or_default();
+        im2col(&image[..in_len.min(image.len())], g, patches.as_mut_slice());
         let mut y = DMatrixViewMut::from_slice(target, pixels, g.out_c);
         y.gemm(1.0, &patches, &weight_t, 0.0);
         for (c, channel) in target.chunks_exact_mut(pixels).enumerate() {
@@ -174,4 +175,38 @@ fn window(
     let lo = first.saturating_sub(padding).min(size);
     let hi = (first + kernel).saturating_sub(padding).min(size);
     lo..hi.max(lo)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_input_channels_give_the_bias() {
+        let g = ConvGeom {
+            in_c: 0,
+            h: 3,
+            w: 3,
+            out_c: 2,
+            kernel: 2,
+            stride: 1,
+            padding: 0,
+            dilation: 1,
+            out_h: 2,
+            out_w: 2,
+            bias: true,
+        };
+        let y = conv2d(
+            &DMatrix::zeros(0, 2),
+            &DMatrix::zeros(2, 0),
+            Some(&[1.0, -1.0]),
+            &g,
+            Activation::Relu,
+        );
+        assert_eq!(y.shape(), (8, 2));
+        assert_eq!(
+            y.column(1).as_slice(),
+            [1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0]
+        );
+    }
 }
