@@ -177,11 +177,12 @@ pub(crate) fn forward(layers: &[BoundLayer], x: &DMatrix<f32>) -> DMatrix<f32> {
                     cur = Cow::Owned(out);
                 }
             }
-            Op::Conv(geom) => {
+            Op::Conv { geom, out_c } => {
                 let act = fused();
                 if let Some(w) = layer.params.first() {
                     let bias = layer.params.get(1).map(|b| b.value.as_slice());
-                    cur = Cow::Owned(kernels::conv2d(cur.as_ref(), &w.value, bias, &geom, act));
+                    let y = kernels::conv2d(cur.as_ref(), &w.value, bias, &geom, out_c, act);
+                    cur = Cow::Owned(y);
                 }
             }
             Op::MaxPool(geom) => cur = Cow::Owned(kernels::max_pool(cur.as_ref(), &geom)),

@@ -4,7 +4,8 @@
 
 use nalgebra::{DMatrix, DMatrixView, DMatrixViewMut, Dyn};
 
-use crate::layer::{Activation, ConvGeom, PoolGeom};
+use crate::layer::Activation;
+use crate::spatial::Geom2d;
 
 /// A 2-d convolution of every column of `x`, with `weight` of shape `out_c × (in_c·k·k)`
 /// (PyTorch's `[out_c, in_c, k, k]` flattened row-major), then `bias` (one per output channel)
@@ -18,30 +19,31 @@ pub(crate) fn conv2d(
     x: &DMatrix<f32>,
     weight: &DMatrix<f32>,
     bias: Option<&[f32]>,
-    g: &ConvGeom,
+    g: &Geom2d,
+    out_c: usize,
     act: Activation,
 ) -> DMatrix<f32> {
     let pixels = g.out_h * g.out_w;
-    let taps = g.in_c * g.kernel * g.kernel;
-    let mut out = DMatrix::<f32>::zeros(g.out_c * pixels, x.ncols());
+    let taps = g.c * g.kernel * g.kernel;
+    let mut out = DMatrix::<f32>::zeros(out_c * pixels, x.ncols());
     if out.is_empty() {
         return out;
     }
-    let in_len = g.in_c * g.h * g.w;
+    let in_len = g.c * g.h * g.w;
     let mut patches = DMatrix::<f32>::zeros(pixels, taps);
     // weightᵀ, `taps × out_c`, read in place: element (t, o) is weight[(o, t)].
     let weight_t = DMatrixView::from_slice_with_strides_generic(
         weight.as_slice(),
         Dyn(taps),
-        Dyn(g.out_c),
-        Dyn(g.out_c),
+        Dyn(out_c),
+        Dyn(out_c),
         Dyn(1),
     );
-    let outputs = out.as_mut_slice().chunks_exact_mut(g.out_c * pixels);
+    let outputs = out.as_mut_slice().chunks_exact_mut(out_c * pixels);
     for (sample, target) in outputs.enumerate() {
         let image = x.as_slice().get(sample * in_len..).unwrap_or_default();
         im2col(&image[..in_len.min(image.len())], g, patches.as_mut_slice());
-        let mut y = DMatrixViewMut::from_slice(target, pixels, g.out_c);
+        let mut y = DMatrixViewMut::from_slice(target, pixels, out_c);
         y.gemm(1.0, &patches, &weight_t, 0.0);
         for (c, channel) in target.chunks_exact_mut(pixels).enumerate() {
             let b = bias.and_then(|b| b.get(c)).copied().unwrap_or(0.0);
@@ -54,11 +56,11 @@ pub(crate) fn conv2d(
 /// Writes the patches of one image into `patches`, a `(out_h·out_w) × (in_c·k·k)` column-major
 /// matrix: the column of tap (channel, kernel row, kernel column) holds, for every output
 /// pixel, the input value under that tap, with zeros for the padding.
-fn im2col(image: &[f32], g: &ConvGeom, patches: &mut [f32]) {
+fn im2col(image: &[f32], g: &Geom2d, patches: &mut [f32]) {
     let k = g.kernel;
     let pixels = g.out_h * g.out_w;
     let mut columns = patches.chunks_exact_mut(pixels.max(1));
-    for plane in image.chunks_exact((g.h * g.w).max(1)).take(g.in_c) {
+    for plane in image.chunks_exact((g.h * g.w).max(1)).take(g.c) {
         for ki in 0..k {
             for kj in 0..k {
                 let Some(column) = columns.next() else { return };
@@ -102,20 +104,20 @@ fn im2col(image: &[f32], g: &ConvGeom, patches: &mut [f32]) {
 }
 
 /// Max pooling of every column of `x`; padding never wins.
-pub(crate) fn max_pool(x: &DMatrix<f32>, g: &PoolGeom) -> DMatrix<f32> {
+pub(crate) fn max_pool(x: &DMatrix<f32>, g: &Geom2d) -> DMatrix<f32> {
     pool(x, g, f32::NEG_INFINITY, f32::max, |m| m)
 }
 
 /// Average pooling of every column of `x`; padding counts as zeros, so each window's sum is
 /// divided by `k·k` (PyTorch's `count_include_pad=True`).
-pub(crate) fn avg_pool(x: &DMatrix<f32>, g: &PoolGeom) -> DMatrix<f32> {
+pub(crate) fn avg_pool(x: &DMatrix<f32>, g: &Geom2d) -> DMatrix<f32> {
     let area = (g.kernel * g.kernel) as f32;
     pool(x, g, 0.0, |a, b| a + b, |s| s / area)
 }
 
 fn pool(
     x: &DMatrix<f32>,
-    g: &PoolGeom,
+    g: &Geom2d,
     start: f32,
     fold: impl Fn(f32, f32) -> f32,
     finish: impl Fn(f32) -> f32,
@@ -183,24 +185,13 @@ mod tests {
 
     #[test]
     fn no_input_channels_give_the_bias() {
-        let g = ConvGeom {
-            in_c: 0,
-            h: 3,
-            w: 3,
-            out_c: 2,
-            kernel: 2,
-            stride: 1,
-            padding: 0,
-            dilation: 1,
-            out_h: 2,
-            out_w: 2,
-            bias: true,
-        };
+        let g = Geom2d::new(&[0, 3, 3], [2, 1, 0, 1]);
         let y = conv2d(
             &DMatrix::zeros(0, 2),
             &DMatrix::zeros(2, 0),
             Some(&[1.0, -1.0]),
             &g,
+            2,
             Activation::Relu,
         );
         assert_eq!(y.shape(), (8, 2));

@@ -165,7 +165,8 @@ impl<L: Layers> Net<Uninit, L> {
     /// * [`ShapeError::KernelTooLarge`], [`ShapeError::ZeroParameter`],
     ///   [`ShapeError::PoolPadding`] when a convolution or pooling layer does not fit the image
     ///   that reaches it;
-    /// * [`ShapeError::TooLarge`] when a parameter could not be allocated.
+    /// * [`ShapeError::TooLarge`] when a parameter, or a layer's input or output, has too many
+    ///   values to allocate.
     pub fn try_bind<I: RunTimeInput>(&self, input: I) -> Result<Net<Init<I::Shape>, L>, ShapeError>
     where
         L: Chain<I::Shape>,
@@ -353,7 +354,11 @@ impl<N: Shape, L: Chain<N>> Net<Init<N>, L> {
     fn run(&self, x: &DMatrix<f32>) -> Batch<<L as Chain<N>>::Out> {
         // The output's shape is the last layer's; for a static output type the compiler proved
         // they agree, so `from_dims` cannot miss.
-        let out = <L as Chain<N>>::Out::from_dims(&self.output_dims()).unwrap_or_default();
+        let out = match self.state.layers.last() {
+            Some(last) => <L as Chain<N>>::Out::from_dims(&last.output),
+            None => <L as Chain<N>>::Out::from_dims(&self.state.input.dims()),
+        };
+        let out = out.unwrap_or_default();
         Batch::from_parts(exec::forward(&self.state.layers, x), out)
     }
 }

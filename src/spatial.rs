@@ -23,7 +23,7 @@ use typenum::{UInt, UTerm, B1, U2};
 
 use crate::decimal::{Dec, Decimal};
 use crate::dim::{Dim, Dyn};
-use crate::layer::Fault;
+use crate::layer::{Fault, PartialShape};
 use crate::rules::{Input, PaddingFitsKernel, TakesImage, WindowFits};
 
 /// A list of sizes that are all static; see [`Join`].
@@ -320,8 +320,77 @@ pub(crate) fn window_output(
     Ok((padded - span) / stride.max(1) + 1)
 }
 
+/// The sizes of a bound convolution or pooling layer: its input image, its window and its
+/// output plane. Not a public interface.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Geom2d {
+    pub(crate) c: usize,
+    pub(crate) h: usize,
+    pub(crate) w: usize,
+    pub(crate) kernel: usize,
+    pub(crate) stride: usize,
+    pub(crate) padding: usize,
+    pub(crate) dilation: usize,
+    pub(crate) out_h: usize,
+    pub(crate) out_w: usize,
+}
+
+impl Geom2d {
+    /// The geometry over an input `[c, h, w]` that [`plane`] accepted (other inputs give
+    /// zeros, never used).
+    pub(crate) fn new(input: &[usize], [kernel, stride, padding, dilation]: [usize; 4]) -> Self {
+        let (c, h, w) = match input {
+            [c, h, w] => (*c, *h, *w),
+            _ => (0, 0, 0),
+        };
+        let out = |x| window_output("", x, kernel, stride, padding, dilation).unwrap_or(0);
+        Geom2d {
+            c,
+            h,
+            w,
+            kernel,
+            stride,
+            padding,
+            dilation,
+            out_h: out(h),
+            out_w: out(w),
+        }
+    }
+}
+
+/// The run-time side of a convolution or pooling layer over `input` (`None` before binding):
+/// the input's channels, then the output height and width, each `None` where not known yet.
+pub(crate) fn plane(
+    input: Option<&PartialShape>,
+    [kernel, stride, padding, dilation]: [usize; 4],
+) -> Result<[Option<usize>; 3], Fault> {
+    nonzero(&[
+        ("kernel", kernel),
+        ("stride", stride),
+        ("dilation", dilation),
+    ])?;
+    let (c, h, w) = match input.map(|i| i.0.as_slice()) {
+        None => (None, None, None),
+        Some([c, h, w]) => (*c, *h, *w),
+        Some(_) => {
+            return Err(Fault::Rank {
+                needs: "an image (channels, height, width)",
+                found: input
+                    .map(|i| i.0.iter().map(|d| d.unwrap_or(0)).collect())
+                    .unwrap_or_default(),
+            })
+        }
+    };
+    let axis = |name, size: Option<usize>| {
+        size.map(|x| window_output(name, x, kernel, stride, padding, dilation))
+            .transpose()
+    };
+    Ok([c, axis("height", h)?, axis("width", w)?])
+}
+
 /// Checks the hyper-parameters that must be at least 1.
-pub(crate) fn nonzero(params: &[(&'static str, usize)]) -> Result<(), Fault> {
+fn nonzero(params: &[(&'static str, usize)]) -> Result<(), Fault> {
     match params.iter().find(|(_, v)| *v == 0) {
         Some((name, _)) => Err(Fault::Zero { name }),
         None => Ok(()),

@@ -8,7 +8,7 @@ use crate::init::Role;
 use crate::list::{Follows, Unknown};
 use crate::rules::{Input, Proven, TakesImage};
 use crate::shape::{Image, Shape};
-use crate::spatial::{nonzero, window_output, ImageHeight, ImageWidth, OutHeight, OutWidth, Plane};
+use crate::spatial::{plane, Geom2d, ImageHeight, ImageWidth, OutHeight, OutWidth, Plane};
 
 /// A 2-d convolution over images of shape (channels, height, width), like PyTorch's
 /// `nn.Conv2d`: square kernels, the same stride, padding and dilation along both axes, zero
@@ -162,23 +162,6 @@ impl<O: Dim, K: Dim, S: Dim, P: Dim, D: Dim> Conv2d<O, K, S, P, D> {
     }
 }
 
-/// The geometry of a bound convolution: every size it needs to run.
-#[doc(hidden)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ConvGeom {
-    pub(crate) in_c: usize,
-    pub(crate) h: usize,
-    pub(crate) w: usize,
-    pub(crate) out_c: usize,
-    pub(crate) kernel: usize,
-    pub(crate) stride: usize,
-    pub(crate) padding: usize,
-    pub(crate) dilation: usize,
-    pub(crate) out_h: usize,
-    pub(crate) out_w: usize,
-    pub(crate) bias: bool,
-}
-
 impl<O: Dim, K: Dim, S: Dim, P: Dim, D: Dim> sealed::Sealed for Conv2d<O, K, S, P, D> {}
 
 impl<O: Dim, K: Dim, S: Dim, P: Dim, D: Dim> Layer for Conv2d<O, K, S, P, D> {
@@ -187,26 +170,8 @@ impl<O: Dim, K: Dim, S: Dim, P: Dim, D: Dim> Layer for Conv2d<O, K, S, P, D> {
     }
 
     fn output_shape(&self, input: Option<&PartialShape>) -> Result<Option<PartialShape>, Fault> {
-        let [kernel, stride, padding, dilation] = self.hyper();
-        nonzero(&[
-            ("kernel", kernel),
-            ("stride", stride),
-            ("dilation", dilation),
-        ])?;
-        let (h, w) = match input.map(|i| i.0.as_slice()) {
-            None => (None, None),
-            Some([_, h, w]) => (*h, *w),
-            Some(_) => return Err(image_needed(input)),
-        };
-        let axis = |name, size: Option<usize>| {
-            size.map(|x| window_output(name, x, kernel, stride, padding, dilation))
-                .transpose()
-        };
-        Ok(Some(PartialShape(vec![
-            Some(self.out.size()),
-            axis("height", h)?,
-            axis("width", w)?,
-        ])))
+        let [_, h, w] = plane(input, self.hyper())?;
+        Ok(Some(PartialShape(vec![Some(self.out.size()), h, w])))
     }
 
     fn param_shapes(&self, input: Option<&PartialShape>) -> Vec<(Role, PartialShape)> {
@@ -224,35 +189,10 @@ impl<O: Dim, K: Dim, S: Dim, P: Dim, D: Dim> Layer for Conv2d<O, K, S, P, D> {
     }
 
     fn op(&self, input: &[usize]) -> Op {
-        let [kernel, stride, padding, dilation] = self.hyper();
-        let (in_c, h, w) = match input {
-            [c, h, w] => (*c, *h, *w),
-            _ => (0, 0, 0),
-        };
-        let out = |x| window_output("", x, kernel, stride, padding, dilation).unwrap_or(0);
-        Op::Conv(ConvGeom {
-            in_c,
-            h,
-            w,
+        Op::Conv {
+            geom: Geom2d::new(input, self.hyper()),
             out_c: self.out.size(),
-            kernel,
-            stride,
-            padding,
-            dilation,
-            out_h: out(h),
-            out_w: out(w),
-            bias: self.bias,
-        })
-    }
-}
-
-/// The fault of a layer that needs an image and receives another rank.
-pub(super) fn image_needed(input: Option<&PartialShape>) -> Fault {
-    Fault::Rank {
-        needs: "an image (channels, height, width)",
-        found: input
-            .map(|i| i.0.iter().map(|d| d.unwrap_or(0)).collect())
-            .unwrap_or_default(),
+        }
     }
 }
 

@@ -20,10 +20,9 @@ pub use pool::{Avg, AvgPool2d, Max, MaxPool2d, Pool2d, PoolKind};
 
 use crate::init::Role;
 use crate::shape::Shape;
+use crate::spatial::Geom2d;
 
 pub(crate) use activation::Activation;
-pub(crate) use conv::ConvGeom;
-pub(crate) use pool::PoolGeom;
 
 /// A layer specification: its kind, how it maps shapes, and the parameters it will own.
 ///
@@ -68,12 +67,12 @@ pub enum Op {
     Dense,
     /// An element-wise function.
     Act(Activation),
-    /// A 2-d convolution.
-    Conv(ConvGeom),
+    /// A 2-d convolution to `out_c` channels.
+    Conv { geom: Geom2d, out_c: usize },
     /// Max pooling.
-    MaxPool(PoolGeom),
+    MaxPool(Geom2d),
     /// Average pooling.
-    AvgPool(PoolGeom),
+    AvgPool(Geom2d),
     /// Nothing to compute: the values are already in C, H, W order.
     Flatten,
 }

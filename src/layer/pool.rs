@@ -4,7 +4,6 @@ use core::marker::PhantomData;
 
 use typenum::{Unsigned, U0, U1};
 
-use super::conv::image_needed;
 use super::{sealed, DeclaresInput, Fault, Infer, Layer, LayerOn, Op, PartialShape};
 use crate::dim::{Dim, Dyn, StaticDim};
 use crate::init::Role;
@@ -12,7 +11,7 @@ use crate::list::{Follows, Unknown};
 use crate::rules::{Input, Proven, TakesImage};
 use crate::shape::{Image, Shape};
 use crate::spatial::{
-    nonzero, window_output, ImageHeight, ImageWidth, OutHeight, OutWidth, Plane, PoolPaddingOf,
+    plane, Geom2d, ImageHeight, ImageWidth, OutHeight, OutWidth, Plane, PoolPaddingOf,
 };
 
 /// What a pooling layer computes over each window: [`Max`] or [`Avg`].
@@ -23,7 +22,7 @@ pub trait PoolKind:
     const KIND: &'static str;
     /// The bound computation.
     #[doc(hidden)]
-    fn op(geom: PoolGeom) -> Op;
+    fn op(geom: Geom2d) -> Op;
 }
 
 /// The largest value of each window; padding never wins (PyTorch pads with −∞).
@@ -40,14 +39,14 @@ impl sealed::Sealed for Avg {}
 
 impl PoolKind for Max {
     const KIND: &'static str = "MaxPool2d";
-    fn op(geom: PoolGeom) -> Op {
+    fn op(geom: Geom2d) -> Op {
         Op::MaxPool(geom)
     }
 }
 
 impl PoolKind for Avg {
     const KIND: &'static str = "AvgPool2d";
-    fn op(geom: PoolGeom) -> Op {
+    fn op(geom: Geom2d) -> Op {
         Op::AvgPool(geom)
     }
 }
@@ -159,24 +158,15 @@ impl<Kind: PoolKind, K: Dim, S: Dim, P: Dim> Pool2d<Kind, K, S, P> {
         }
     }
 
-    /// Kernel, stride, padding.
-    fn hyper(&self) -> [usize; 3] {
-        [self.kernel.size(), self.stride.size(), self.padding.size()]
+    /// Kernel, stride, padding, dilation (always 1).
+    fn hyper(&self) -> [usize; 4] {
+        [
+            self.kernel.size(),
+            self.stride.size(),
+            self.padding.size(),
+            1,
+        ]
     }
-}
-
-/// The geometry of a bound pooling layer.
-#[doc(hidden)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PoolGeom {
-    pub(crate) c: usize,
-    pub(crate) h: usize,
-    pub(crate) w: usize,
-    pub(crate) kernel: usize,
-    pub(crate) stride: usize,
-    pub(crate) padding: usize,
-    pub(crate) out_h: usize,
-    pub(crate) out_w: usize,
 }
 
 impl<Kind: PoolKind, K: Dim, S: Dim, P: Dim> sealed::Sealed for Pool2d<Kind, K, S, P> {}
@@ -187,25 +177,11 @@ impl<Kind: PoolKind, K: Dim, S: Dim, P: Dim> Layer for Pool2d<Kind, K, S, P> {
     }
 
     fn output_shape(&self, input: Option<&PartialShape>) -> Result<Option<PartialShape>, Fault> {
-        let [kernel, stride, padding] = self.hyper();
-        nonzero(&[("kernel", kernel), ("stride", stride)])?;
+        let [kernel, _, padding, _] = self.hyper();
         if padding.saturating_mul(2) > kernel {
             return Err(Fault::PoolPadding { padding, kernel });
         }
-        let (c, h, w) = match input.map(|i| i.0.as_slice()) {
-            None => (None, None, None),
-            Some([c, h, w]) => (*c, *h, *w),
-            Some(_) => return Err(image_needed(input)),
-        };
-        let axis = |name, size: Option<usize>| {
-            size.map(|x| window_output(name, x, kernel, stride, padding, 1))
-                .transpose()
-        };
-        Ok(Some(PartialShape(vec![
-            c,
-            axis("height", h)?,
-            axis("width", w)?,
-        ])))
+        Ok(Some(PartialShape(plane(input, self.hyper())?.to_vec())))
     }
 
     fn param_shapes(&self, _: Option<&PartialShape>) -> Vec<(Role, PartialShape)> {
@@ -217,22 +193,7 @@ impl<Kind: PoolKind, K: Dim, S: Dim, P: Dim> Layer for Pool2d<Kind, K, S, P> {
     }
 
     fn op(&self, input: &[usize]) -> Op {
-        let [kernel, stride, padding] = self.hyper();
-        let (c, h, w) = match input {
-            [c, h, w] => (*c, *h, *w),
-            _ => (0, 0, 0),
-        };
-        let out = |x| window_output("", x, kernel, stride, padding, 1).unwrap_or(0);
-        Kind::op(PoolGeom {
-            c,
-            h,
-            w,
-            kernel,
-            stride,
-            padding,
-            out_h: out(h),
-            out_w: out(w),
-        })
+        Kind::op(Geom2d::new(input, self.hyper()))
     }
 }
 
