@@ -67,7 +67,7 @@ pub(crate) fn check(layers: &[&dyn Layer], input: &[usize]) -> Result<(), ShapeE
             .chain(step.input.as_ref())
             .chain(output.as_ref());
         for shape in tensors {
-            let dims: Vec<usize> = shape.0.iter().map(|d| d.unwrap_or(0)).collect();
+            let dims = shape.or_zero();
             let values = dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
             if values.is_none_or(|n| n > MAX_VALUES) {
                 return Err(ShapeError::TooLarge {
@@ -91,7 +91,7 @@ pub(crate) fn build(
     seed: u64,
 ) -> Vec<BoundLayer> {
     let known = |shape: Option<&PartialShape>| -> Vec<usize> {
-        shape.map_or_else(Vec::new, |s| s.0.iter().map(|d| d.unwrap_or(0)).collect())
+        shape.map_or_else(Vec::new, PartialShape::or_zero)
     };
     let mut bound: Vec<BoundLayer> = walk(layers, Some(PartialShape::from_dims(input)))
         .map(|step| {

@@ -300,14 +300,12 @@ where
 {
 }
 
-/// The run-time form of [`Window`]: the output size along `axis`, or why there is none.
+/// The run-time form of [`Window`]: the output size along `axis` for kernel, stride, padding
+/// and dilation `hyper`, or why there is none.
 pub(crate) fn window_output(
     axis: &'static str,
     input: usize,
-    kernel: usize,
-    stride: usize,
-    padding: usize,
-    dilation: usize,
+    [kernel, stride, padding, dilation]: [usize; 4],
 ) -> Result<usize, Fault> {
     let padded = input.saturating_add(padding.saturating_mul(2));
     let span = dilation
@@ -339,12 +337,13 @@ pub struct Geom2d {
 impl Geom2d {
     /// The geometry over an input `[c, h, w]` that [`plane`] accepted (other inputs give
     /// zeros, never used).
-    pub(crate) fn new(input: &[usize], [kernel, stride, padding, dilation]: [usize; 4]) -> Self {
+    pub(crate) fn new(input: &[usize], hyper: [usize; 4]) -> Self {
+        let [kernel, stride, padding, dilation] = hyper;
         let (c, h, w) = match input {
             [c, h, w] => (*c, *h, *w),
             _ => (0, 0, 0),
         };
-        let out = |x| window_output("", x, kernel, stride, padding, dilation).unwrap_or(0);
+        let out = |x| window_output("", x, hyper).unwrap_or(0);
         Geom2d {
             c,
             h,
@@ -363,8 +362,9 @@ impl Geom2d {
 /// the input's channels, then the output height and width, each `None` where not known yet.
 pub(crate) fn plane(
     input: Option<&PartialShape>,
-    [kernel, stride, padding, dilation]: [usize; 4],
+    hyper: [usize; 4],
 ) -> Result<[Option<usize>; 3], Fault> {
+    let [kernel, stride, _, dilation] = hyper;
     nonzero(&[
         ("kernel", kernel),
         ("stride", stride),
@@ -376,16 +376,11 @@ pub(crate) fn plane(
         Some(_) => {
             return Err(Fault::Rank {
                 needs: "an image (channels, height, width)",
-                found: input
-                    .map(|i| i.0.iter().map(|d| d.unwrap_or(0)).collect())
-                    .unwrap_or_default(),
+                found: input.map(PartialShape::or_zero).unwrap_or_default(),
             })
         }
     };
-    let axis = |name, size: Option<usize>| {
-        size.map(|x| window_output(name, x, kernel, stride, padding, dilation))
-            .transpose()
-    };
+    let axis = |name, size: Option<usize>| size.map(|x| window_output(name, x, hyper)).transpose();
     Ok([c, axis("height", h)?, axis("width", w)?])
 }
 
@@ -425,10 +420,10 @@ mod tests {
 
     #[test]
     fn run_time_formula_matches() {
-        assert_eq!(window_output("height", 28, 3, 1, 0, 1), Ok(26));
-        assert_eq!(window_output("height", 28, 3, 2, 1, 2), Ok(13));
+        assert_eq!(window_output("height", 28, [3, 1, 0, 1]), Ok(26));
+        assert_eq!(window_output("height", 28, [3, 2, 1, 2]), Ok(13));
         assert_eq!(
-            window_output("width", 2, 3, 1, 0, 1),
+            window_output("width", 2, [3, 1, 0, 1]),
             Err(Fault::Window {
                 axis: "width",
                 span: 3,
@@ -436,7 +431,7 @@ mod tests {
             })
         );
         assert_eq!(
-            window_output("width", usize::MAX, usize::MAX, 1, usize::MAX, usize::MAX),
+            window_output("width", usize::MAX, [usize::MAX, 1, usize::MAX, usize::MAX]),
             Ok(1)
         );
         assert_eq!(

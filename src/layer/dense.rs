@@ -132,7 +132,7 @@ impl<O: Dim, I: InputDecl> Layer for Dense<O, I> {
                 _ => {
                     return Err(Fault::Rank {
                         needs: "a flat input",
-                        found: input.0.iter().map(|d| d.unwrap_or(0)).collect(),
+                        found: input.or_zero(),
                     })
                 }
             };

@@ -152,6 +152,12 @@ impl PartialShape {
         self.0.iter().copied().collect()
     }
 
+    /// The sizes, with 0 where one is not known: for shapes known to be complete, and for
+    /// error messages.
+    pub(crate) fn or_zero(&self) -> Vec<usize> {
+        self.0.iter().map(|d| d.unwrap_or(0)).collect()
+    }
+
     /// The number of sizes: 1 for a flat vector, 3 for an image.
     pub fn rank(&self) -> usize {
         self.0.len()
