@@ -81,19 +81,14 @@ pub(crate) fn check(layers: &[&dyn Layer], input: &[usize]) -> Result<(), ShapeE
     Ok(())
 }
 
-/// Builds the bound layers for an input of shape `input` and initializes their parameters.
-/// The shapes must have been checked, by the compiler or by [`check`]. From a known input every
+/// Builds the bound layers for an input of shape `input`, with every parameter 0 (the caller
+/// initializes them or loads them). The shapes must have been checked, by the compiler or by [`check`]. From a known input every
 /// layer's output is known (a [`Layer`] promises it), so the `0`s below are never used.
-pub(crate) fn build(
-    layers: &[&dyn Layer],
-    input: &[usize],
-    init: &dyn Initializer,
-    seed: u64,
-) -> Vec<BoundLayer> {
+pub(crate) fn build(layers: &[&dyn Layer], input: &[usize]) -> Vec<BoundLayer> {
     let known = |shape: Option<&PartialShape>| -> Vec<usize> {
         shape.map_or_else(Vec::new, PartialShape::or_zero)
     };
-    let mut bound: Vec<BoundLayer> = walk(layers, Some(PartialShape::from_dims(input)))
+    walk(layers, Some(PartialShape::from_dims(input)))
         .map(|step| {
             let input = known(step.input.as_ref());
             let output = known(step.output.as_ref().ok().and_then(Option::as_ref));
@@ -135,9 +130,7 @@ pub(crate) fn build(
                 params,
             }
         })
-        .collect();
-    initialize(&mut bound, init, seed);
-    bound
+        .collect()
 }
 
 /// Runs `init` over every parameter, in order.

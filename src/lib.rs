@@ -98,6 +98,7 @@ mod shape;
 pub mod spatial;
 mod state;
 mod summary;
+pub mod weights;
 
 pub use batch::Batch;
 pub use dim::{Dim, Dyn, StaticDim};
@@ -105,6 +106,7 @@ pub use error::ShapeError;
 pub use net::{BindTo, ForwardInit, NamedParams, Net};
 pub use shape::{FromRows, Image, ImageVolume, RunTimeInput, Shape, StaticShape};
 pub use state::{Bound, Init, Unbound, Uninit};
+pub use weights::{LoadError, LoadOptions, SaveError, Weights};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

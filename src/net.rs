@@ -198,8 +198,25 @@ impl<L: Layers> Net<Uninit, L> {
 
     /// Allocates and initializes the parameters for `input`; the sizes must have been checked.
     fn bound<N: Shape>(self, input: N) -> Net<Init<N>, L> {
-        let Uninit { init, seed } = self.state;
-        let layers = exec::build(&refs(&self.layers), &input.dims(), init.as_ref(), seed);
+        let seed = self.state.seed;
+        let init = Arc::clone(&self.state.init);
+        let mut net = self.zeroed(input);
+        exec::initialize(&mut net.state.layers, init.as_ref(), seed);
+        net
+    }
+
+    /// Checks `input` as [`try_bind`](Net::try_bind) does and allocates its parameters, all 0,
+    /// for a loader to fill.
+    pub(crate) fn try_zeroed<N: Shape>(&self, input: N) -> Result<Net<Init<N>, L>, ShapeError> {
+        exec::check(&self.layer_refs(), &input.dims())?;
+        Ok(self.clone().zeroed(input))
+    }
+
+    /// Allocates the parameters for `input`, all 0, for a caller that fills them (a loader);
+    /// the sizes must have been checked.
+    pub(crate) fn zeroed<N: Shape>(self, input: N) -> Net<Init<N>, L> {
+        let seed = self.state.seed;
+        let layers = exec::build(&refs(&self.layers), &input.dims());
         Net {
             state: Init {
                 input,
@@ -298,6 +315,10 @@ impl<S, L: Layers> Net<S, L> {
 
     pub(crate) fn state(&self) -> &S {
         &self.state
+    }
+
+    pub(crate) fn state_mut(&mut self) -> &mut S {
+        &mut self.state
     }
 
     pub(crate) fn layer_refs(&self) -> Vec<&dyn Layer> {

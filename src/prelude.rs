@@ -13,5 +13,6 @@ pub use crate::layer::{
 pub use crate::net::Net;
 pub use crate::shape::{Image, Shape, StaticShape};
 pub use crate::state::{Init, Uninit};
+pub use crate::weights::{LoadError, LoadOptions, SaveError, Weights};
 pub use generic_array::GenericArray;
 pub use typenum::consts::*;

@@ -5,3 +5,4 @@ mod conv;
 mod props;
 mod strategies;
 mod ui;
+mod weights;

@@ -1,0 +1,925 @@
+//! Weights in and out: [safetensors](https://huggingface.co/docs/safetensors) files, with
+//! PyTorch's names, shapes and layout, every shape checked on load.
+//!
+//! * [`Net::save`] writes every parameter under its PyTorch `nn.Sequential` name (`0.weight`,
+//!   `0.bias`, `2.weight`, …) as little-endian `f32`, shapes in PyTorch order: a dense weight
+//!   `[out, in]`, a convolution weight `[out_c, in_c, kh, kw]`, a bias `[out]`, each stored
+//!   row-major (C order). The file's metadata holds `format = pt`, `library = lazynet` and
+//!   `version`, the crate's version.
+//! * [`Net::load`] fills a bound net from a file and checks every tensor against the net.
+//! * [`Net::load_infer`] fills an **unbound** declaration: the input size is read from the
+//!   first weight in the file (`0.weight` of shape `(256, 20)` gives 20 inputs) and the net is
+//!   bound to it at run time. [`Net::load_bound`] binds to a static size instead and checks the
+//!   file against it.
+//!
+//! # Data types
+//! Tensors stored as `F32` are read as they are. `F16`, `BF16` and `F64` tensors are converted
+//! to `f32` on load: half-precision values exactly, `f64` values rounded to the nearest `f32`
+//! (beyond `f32`'s range they become infinite). Any other type (integers, booleans, 8-bit and
+//! smaller floats) is a [`LoadError::Dtype`] when the net needs the tensor.
+//!
+//! # Errors
+//! Loading never panics and never leaves a net half-loaded: every tensor is read, converted
+//! and checked before the first parameter is replaced, and on any error the net is unchanged.
+//! Each [`LoadError`] says what was expected and what was found, naming the tensor when the
+//! fault is in one.
+//!
+//! # Example
+//! ```
+//! use lazynet::prelude::*;
+//!
+//! let decl = Net::new()
+//!     .push(Dense::<U256>::new())
+//!     .push(Relu)
+//!     .push(Dense::<U10>::new())
+//!     .seed(7);
+//! let net = decl.clone().bind::<U20>();
+//!
+//! let dir = std::env::temp_dir().join(format!("lazynet-doc-{}", std::process::id()));
+//! std::fs::create_dir_all(&dir)?;
+//! let path = dir.join("mlp.safetensors");
+//! net.save(&path)?;
+//!
+//! // The declaration states no input size; the file tells it.
+//! let loaded = decl.load_infer(&path)?;
+//! assert_eq!(loaded.input(), Dyn(20));
+//! assert!(loaded.named_params().eq(net.named_params()));
+//!
+//! // A file that does not fit is an error that names the tensor and both shapes.
+//! let wide = decl.clone().bind::<U30>();
+//! wide.save(&path)?;
+//! let err = decl.load_bound::<U20>(&path).unwrap_err();
+//! assert_eq!(
+//!     err.to_string(),
+//!     "tensor `0.weight`: expected shape (256, 20), found (256, 30)"
+//! );
+//! # std::fs::remove_dir_all(&dir)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use half::{bf16, f16};
+use nalgebra::DMatrix;
+use safetensors::tensor::{Dtype, SafeTensorError, SafeTensors, TensorInfo, TensorView};
+use thiserror::Error;
+
+use crate::dim::Dyn;
+use crate::error::ShapeError;
+use crate::init::Dims;
+use crate::layer::PartialShape;
+use crate::list::{Chain, Layers};
+use crate::net::{BindTo, Net};
+use crate::shape::StaticShape;
+use crate::state::{Bound, BoundLayer, Init, Uninit};
+
+/// The bytes before a safetensors header: its length, a little-endian `u64`.
+const LEN_BYTES: usize = 8;
+
+/// The data types [`Weights`] converts to `f32`, for error messages.
+const READABLE: &str = "F32, F16, BF16 and F64";
+
+/// Why a safetensors file could not be loaded into a net.
+///
+/// Every variant names what was expected and what was found; those about one tensor name it.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// The file could not be read: it does not exist, is a directory, or cannot be opened.
+    #[error("cannot read `{}`: {source}", path.display())]
+    Io {
+        /// The path given.
+        path: PathBuf,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+
+    /// The file is empty.
+    #[error("the file is empty; a safetensors file starts with an 8-byte header length")]
+    Empty,
+
+    /// The file is shorter than the 8-byte header length every safetensors file starts with.
+    #[error("the file has {len} bytes, fewer than the 8-byte header length a safetensors file starts with")]
+    TooShort {
+        /// The file's length in bytes.
+        len: usize,
+    },
+
+    /// The header length (the file's first 8 bytes) is larger than the rest of the file.
+    #[error("the header length says {declared} bytes but only {available} bytes follow it; the file is truncated or not a safetensors file")]
+    HeaderLength {
+        /// The header length the file declares.
+        declared: u64,
+        /// The bytes after the header length.
+        available: usize,
+    },
+
+    /// The header is not a valid safetensors header: not UTF-8, not JSON, or JSON that does
+    /// not describe tensors.
+    #[error("invalid header: {reason}")]
+    Header {
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A tensor's data does not start where the previous tensor's data ends: the two overlap,
+    /// or there is a gap between them, or its offsets end before they start.
+    #[error("tensor `{name}`: {}", offsets_fault(*start, *end, *previous_end))]
+    Offsets {
+        /// The tensor.
+        name: String,
+        /// Its first data offset.
+        start: usize,
+        /// Its last data offset.
+        end: usize,
+        /// Where the previous tensor's data ends (0 for the first tensor).
+        previous_end: usize,
+    },
+
+    /// A tensor's data offsets span a different number of bytes than its shape and data type
+    /// need.
+    #[error("tensor `{name}`: shape {} of {dtype} needs {} bytes but its data offsets span {found}", Dims(shape), bytes_needed(*expected))]
+    DataLength {
+        /// The tensor.
+        name: String,
+        /// Its data type, as the file names it (`F32`).
+        dtype: String,
+        /// Its shape.
+        shape: Vec<usize>,
+        /// The bytes its shape and type need; `None` when that number overflows.
+        expected: Option<usize>,
+        /// The bytes its offsets span.
+        found: usize,
+    },
+
+    /// A tensor's data runs past the end of the file.
+    #[error("tensor `{name}`: its data ends at byte {end} of the data section but the file holds only {available} bytes of data; the file is truncated")]
+    PastEnd {
+        /// The tensor.
+        name: String,
+        /// Its last data offset.
+        end: usize,
+        /// The bytes after the header.
+        available: usize,
+    },
+
+    /// The file holds more bytes after the header than its tensors use.
+    #[error(
+        "the header describes {described} bytes of tensor data but {available} bytes follow it"
+    )]
+    TrailingData {
+        /// The bytes the tensors use.
+        described: usize,
+        /// The bytes after the header.
+        available: usize,
+    },
+
+    /// A tensor the net needs has a data type that is not converted to `f32`.
+    #[error("tensor `{name}` has data type {dtype}; lazynet loads {READABLE}")]
+    Dtype {
+        /// The tensor.
+        name: String,
+        /// Its data type, as the file names it (`I64`).
+        dtype: String,
+    },
+
+    /// The file has no tensor for one of the net's parameters.
+    #[error("the file has no tensor `{name}`; the net expects one of shape {expected}")]
+    Missing {
+        /// The parameter.
+        name: String,
+        /// Its shape (`?` for a size not known before binding).
+        expected: PartialShape,
+    },
+
+    /// The file has tensors the net has no parameter for. Allowed with
+    /// [`LoadOptions::allow_unexpected`].
+    #[error("the file has {} the net has no parameter for: {}; `LoadOptions::new().allow_unexpected(true)` ignores them", count(tensors.len(), "tensor"), listing(tensors))]
+    Unexpected {
+        /// Each such tensor's name and shape, by name.
+        tensors: Vec<(String, Vec<usize>)>,
+    },
+
+    /// A tensor has the rank the net expects but other sizes.
+    #[error("tensor `{name}`: expected shape {expected}, found {}", Dims(found))]
+    Shape {
+        /// The tensor.
+        name: String,
+        /// The shape the net expects (`?` for a size not known before binding).
+        expected: PartialShape,
+        /// The shape in the file.
+        found: Vec<usize>,
+    },
+
+    /// A tensor has a different number of dimensions than the net expects.
+    #[error("tensor `{name}`: expected {} dimensions, shape {expected}, found {}: {}", expected.rank(), found.len(), Dims(found))]
+    Rank {
+        /// The tensor.
+        name: String,
+        /// The shape the net expects (`?` for a size not known before binding).
+        expected: PartialShape,
+        /// The shape in the file.
+        found: Vec<usize>,
+    },
+
+    /// [`Net::load_infer`] on a net without parameters: nothing in the file gives the input
+    /// size.
+    #[error("the net has no parameters, so no tensor in the file gives its input size; bind it with `try_bind` first")]
+    NoParameters,
+
+    /// The input size read from the file is one the net cannot be bound to.
+    #[error("tensor `{name}` has shape {}, which gives an input size of {input}, but the net cannot take it: {source}", Dims(found))]
+    Infer {
+        /// The tensor the input size was read from.
+        name: String,
+        /// Its shape.
+        found: Vec<usize>,
+        /// The input size read from it.
+        input: usize,
+        /// Why the net cannot be bound to it.
+        source: ShapeError,
+    },
+
+    /// A run-time binding before the load failed (from `?` on
+    /// [`try_bind`](Net::try_bind)).
+    #[error(transparent)]
+    Bind(#[from] ShapeError),
+}
+
+fn offsets_fault(start: usize, end: usize, previous_end: usize) -> String {
+    if end < start {
+        format!("its data offsets [{start}, {end}] end before they start")
+    } else if start < previous_end {
+        format!("its data offsets [{start}, {end}] overlap the previous tensor's, which end at byte {previous_end}")
+    } else {
+        format!("its data offsets [{start}, {end}] leave a gap after the previous tensor's, which end at byte {previous_end}")
+    }
+}
+
+fn bytes_needed(expected: Option<usize>) -> String {
+    expected.map_or_else(|| "more than usize::MAX".to_owned(), |n| n.to_string())
+}
+
+fn count(n: usize, noun: &str) -> String {
+    match n {
+        1 => format!("1 {noun}"),
+        n => format!("{n} {noun}s"),
+    }
+}
+
+/// The first few tensors as `` `name` (shape) ``, then how many more.
+fn listing(tensors: &[(String, Vec<usize>)]) -> String {
+    const SHOWN: usize = 5;
+    let mut out: Vec<String> = tensors
+        .iter()
+        .take(SHOWN)
+        .map(|(name, shape)| format!("`{name}` {}", Dims(shape)))
+        .collect();
+    if tensors.len() > SHOWN {
+        out.push(format!("and {} more", tensors.len() - SHOWN));
+    }
+    out.join(", ")
+}
+
+/// Why a net could not be saved.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum SaveError {
+    /// The file could not be written.
+    #[error("cannot write `{}`: {source}", path.display())]
+    Io {
+        /// The path given.
+        path: PathBuf,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+
+    /// The safetensors writer refused the tensors.
+    #[error("cannot encode the parameters as safetensors: {reason}")]
+    Encode {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// How strictly a file must match the net.
+///
+/// By default every tensor in the file must be a parameter of the net. A file that also holds
+/// other tensors (an optimizer's state, a head the net does not have) is loaded with
+/// `LoadOptions::new().allow_unexpected(true)`; the extra tensors are ignored.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    allow_unexpected: bool,
+}
+
+impl LoadOptions {
+    /// The default: every tensor in the file must belong to the net.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether tensors the net has no parameter for are ignored (`true`) or an error
+    /// ([`LoadError::Unexpected`], the default).
+    pub fn allow_unexpected(mut self, allow: bool) -> Self {
+        self.allow_unexpected = allow;
+        self
+    }
+}
+
+/// A safetensors file, read and validated, whose tensors can be inspected and loaded.
+///
+/// [`Net::load`] and the other one-liners read a file and load it in one call; a `Weights`
+/// value lets a program look at a file first ([`names`](Weights::names),
+/// [`get`](Weights::get), [`metadata`](Weights::metadata)) or load it with
+/// [`LoadOptions`].
+///
+/// Reading checks the file's layout (header, offsets, lengths) through the `safetensors`
+/// crate; tensors are converted to `f32` only when they are loaded or asked for.
+pub struct Weights {
+    bytes: Vec<u8>,
+    /// Where the data section starts in `bytes`.
+    data_start: usize,
+    /// The tensors, in the order of their data.
+    tensors: Vec<(String, TensorInfo)>,
+    metadata: HashMap<String, String>,
+}
+
+impl fmt::Debug for Weights {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut map = f.debug_map();
+        for (name, info) in &self.tensors {
+            map.entry(name, &format_args!("{} {}", info.dtype, Dims(&info.shape)));
+        }
+        map.finish()
+    }
+}
+
+impl Weights {
+    /// Reads and validates a safetensors file.
+    ///
+    /// # Errors
+    /// [`LoadError::Io`] when the file cannot be read; the layout errors of
+    /// [`from_bytes`](Weights::from_bytes) when it is not a valid safetensors file.
+    pub fn read(path: impl AsRef<Path>) -> Result<Self, LoadError> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_bytes(bytes)
+    }
+
+    /// Validates the bytes of a safetensors file.
+    ///
+    /// # Errors
+    /// [`LoadError::Empty`], [`TooShort`](LoadError::TooShort),
+    /// [`HeaderLength`](LoadError::HeaderLength), [`Header`](LoadError::Header),
+    /// [`Offsets`](LoadError::Offsets), [`DataLength`](LoadError::DataLength),
+    /// [`PastEnd`](LoadError::PastEnd) or [`TrailingData`](LoadError::TrailingData) when the
+    /// bytes are not a valid safetensors file.
+    pub fn from_bytes(bytes: impl Into<Vec<u8>>) -> Result<Self, LoadError> {
+        let bytes = bytes.into();
+        let Some(len) = bytes.first_chunk::<LEN_BYTES>() else {
+            return Err(match bytes.len() {
+                0 => LoadError::Empty,
+                len => LoadError::TooShort { len },
+            });
+        };
+        let declared = u64::from_le_bytes(*len);
+        let available = bytes.len() - LEN_BYTES;
+        let header_len = match usize::try_from(declared) {
+            Ok(n) if n <= available => n,
+            _ => {
+                return Err(LoadError::HeaderLength {
+                    declared,
+                    available,
+                })
+            }
+        };
+        let data_start = LEN_BYTES + header_len;
+        let metadata = match SafeTensors::read_metadata(&bytes) {
+            Ok((_, metadata)) => metadata,
+            Err(err) => {
+                let header = bytes.get(LEN_BYTES..data_start).unwrap_or_default();
+                return Err(explain(err, header, bytes.len() - data_start));
+            }
+        };
+        let mut tensors: Vec<(String, TensorInfo)> = metadata
+            .tensors()
+            .into_iter()
+            .map(|(name, info)| (name, info.clone()))
+            .collect();
+        tensors.sort_by(|(a, x), (b, y)| x.data_offsets.cmp(&y.data_offsets).then(a.cmp(b)));
+        Ok(Weights {
+            data_start,
+            tensors,
+            metadata: metadata.metadata().clone().unwrap_or_default(),
+            bytes,
+        })
+    }
+
+    /// The number of tensors.
+    pub fn len(&self) -> usize {
+        self.tensors.len()
+    }
+
+    /// Whether the file holds no tensor.
+    pub fn is_empty(&self) -> bool {
+        self.tensors.is_empty()
+    }
+
+    /// The tensors' names, in the order of their data in the file.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tensors.iter().map(|(name, _)| name.as_str())
+    }
+
+    /// The tensor called `name`, if the file has one.
+    pub fn get(&self, name: &str) -> Option<Tensor<'_>> {
+        let (name, info) = self.tensors.iter().find(|(n, _)| n == name)?;
+        let (start, end) = info.data_offsets;
+        let data = self
+            .bytes
+            .get(self.data_start + start..self.data_start + end)?;
+        Some(Tensor { name, info, data })
+    }
+
+    /// A value of the file's `__metadata__`, such as `"format"`.
+    pub fn metadata(&self, key: &str) -> Option<&str> {
+        self.metadata.get(key).map(String::as_str)
+    }
+
+    /// Reads, converts and checks every parameter of `layers`, returning their new values in
+    /// order. Nothing is changed, so an error loses nothing.
+    fn values_for(
+        &self,
+        layers: &[BoundLayer],
+        options: LoadOptions,
+    ) -> Result<Vec<DMatrix<f32>>, LoadError> {
+        let params: Vec<_> = layers.iter().flat_map(|l| &l.params).collect();
+        let values = params
+            .iter()
+            .map(|p| {
+                let expected = PartialShape::from_dims(&p.shape);
+                let tensor = self.get(&p.name).ok_or_else(|| LoadError::Missing {
+                    name: p.name.clone(),
+                    expected: expected.clone(),
+                })?;
+                tensor.check_shape(&expected)?;
+                let rows = p.value.nrows();
+                let cols = p.value.ncols();
+                let row_major = tensor.to_f32()?;
+                if row_major.len() != rows * cols {
+                    // The shape was checked and the crate checked the byte length, so this is
+                    // unreachable; an error rather than a panic all the same.
+                    return Err(LoadError::Shape {
+                        name: p.name.clone(),
+                        expected,
+                        found: tensor.shape().to_vec(),
+                    });
+                }
+                Ok(DMatrix::from_vec(cols, rows, row_major).transpose())
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if !options.allow_unexpected {
+            let mut extra: Vec<(String, Vec<usize>)> = self
+                .tensors
+                .iter()
+                .filter(|(name, _)| !params.iter().any(|p| &p.name == name))
+                .map(|(name, info)| (name.clone(), info.shape.clone()))
+                .collect();
+            if !extra.is_empty() {
+                extra.sort();
+                return Err(LoadError::Unexpected { tensors: extra });
+            }
+        }
+        Ok(values)
+    }
+
+    /// The input size the file gives an unbound net: the second size of the first weight
+    /// (`(256, 20)` for `0.weight` gives 20), or what that layer declares.
+    fn input_size<L: Layers>(&self, decl: &Net<Uninit, L>) -> Result<(String, usize), LoadError> {
+        let (name, expected) = decl
+            .partial_shapes()
+            .into_iter()
+            .next()
+            .ok_or(LoadError::NoParameters)?;
+        let tensor = self.get(&name).ok_or_else(|| LoadError::Missing {
+            name: name.clone(),
+            expected: expected.clone(),
+        })?;
+        tensor.check_shape(&expected)?;
+        let from_file = tensor.shape().get(1).copied();
+        let input = expected.0.get(1).copied().flatten().or(from_file);
+        // A weight has at least two sizes, and `check_shape` matched the ranks.
+        let input = input.ok_or_else(|| LoadError::Rank {
+            name: name.clone(),
+            expected,
+            found: tensor.shape().to_vec(),
+        })?;
+        Ok((name, input))
+    }
+}
+
+/// One tensor of a [`Weights`] file.
+#[derive(Clone, Copy, Debug)]
+pub struct Tensor<'a> {
+    name: &'a str,
+    info: &'a TensorInfo,
+    data: &'a [u8],
+}
+
+impl Tensor<'_> {
+    /// Its name: `0.weight`.
+    pub fn name(&self) -> &str {
+        self.name
+    }
+
+    /// Its shape, as stored: `[256, 20]`.
+    pub fn shape(&self) -> &[usize] {
+        &self.info.shape
+    }
+
+    /// Its data type, as the file names it: `F32`, `BF16`, `I64`.
+    pub fn dtype(&self) -> String {
+        self.info.dtype.to_string()
+    }
+
+    /// Its values as `f32`, in the file's (row-major) order, converted from `F16`, `BF16` or
+    /// `F64`.
+    ///
+    /// # Errors
+    /// [`LoadError::Dtype`] for any other data type.
+    pub fn to_f32(&self) -> Result<Vec<f32>, LoadError> {
+        let data = self.data;
+        Ok(match self.info.dtype {
+            Dtype::F32 => convert(data, f32::from_le_bytes),
+            Dtype::F16 => convert(data, |b| f16::from_le_bytes(b).to_f32()),
+            Dtype::BF16 => convert(data, |b| bf16::from_le_bytes(b).to_f32()),
+            Dtype::F64 => convert(data, |b| f64::from_le_bytes(b) as f32),
+            other => {
+                return Err(LoadError::Dtype {
+                    name: self.name.to_owned(),
+                    dtype: other.to_string(),
+                })
+            }
+        })
+    }
+
+    /// Checks the tensor's shape against `expected`, whose `?` sizes match anything.
+    fn check_shape(&self, expected: &PartialShape) -> Result<(), LoadError> {
+        let found = self.shape();
+        let fault = if found.len() != expected.rank() {
+            LoadError::Rank {
+                name: self.name.to_owned(),
+                expected: expected.clone(),
+                found: found.to_vec(),
+            }
+        } else if expected
+            .0
+            .iter()
+            .zip(found)
+            .any(|(e, f)| e.is_some_and(|e| e != *f))
+        {
+            LoadError::Shape {
+                name: self.name.to_owned(),
+                expected: expected.clone(),
+                found: found.to_vec(),
+            }
+        } else {
+            return Ok(());
+        };
+        Err(fault)
+    }
+}
+
+/// Decodes little-endian values of `B` bytes each; the crate checked that `data` holds a whole
+/// number of them.
+fn convert<const B: usize>(data: &[u8], decode: impl Fn([u8; B]) -> f32) -> Vec<f32> {
+    let (values, _) = data.as_chunks::<B>();
+    values.iter().map(|&b| decode(b)).collect()
+}
+
+/// Turns the `safetensors` crate's verdict on a bad file into an error that names the tensor
+/// and the numbers. The crate's layout errors do not name them all, so the header is read
+/// again (with the crate's own `TensorInfo`) to find the first tensor at fault, checking the
+/// crate's rules in the crate's order.
+fn explain(err: SafeTensorError, header: &[u8], available: usize) -> LoadError {
+    let reason = match err {
+        SafeTensorError::InvalidHeader(e) => format!("the header is not UTF-8: {e}"),
+        SafeTensorError::InvalidHeaderDeserialization(e) => {
+            format!("the header is not a JSON description of tensors: {e}")
+        }
+        SafeTensorError::HeaderTooLarge => {
+            "the header is larger than the 100000000 bytes safetensors allows".to_owned()
+        }
+        other => {
+            return locate(header, available).unwrap_or(LoadError::Header {
+                reason: other.to_string(),
+            })
+        }
+    };
+    LoadError::Header { reason }
+}
+
+/// The first tensor whose offsets or length break the safetensors layout, or a data section of
+/// the wrong length.
+fn locate(header: &[u8], available: usize) -> Option<LoadError> {
+    let entries: HashMap<String, serde_json::Value> = serde_json::from_slice(header).ok()?;
+    let mut tensors: Vec<(String, TensorInfo)> = entries
+        .into_iter()
+        .filter(|(name, _)| name != "__metadata__")
+        .filter_map(|(name, v)| Some((name, serde_json::from_value(v).ok()?)))
+        .collect();
+    tensors.sort_by(|(a, x), (b, y)| x.data_offsets.cmp(&y.data_offsets).then(a.cmp(b)));
+    let mut previous_end = 0;
+    for (name, info) in tensors {
+        let (start, end) = info.data_offsets;
+        if start != previous_end || end < start {
+            return Some(LoadError::Offsets {
+                name,
+                start,
+                end,
+                previous_end,
+            });
+        }
+        let expected = info
+            .shape
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(d))
+            .and_then(|n| n.checked_mul(info.dtype.bitsize()))
+            .map(|bits| bits.div_ceil(8));
+        if expected != Some(end - start) {
+            return Some(LoadError::DataLength {
+                name,
+                dtype: info.dtype.to_string(),
+                shape: info.shape,
+                expected,
+                found: end - start,
+            });
+        }
+        if end > available {
+            return Some(LoadError::PastEnd {
+                name,
+                end,
+                available,
+            });
+        }
+        previous_end = end;
+    }
+    (previous_end != available).then_some(LoadError::TrailingData {
+        described: previous_end,
+        available,
+    })
+}
+
+/// The `__metadata__` lazynet writes.
+fn file_metadata() -> HashMap<String, String> {
+    [
+        ("format", "pt"),
+        ("library", env!("CARGO_PKG_NAME")),
+        ("version", env!("CARGO_PKG_VERSION")),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+/// Every parameter as `(name, shape, little-endian f32 bytes in row-major order)`.
+fn encode(layers: &[BoundLayer]) -> Vec<(String, Vec<usize>, Vec<u8>)> {
+    layers
+        .iter()
+        .flat_map(|l| &l.params)
+        .map(|p| {
+            // Stored `rows × cols` column-major; the file wants row-major, which is the
+            // transpose's column-major order.
+            let bytes = p
+                .value
+                .transpose()
+                .as_slice()
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect();
+            (p.name.clone(), p.shape.clone(), bytes)
+        })
+        .collect()
+}
+
+fn views(
+    tensors: &[(String, Vec<usize>, Vec<u8>)],
+) -> Result<Vec<(&str, TensorView<'_>)>, SaveError> {
+    tensors
+        .iter()
+        .map(|(name, shape, bytes)| {
+            TensorView::new(Dtype::F32, shape.clone(), bytes)
+                .map(|view| (name.as_str(), view))
+                .map_err(encode_error)
+        })
+        .collect()
+}
+
+fn encode_error(err: SafeTensorError) -> SaveError {
+    SaveError::Encode {
+        reason: err.to_string(),
+    }
+}
+
+/// The file [`Net::save`] writes: the `safetensors` crate's encoding, with the header's keys
+/// sorted.
+///
+/// The crate writes `__metadata__` from a `HashMap`, whose order changes from run to run; with
+/// the keys sorted, saving the same parameters always writes the same bytes. The header is
+/// rewritten in place: the same keys and values, so the same length.
+fn encode_file(layers: &[BoundLayer]) -> Result<Vec<u8>, SaveError> {
+    let tensors = encode(layers);
+    let mut bytes =
+        safetensors::serialize(views(&tensors)?, Some(file_metadata())).map_err(encode_error)?;
+    let header_len = bytes
+        .first_chunk::<LEN_BYTES>()
+        .and_then(|n| usize::try_from(u64::from_le_bytes(*n)).ok())
+        .unwrap_or(0);
+    if let Some(header) = bytes.get_mut(LEN_BYTES..LEN_BYTES + header_len) {
+        if let Some(sorted) = sorted_header(header) {
+            if sorted.len() <= header.len() {
+                let (text, padding) = header.split_at_mut(sorted.len());
+                text.copy_from_slice(&sorted);
+                padding.fill(b' ');
+            }
+        }
+    }
+    Ok(bytes)
+}
+
+/// The header with its keys, and those of `__metadata__`, in sorted order.
+fn sorted_header(header: &[u8]) -> Option<Vec<u8>> {
+    let mut entries: BTreeMap<String, serde_json::Value> = serde_json::from_slice(header).ok()?;
+    if let Some(metadata) = entries.get_mut("__metadata__") {
+        let sorted: BTreeMap<String, String> = serde_json::from_value(metadata.take()).ok()?;
+        *metadata = serde_json::to_value(sorted).ok()?;
+    }
+    serde_json::to_vec(&entries).ok()
+}
+
+impl<S: Bound, L: Layers> Net<S, L> {
+    /// Writes every parameter to a safetensors file at `path`, replacing any file there: PyTorch
+    /// `nn.Sequential` names, shapes and layout, as little-endian `f32` (see the
+    /// [module documentation](crate::weights)). The same parameters always give the same bytes.
+    ///
+    /// The file is written to a temporary file beside `path` and then renamed over it, so a
+    /// failed save leaves any previous file whole.
+    ///
+    /// # Errors
+    /// [`SaveError::Io`] when the file cannot be written.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<(), SaveError> {
+        let path = path.as_ref();
+        let bytes = self.save_to_bytes()?;
+        let io = |source: std::io::Error| SaveError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        let mut file = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
+        file.write_all(&bytes).map_err(io)?;
+        file.as_file().sync_all().map_err(io)?;
+        file.persist(path).map_err(|err| io(err.error))?;
+        Ok(())
+    }
+
+    /// The bytes [`save`](Net::save) writes.
+    ///
+    /// # Errors
+    /// [`SaveError::Encode`] if the `safetensors` writer refuses the tensors.
+    pub fn save_to_bytes(&self) -> Result<Vec<u8>, SaveError> {
+        encode_file(self.state().bound_layers())
+    }
+
+    /// Replaces every parameter with the tensor of the same name in the safetensors file at
+    /// `path`, checking each shape. Every tensor in the file must belong to the net; see
+    /// [`load_weights`](Net::load_weights) to allow others.
+    ///
+    /// On any error the net is unchanged.
+    ///
+    /// # Errors
+    /// [`LoadError::Io`] when the file cannot be read; a layout error when it is not a valid
+    /// safetensors file; [`LoadError::Missing`], [`Unexpected`](LoadError::Unexpected),
+    /// [`Shape`](LoadError::Shape), [`Rank`](LoadError::Rank) or [`Dtype`](LoadError::Dtype)
+    /// when its tensors do not fit the net.
+    pub fn load(&mut self, path: impl AsRef<Path>) -> Result<(), LoadError> {
+        self.load_weights(&Weights::read(path)?, LoadOptions::new())
+    }
+
+    /// [`load`](Net::load) from the bytes of a safetensors file.
+    ///
+    /// # Errors
+    /// As [`load`](Net::load), but for [`LoadError::Io`].
+    pub fn load_from_bytes(&mut self, bytes: &[u8]) -> Result<(), LoadError> {
+        self.load_weights(&Weights::from_bytes(bytes)?, LoadOptions::new())
+    }
+
+    /// Replaces every parameter with the tensor of the same name in `weights`, checking each
+    /// shape, under `options`. On any error the net is unchanged.
+    ///
+    /// # Errors
+    /// [`LoadError::Missing`], [`Unexpected`](LoadError::Unexpected) (unless allowed),
+    /// [`Shape`](LoadError::Shape), [`Rank`](LoadError::Rank) or [`Dtype`](LoadError::Dtype)
+    /// when the tensors do not fit the net.
+    pub fn load_weights(
+        &mut self,
+        weights: &Weights,
+        options: LoadOptions,
+    ) -> Result<(), LoadError> {
+        let values = weights.values_for(self.state().bound_layers(), options)?;
+        let params = self
+            .state_mut()
+            .bound_layers_mut()
+            .iter_mut()
+            .flat_map(|l| &mut l.params);
+        for (param, value) in params.zip(values) {
+            param.value = value;
+        }
+        Ok(())
+    }
+}
+
+impl<L: Layers> Net<Uninit, L> {
+    /// Binds an unbound declaration to the input size a safetensors file gives, and loads the
+    /// file into it: `0.weight` of shape `(256, 20)` (the first weight, in general) gives 20
+    /// inputs. The result is bound at run time (`Init<Dyn>`), as by
+    /// [`try_bind`](Net::try_bind), and every tensor is checked. The declaration is kept.
+    ///
+    /// Nets whose input is an image are bound with `try_bind(Image::dynamic(c, h, w))` and
+    /// then [`load`](Net::load)ed: a file gives the channels but not the height and width.
+    ///
+    /// # Errors
+    /// As [`load`](Net::load); also [`LoadError::NoParameters`] for a net without parameters
+    /// and [`LoadError::Infer`] when the net cannot take the input size the file gives.
+    pub fn load_infer(&self, path: impl AsRef<Path>) -> Result<Net<Init<Dyn>, L>, LoadError>
+    where
+        L: Chain<Dyn>,
+    {
+        self.load_infer_weights(&Weights::read(path)?, LoadOptions::new())
+    }
+
+    /// [`load_infer`](Net::load_infer) from a [`Weights`] value, under `options`.
+    ///
+    /// # Errors
+    /// As [`load_infer`](Net::load_infer), but for [`LoadError::Io`].
+    pub fn load_infer_weights(
+        &self,
+        weights: &Weights,
+        options: LoadOptions,
+    ) -> Result<Net<Init<Dyn>, L>, LoadError>
+    where
+        L: Chain<Dyn>,
+    {
+        let (name, input) = weights.input_size(self)?;
+        let mut net = self
+            .try_zeroed(Dyn(input))
+            .map_err(|source| LoadError::Infer {
+                found: weights
+                    .get(&name)
+                    .map(|t| t.shape().to_vec())
+                    .unwrap_or_default(),
+                name,
+                input,
+                source,
+            })?;
+        net.load_weights(weights, options)?;
+        Ok(net)
+    }
+
+    /// Binds an unbound declaration to the static input shape `N`, checked by the compiler as
+    /// by [`bind`](Net::bind), and loads the safetensors file at `path` into it, checking every
+    /// tensor against `N`. The declaration is kept.
+    ///
+    /// # Errors
+    /// As [`load`](Net::load).
+    pub fn load_bound<N>(&self, path: impl AsRef<Path>) -> Result<Net<Init<N>, L>, LoadError>
+    where
+        N: StaticShape + BindTo<L>,
+    {
+        self.load_bound_weights(&Weights::read(path)?, LoadOptions::new())
+    }
+
+    /// [`load_bound`](Net::load_bound) from a [`Weights`] value, under `options`.
+    ///
+    /// # Errors
+    /// As [`load_weights`](Net::load_weights).
+    pub fn load_bound_weights<N>(
+        &self,
+        weights: &Weights,
+        options: LoadOptions,
+    ) -> Result<Net<Init<N>, L>, LoadError>
+    where
+        N: StaticShape + BindTo<L>,
+    {
+        let mut net = self.clone().zeroed(N::default());
+        net.load_weights(weights, options)?;
+        Ok(net)
+    }
+}
