@@ -136,7 +136,7 @@ fn files_hold_pytorch_names_shapes_row_major_values_and_metadata() {
             }
         }
     }
-    let weights = Weights::from_bytes(bytes).unwrap();
+    let weights = Weights::from_vec(bytes).unwrap();
     assert_eq!(weights.metadata("format"), Some("pt"));
     assert_eq!(weights.metadata("library"), Some("lazynet"));
     assert_eq!(weights.metadata("version"), Some(env!("CARGO_PKG_VERSION")));
@@ -152,7 +152,7 @@ fn conv_weights_are_saved_as_out_in_kh_kw() {
         .push(Flatten)
         .push(Dense::<U2>::new())
         .bind::<Image<U2, U5, U5>>();
-    let weights = Weights::from_bytes(net.save_to_bytes().unwrap()).unwrap();
+    let weights = Weights::from_vec(net.save_to_bytes().unwrap()).unwrap();
     assert_eq!(weights.get("0.weight").unwrap().shape(), [4, 2, 3, 3]);
     assert_eq!(weights.get("0.bias").unwrap().shape(), [4]);
     assert_eq!(weights.get("3.weight").unwrap().shape(), [2, 36]);
@@ -190,7 +190,7 @@ fn load_infer_checks_a_declared_input_against_the_file() {
         .push(Dense::<U10>::new());
     let bytes = mlp_file_with(("0.weight", Dtype::F32, &[256, 30], zeros(256 * 30)));
     let err = decl
-        .load_infer_weights(&Weights::from_bytes(bytes).unwrap(), LoadOptions::new())
+        .load_infer_weights(&Weights::from_vec(bytes).unwrap(), LoadOptions::new())
         .unwrap_err();
     assert_eq!(
         err.to_string(),
@@ -201,7 +201,7 @@ fn load_infer_checks_a_declared_input_against_the_file() {
 #[test]
 fn load_infer_errors_name_the_tensor_the_size_comes_from() {
     let infer = |bytes: Vec<u8>| {
-        let weights = Weights::from_bytes(bytes).unwrap();
+        let weights = Weights::from_vec(bytes).unwrap();
         mlp!()
             .load_infer_weights(&weights, LoadOptions::new())
             .unwrap_err()
@@ -240,7 +240,7 @@ fn load_infer_errors_name_the_tensor_the_size_comes_from() {
     );
 
     let no_params = Net::new().push(Relu);
-    let weights = Weights::from_bytes(file(&[])).unwrap();
+    let weights = Weights::from_vec(file(&[])).unwrap();
     assert_eq!(
         no_params
             .load_infer_weights(&weights, LoadOptions::new())
@@ -400,7 +400,7 @@ fn unexpected_tensors_are_an_error_unless_allowed() {
     );
 
     // Allowed: loaded, the extra tensors (one of a type lazynet does not read) ignored.
-    let weights = Weights::from_bytes(bytes).unwrap();
+    let weights = Weights::from_bytes(&bytes).unwrap();
     let mut net = mlp!().bind::<U20>();
     net.load_weights(&weights, LoadOptions::new().allow_unexpected(true))
         .unwrap();
@@ -482,10 +482,9 @@ fn header_end(bytes: &[u8]) -> usize {
 
 #[test]
 fn invalid_json_header() {
-    let msg = load_error(&raw("{\"0.weight\": {\"dtype\": \"F32\",", &[]));
-    assert!(
-        msg.starts_with("invalid header: the header is not a JSON description of tensors: "),
-        "{msg}"
+    assert_eq!(
+        load_error(&raw("{\"0.weight\": {\"dtype\": \"F32\",", &[])),
+        "invalid header: the header is not a JSON description of tensors: EOF while parsing a value at line 1 column 29"
     );
     let msg = load_error(&raw(
         r#"{"0.weight": {"dtype": "Q4", "shape": [1], "data_offsets": [0, 1]}}"#,
