@@ -82,8 +82,9 @@ pub(crate) fn check(layers: &[&dyn Layer], input: &[usize]) -> Result<(), ShapeE
 }
 
 /// Builds the bound layers for an input of shape `input`, with every parameter 0 (the caller
-/// initializes them or loads them). The shapes must have been checked, by the compiler or by [`check`]. From a known input every
-/// layer's output is known (a [`Layer`] promises it), so the `0`s below are never used.
+/// initializes them or loads them). The shapes must have been checked, by the compiler or by
+/// [`check`]. From a known input every layer's output is known (a [`Layer`] promises it), so
+/// the `0`s below are never used.
 pub(crate) fn build(layers: &[&dyn Layer], input: &[usize]) -> Vec<BoundLayer> {
     let known = |shape: Option<&PartialShape>| -> Vec<usize> {
         shape.map_or_else(Vec::new, PartialShape::or_zero)

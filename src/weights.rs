@@ -339,6 +339,7 @@ impl LoadOptions {
 ///
 /// Reading checks the file's layout (header, offsets, lengths) through the `safetensors`
 /// crate; tensors are converted to `f32` only when they are loaded or asked for.
+#[derive(Clone)]
 pub struct Weights<'a> {
     bytes: Cow<'a, [u8]>,
     /// Where the data section starts in `bytes`.
