@@ -423,6 +423,12 @@ fn wrong_shape() {
         load_error(&bytes),
         "tensor `2.weight`: expected shape (10, 256), found (10, 255)"
     );
+    // The same number of values in another shape (a transposed weight) is still an error.
+    let bytes = mlp_file_with(("0.weight", Dtype::F32, &[20, 256], zeros(5120)));
+    assert_eq!(
+        load_error(&bytes),
+        "tensor `0.weight`: expected shape (256, 20), found (20, 256)"
+    );
 }
 
 #[test]
