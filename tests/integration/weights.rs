@@ -35,7 +35,7 @@ fn snapshot<S: lazynet::Bound, L: lazynet::list::Layers>(
 }
 
 /// A file of the given tensors, written by the `safetensors` crate.
-fn file(tensors: &[(&str, Dtype, &[usize], Vec<u8>)]) -> Vec<u8> {
+fn file(tensors: &[Entry<'_>]) -> Vec<u8> {
     let views: Vec<_> = tensors
         .iter()
         .map(|(name, dtype, shape, data)| {
@@ -62,14 +62,24 @@ fn raw(header: &str, data: &[u8]) -> Vec<u8> {
     bytes
 }
 
-/// The four tensors of the 20 → 256 → 10 MLP, all zeros, with `0.weight` replaced by `first`.
-fn mlp_file_with(first: (&str, Dtype, &[usize], Vec<u8>)) -> Vec<u8> {
-    file(&[
-        first,
+/// A tensor for [`file`]: name, data type, shape, bytes.
+type Entry<'a> = (&'a str, Dtype, &'a [usize], Vec<u8>);
+
+/// The four tensors of the 20 → 256 → 10 MLP, all zeros.
+fn mlp_tensors() -> Vec<Entry<'static>> {
+    vec![
+        ("0.weight", Dtype::F32, &[256, 20], zeros(5120)),
         ("0.bias", Dtype::F32, &[256], zeros(256)),
         ("2.weight", Dtype::F32, &[10, 256], zeros(2560)),
         ("2.bias", Dtype::F32, &[10], zeros(10)),
-    ])
+    ]
+}
+
+/// The MLP's tensors with `0.weight` replaced by `first`.
+fn mlp_file_with(first: Entry<'_>) -> Vec<u8> {
+    let mut tensors = mlp_tensors();
+    tensors[0] = first;
+    file(&tensors)
 }
 
 /// Loads `bytes` into a bound net and returns the error text, checking that the net is
@@ -373,11 +383,9 @@ fn an_unsupported_dtype_is_an_error_naming_the_tensor() {
 
 #[test]
 fn missing_tensor() {
-    let bytes = file(&[
-        ("0.weight", Dtype::F32, &[256, 20], zeros(5120)),
-        ("0.bias", Dtype::F32, &[256], zeros(256)),
-        ("2.weight", Dtype::F32, &[10, 256], zeros(2560)),
-    ]);
+    let mut tensors = mlp_tensors();
+    tensors.pop();
+    let bytes = file(&tensors);
     assert_eq!(
         load_error(&bytes),
         "the file has no tensor `2.bias`; the net expects one of shape (10,)"
@@ -386,14 +394,10 @@ fn missing_tensor() {
 
 #[test]
 fn unexpected_tensors_are_an_error_unless_allowed() {
-    let bytes = file(&[
-        ("0.weight", Dtype::F32, &[256, 20], zeros(5120)),
-        ("0.bias", Dtype::F32, &[256], zeros(256)),
-        ("2.weight", Dtype::F32, &[10, 256], zeros(2560)),
-        ("2.bias", Dtype::F32, &[10], zeros(10)),
-        ("4.weight", Dtype::F32, &[3, 10], zeros(30)),
-        ("steps", Dtype::I64, &[], vec![0; 8]),
-    ]);
+    let mut tensors = mlp_tensors();
+    tensors.push(("4.weight", Dtype::F32, &[3, 10], zeros(30)));
+    tensors.push(("steps", Dtype::I64, &[], vec![0; 8]));
+    let bytes = file(&tensors);
     assert_eq!(
         load_error(&bytes),
         "the file has 2 tensors the net has no parameter for: `4.weight` (3, 10), `steps` (); `LoadOptions::new().allow_unexpected(true)` ignores them"
@@ -413,12 +417,9 @@ fn unexpected_tensors_are_an_error_unless_allowed() {
 
 #[test]
 fn wrong_shape() {
-    let bytes = file(&[
-        ("0.weight", Dtype::F32, &[256, 20], zeros(5120)),
-        ("0.bias", Dtype::F32, &[256], zeros(256)),
-        ("2.weight", Dtype::F32, &[10, 255], zeros(2550)),
-        ("2.bias", Dtype::F32, &[10], zeros(10)),
-    ]);
+    let mut tensors = mlp_tensors();
+    tensors[2] = ("2.weight", Dtype::F32, &[10, 255], zeros(2550));
+    let bytes = file(&tensors);
     assert_eq!(
         load_error(&bytes),
         "tensor `2.weight`: expected shape (10, 256), found (10, 255)"
