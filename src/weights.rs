@@ -564,26 +564,24 @@ impl Tensor<'_> {
     /// # Errors
     /// [`LoadError::Dtype`] for any other data type.
     pub fn to_f32(&self) -> Result<Vec<f32>, LoadError> {
-        let data = self.data;
-        Ok(match self.info.dtype {
-            Dtype::F32 => convert(data, f32::from_le_bytes),
-            Dtype::F16 => convert(data, |b| f16::from_le_bytes(b).to_f32()),
-            Dtype::BF16 => convert(data, |b| bf16::from_le_bytes(b).to_f32()),
-            Dtype::F64 => convert(data, |b| f64::from_le_bytes(b) as f32),
-            other => {
-                return Err(LoadError::Dtype {
-                    name: self.name.to_owned(),
-                    dtype: other.to_string(),
-                })
-            }
-        })
+        // As one row, column-major order is the file's order. The crate checked that the data
+        // holds exactly as many values as the shape says, so `decode` finds them all.
+        let values = self.shape().iter().product();
+        self.decode(1, values).map(Option::unwrap_or_default)
     }
 
     /// Its values as a `rows × cols` matrix, decoded from the file's row-major order straight
     /// into nalgebra's column-major one; `None` when it does not hold `rows · cols` values.
     fn decode_matrix(self, rows: usize, cols: usize) -> Result<Option<DMatrix<f32>>, LoadError> {
+        let values = self.decode(rows, cols)?;
+        Ok(values.map(|v| DMatrix::from_vec(rows, cols, v)))
+    }
+
+    /// Its values converted to `f32`, in the column-major order of a `rows × cols` matrix;
+    /// `None` when it does not hold `rows · cols` values.
+    fn decode(self, rows: usize, cols: usize) -> Result<Option<Vec<f32>>, LoadError> {
         let data = self.data;
-        let values = match self.info.dtype {
+        Ok(match self.info.dtype {
             Dtype::F32 => column_major(data, rows, cols, f32::from_le_bytes),
             Dtype::F16 => column_major(data, rows, cols, |b| f16::from_le_bytes(b).to_f32()),
             Dtype::BF16 => column_major(data, rows, cols, |b| bf16::from_le_bytes(b).to_f32()),
@@ -594,8 +592,7 @@ impl Tensor<'_> {
                     dtype: other.to_string(),
                 })
             }
-        };
-        Ok(values.map(|v| DMatrix::from_vec(rows, cols, v)))
+        })
     }
 
     /// Checks the tensor's shape against `expected`, whose `?` sizes match anything.
@@ -623,13 +620,6 @@ impl Tensor<'_> {
         };
         Err(fault)
     }
-}
-
-/// Decodes little-endian values of `B` bytes each; the crate checked that `data` holds a whole
-/// number of them.
-fn convert<const B: usize>(data: &[u8], decode: impl Fn([u8; B]) -> f32) -> Vec<f32> {
-    let (values, _) = data.as_chunks::<B>();
-    values.iter().map(|&b| decode(b)).collect()
 }
 
 /// Decodes `data`, a `rows × cols` matrix stored row-major as little-endian values of `B` bytes,
