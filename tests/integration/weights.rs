@@ -507,51 +507,74 @@ fn invalid_json_header() {
 
 #[test]
 fn overlapping_offsets() {
-    let header = r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#;
-    assert_eq!(
-        load_error(&raw(header, &[0; 12])),
-        "tensor `b`: its data offsets [4, 12] overlap the previous tensor's, which end at byte 8"
-    );
-    let header = r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#;
-    assert_eq!(
-        load_error(&raw(header, &[0; 8])),
-        "tensor `b`: its data offsets [0, 8] overlap the previous tensor's, which end at byte 8"
-    );
-    let header = r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#;
-    assert_eq!(
-        load_error(&raw(header, &[0; 12])),
-        "tensor `a`: its data offsets [4, 12] leave a gap after the previous tensor's, which end at byte 0"
-    );
-    let header = r#"{"a":{"dtype":"F32","shape":[0],"data_offsets":[0,0]},"b":{"dtype":"F32","shape":[0],"data_offsets":[8,4]}}"#;
-    assert!(load_error(&raw(header, &[0; 8])).contains("end before they start"));
+    // (header, bytes of data after it, the error)
+    let cases = [
+        (
+            r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#,
+            12,
+            "tensor `b`: its data offsets [4, 12] overlap the previous tensor's, which end at byte 8",
+        ),
+        (
+            r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#,
+            8,
+            "tensor `b`: its data offsets [0, 8] overlap the previous tensor's, which end at byte 8",
+        ),
+        (
+            r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#,
+            12,
+            "tensor `a`: its data offsets [4, 12] leave a gap after the previous tensor's, which end at byte 0",
+        ),
+        (
+            r#"{"a":{"dtype":"F32","shape":[0],"data_offsets":[0,0]},"b":{"dtype":"F32","shape":[0],"data_offsets":[8,4]}}"#,
+            8,
+            "tensor `b`: its data offsets [8, 4] end before they start",
+        ),
+    ];
+    for (header, data, expected) in cases {
+        assert_eq!(
+            load_error(&raw(header, &vec![0; data])),
+            expected,
+            "{header}"
+        );
+    }
 }
 
 #[test]
 fn out_of_range_offsets() {
-    // Offsets that agree with the shape but run past the end of the file.
-    let header = r#"{"a":{"dtype":"F32","shape":[1000],"data_offsets":[0,4000]}}"#;
-    assert_eq!(
-        load_error(&raw(header, &[0; 16])),
-        "tensor `a`: its data ends at byte 4000 of the data section but the file holds only 16 bytes of data; the file is truncated"
-    );
-    // Offsets that disagree with the shape.
-    let header = r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,4000]}}"#;
-    assert_eq!(
-        load_error(&raw(header, &[0; 16])),
-        "tensor `a`: shape (2,) of F32 needs 8 bytes but its data offsets span 4000"
-    );
-    // A shape whose byte count overflows.
-    let header = r#"{"a":{"dtype":"F32","shape":[4611686018427387904, 8],"data_offsets":[0,8]}}"#;
-    assert_eq!(
-        load_error(&raw(header, &[0; 8])),
-        "tensor `a`: shape (4611686018427387904, 8) of F32 needs more than usize::MAX bytes but its data offsets span 8"
-    );
-    // Bytes after the last tensor.
-    let header = r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#;
-    assert_eq!(
-        load_error(&raw(header, &[0; 12])),
-        "the header describes 8 bytes of tensor data but 12 bytes follow it"
-    );
+    // (header, bytes of data after it, the error)
+    let cases = [
+        // Offsets that agree with the shape but run past the end of the file.
+        (
+            r#"{"a":{"dtype":"F32","shape":[1000],"data_offsets":[0,4000]}}"#,
+            16,
+            "tensor `a`: its data ends at byte 4000 of the data section but the file holds only 16 bytes of data; the file is truncated",
+        ),
+        // Offsets that disagree with the shape.
+        (
+            r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,4000]}}"#,
+            16,
+            "tensor `a`: shape (2,) of F32 needs 8 bytes but its data offsets span 4000",
+        ),
+        // A shape whose byte count overflows.
+        (
+            r#"{"a":{"dtype":"F32","shape":[4611686018427387904, 8],"data_offsets":[0,8]}}"#,
+            8,
+            "tensor `a`: shape (4611686018427387904, 8) of F32 needs more than usize::MAX bytes but its data offsets span 8",
+        ),
+        // Bytes after the last tensor.
+        (
+            r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#,
+            12,
+            "the header describes 8 bytes of tensor data but 12 bytes follow it",
+        ),
+    ];
+    for (header, data, expected) in cases {
+        assert_eq!(
+            load_error(&raw(header, &vec![0; data])),
+            expected,
+            "{header}"
+        );
+    }
 }
 
 #[test]
