@@ -171,9 +171,9 @@ impl<L: Layers> Net<Uninit, L> {
     where
         L: Chain<I::Shape>,
     {
-        let input = input.into_shape();
-        exec::check(&self.layer_refs(), &input.dims())?;
-        Ok(self.clone().bound(input))
+        let mut net = self.try_zeroed(input.into_shape())?;
+        self.state.initialize(&mut net.state.layers);
+        Ok(net)
     }
 
     /// Binds to the input size that the first layer declares
@@ -198,10 +198,9 @@ impl<L: Layers> Net<Uninit, L> {
 
     /// Allocates and initializes the parameters for `input`; the sizes must have been checked.
     fn bound<N: Shape>(self, input: N) -> Net<Init<N>, L> {
-        let seed = self.state.seed;
-        let init = Arc::clone(&self.state.init);
+        let state = self.state.clone();
         let mut net = self.zeroed(input);
-        exec::initialize(&mut net.state.layers, init.as_ref(), seed);
+        state.initialize(&mut net.state.layers);
         net
     }
 

@@ -26,6 +26,13 @@ impl Default for Uninit {
     }
 }
 
+impl Uninit {
+    /// Runs the registered initializer, with the registered seed, over `layers`' parameters.
+    pub(crate) fn initialize(&self, layers: &mut [BoundLayer]) {
+        crate::exec::initialize(layers, self.init.as_ref(), self.seed);
+    }
+}
+
 impl fmt::Debug for Uninit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Uninit")
