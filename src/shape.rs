@@ -37,8 +37,31 @@ pub trait Shape: Copy + Default + fmt::Debug + Send + Sync + 'static {
     fn dims(&self) -> Vec<usize>;
 
     /// The number of values in one sample: the product of the sizes.
+    ///
+    /// # Panics
+    /// When the product does not fit in a `usize`, which only an image shape built at run time
+    /// can cause (`Image::dynamic(usize::MAX, 2, 1)`); [`checked_flat_size`](Shape::checked_flat_size)
+    /// returns `None` instead.
     fn flat_size(&self) -> usize {
-        self.dims().iter().product()
+        match self.checked_flat_size() {
+            Some(n) => n,
+            None => panic!(
+                "the shape {:?} holds more values than a usize can count",
+                self.dims()
+            ),
+        }
+    }
+
+    /// The number of values in one sample; `None` when it does not fit in a `usize`.
+    ///
+    /// ```
+    /// use lazynet::prelude::*;
+    ///
+    /// assert_eq!(Image::dynamic(3, 4, 5).checked_flat_size(), Some(60));
+    /// assert_eq!(Image::dynamic(usize::MAX, 2, 1).checked_flat_size(), None);
+    /// ```
+    fn checked_flat_size(&self) -> Option<usize> {
+        self.dims().iter().try_fold(1usize, |n, &d| n.checked_mul(d))
     }
 
     /// Makes the shape from run-time sizes; `None` when the rank differs or a static size does.
