@@ -108,9 +108,11 @@ pub enum ShapeError {
         found: Vec<usize>,
     },
 
-    /// A parameter would hold more values than can be allocated.
+    /// A tensor of a layer (a parameter, its input or output for one sample, a work buffer)
+    /// would hold more values than one allocation can hold (`isize::MAX` bytes), or its size
+    /// does not fit in a `usize`.
     #[error(
-        "layer {layer} ({kind}): a parameter of shape {} is too large to allocate",
+        "layer {layer} ({kind}): {tensor} of shape {} holds more values than one allocation can hold",
         Dims(shape)
     )]
     TooLarge {
@@ -118,8 +120,22 @@ pub enum ShapeError {
         layer: usize,
         /// The layer's kind.
         kind: &'static str,
-        /// The shape.
+        /// What the tensor is: ``"parameter `0.weight`"``, `"input"`, `"output"`,
+        /// `"patch buffer"`.
+        tensor: String,
+        /// The tensor's shape.
         shape: Vec<usize>,
+    },
+
+    /// Memory for a tensor could not be had: the allocator refused it, or it needs more bytes
+    /// than one allocation can hold. Nothing was changed.
+    #[error("cannot allocate {bytes} bytes for {what}")]
+    OutOfMemory {
+        /// What the memory was for, with its shape: ``"parameter `0.weight` of layer 0
+        /// (Dense), shape (256, 67108864)"``.
+        what: String,
+        /// The number of bytes asked for (it may exceed `usize::MAX`).
+        bytes: u128,
     },
 
     /// A batch has another number of features than the net, or the batch type, expects.

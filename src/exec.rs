@@ -47,8 +47,7 @@ pub(crate) fn walk<'a>(
         })
 }
 
-/// The most `f32` values one allocation can hold.
-const MAX_VALUES: usize = isize::MAX as usize / core::mem::size_of::<f32>();
+use crate::alloc::MAX_VALUES;
 
 /// Checks every shape a run-time binding of `layers` to `input` needs: each layer accepts what
 /// reaches it, and its parameters, input and output can be allocated (so no size computed from
@@ -73,6 +72,7 @@ pub(crate) fn check(layers: &[&dyn Layer], input: &[usize]) -> Result<(), ShapeE
                 return Err(ShapeError::TooLarge {
                     layer: step.index,
                     kind: step.layer.kind(),
+                    tensor: "a tensor".to_string(),
                     shape: dims,
                 });
             }

@@ -82,6 +82,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod alloc;
 mod batch;
 pub mod decimal;
 mod dim;
