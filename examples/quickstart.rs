@@ -73,7 +73,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     println!("## 5b. Force a re-initialization with another initializer\n");
     let mut net = net;
-    net.reinitialize(Normal::new(0.0, 0.01));
+    net.reinitialize(Normal::new(0.0, 0.01)?)?;
     let (name, w) = net
         .named_params()
         .next()

@@ -9,11 +9,6 @@ use crate::error::ShapeError;
 /// The most `f32` values one allocation can hold (`isize::MAX` bytes).
 pub(crate) const MAX_VALUES: usize = isize::MAX as usize / core::mem::size_of::<f32>();
 
-/// The number of bytes `values` `f32`s take, counted without overflow.
-pub(crate) fn bytes_of(values: u128) -> u128 {
-    values.saturating_mul(core::mem::size_of::<f32>() as u128)
-}
-
 /// A vector of `len` zeros, or `None` when the allocator refuses it (or `len` is more than one
 /// allocation can hold).
 pub(crate) fn try_zeroed_vec(len: usize) -> Option<Vec<f32>> {
@@ -33,9 +28,10 @@ pub(crate) fn try_zeros(
     cols: usize,
     what: impl FnOnce() -> String,
 ) -> Result<DMatrix<f32>, ShapeError> {
+    // The product of two `usize`s always fits in a `u128`.
     let fail = |what: String| ShapeError::OutOfMemory {
         what,
-        bytes: bytes_of(rows as u128 * cols as u128),
+        values: rows as u128 * cols as u128,
     };
     match rows.checked_mul(cols).and_then(try_zeroed_vec) {
         Some(v) => Ok(DMatrix::from_vec(rows, cols, v)),
@@ -52,7 +48,7 @@ pub(crate) fn try_clone(
     if v.try_reserve_exact(m.len()).is_err() {
         return Err(ShapeError::OutOfMemory {
             what: what(),
-            bytes: bytes_of(m.len() as u128),
+            values: m.len() as u128,
         });
     }
     v.extend_from_slice(m.as_slice());
@@ -70,7 +66,7 @@ mod tests {
         let err = try_zeros(usize::MAX, 3, || "a test matrix".into()).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "cannot allocate 221360928884514619380 bytes for a test matrix"
+            "cannot allocate 55340232221128654845 f32 values for a test matrix"
         );
         // 2^62 values (16 EiB) is no more than a slice can index, but no allocator gives it.
         assert!(try_zeros(1 << 31, 1 << 31, || String::new()).is_err());

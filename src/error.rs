@@ -37,6 +37,16 @@ pub enum ShapeError {
     #[error("the input size must be at least 1, got 0")]
     ZeroInput,
 
+    /// The input shape a net is bound to holds more values than one allocation can hold.
+    #[error(
+        "the input shape {} holds more values than one allocation can hold",
+        Dims(shape)
+    )]
+    InputTooLarge {
+        /// The input shape.
+        shape: Vec<usize>,
+    },
+
     /// A layer declares an input size that differs from what reaches it.
     #[error("layer {layer} ({kind}) declares {expected} inputs but receives {actual}{}", source_of(*layer))]
     LayerInput {
@@ -60,10 +70,24 @@ pub enum ShapeError {
         kind: &'static str,
         /// `"height"` or `"width"`.
         axis: &'static str,
-        /// The kernel's span: `dilation × (kernel − 1) + 1`.
-        span: usize,
-        /// The input size plus twice the padding.
-        padded: usize,
+        /// The kernel's span: `dilation × (kernel − 1) + 1` (it may exceed `usize::MAX`).
+        span: u128,
+        /// The input size plus twice the padding (it may exceed `usize::MAX`).
+        padded: u128,
+    },
+
+    /// A convolution or pooling layer's output size along an axis is more than a `usize` can
+    /// count (a huge padding).
+    #[error("layer {layer} ({kind}): the output would have {size} values along the {axis}, more than a usize can count")]
+    SizeOverflow {
+        /// The layer's index in the net.
+        layer: usize,
+        /// The layer's kind, e.g. `"Conv2d"`.
+        kind: &'static str,
+        /// `"height"` or `"width"`.
+        axis: &'static str,
+        /// The output size.
+        size: u128,
     },
 
     /// A kernel size, stride or dilation is 0.
@@ -129,13 +153,27 @@ pub enum ShapeError {
 
     /// Memory for a tensor could not be had: the allocator refused it, or it needs more bytes
     /// than one allocation can hold. Nothing was changed.
-    #[error("cannot allocate {bytes} bytes for {what}")]
+    #[error("cannot allocate {values} f32 values for {what}")]
     OutOfMemory {
         /// What the memory was for, with its shape: ``"parameter `0.weight` of layer 0
         /// (Dense), shape (256, 67108864)"``.
         what: String,
-        /// The number of bytes asked for (it may exceed `usize::MAX`).
-        bytes: u128,
+        /// The number of `f32` values asked for (it may exceed `usize::MAX`).
+        values: u128,
+    },
+
+    /// A batch of images has another image shape than the net is bound to, though it may hold
+    /// as many values.
+    #[error(
+        "the batch holds images of shape {} but the net is bound to images of shape {}",
+        Dims(found),
+        Dims(expected)
+    )]
+    ImageShape {
+        /// The net's input shape: `[channels, height, width]`.
+        expected: Vec<usize>,
+        /// The batch's image shape.
+        found: Vec<usize>,
     },
 
     /// A batch has another number of features than the net, or the batch type, expects.
@@ -164,6 +202,18 @@ impl Fault {
                 axis,
                 span,
                 padded,
+            },
+            Fault::Overflow { axis, size } => ShapeError::SizeOverflow {
+                layer,
+                kind,
+                axis,
+                size,
+            },
+            Fault::TooLarge { tensor, shape } => ShapeError::TooLarge {
+                layer,
+                kind,
+                tensor: tensor.to_string(),
+                shape,
             },
             Fault::Zero { name } => ShapeError::ZeroParameter { layer, kind, name },
             Fault::PoolPadding { padding, kernel } => ShapeError::PoolPadding {

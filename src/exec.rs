@@ -47,95 +47,166 @@ pub(crate) fn walk<'a>(
         })
 }
 
-use crate::alloc::MAX_VALUES;
+use crate::alloc::{try_clone, try_zeros, MAX_VALUES};
+use crate::init::Dims;
 
-/// Checks every shape a run-time binding of `layers` to `input` needs: each layer accepts what
-/// reaches it, and its parameters, input and output can be allocated (so no size computed from
-/// them overflows).
-pub(crate) fn check(layers: &[&dyn Layer], input: &[usize]) -> Result<(), ShapeError> {
+/// Whether a tensor of shape `dims` can be allocated and indexed: the product of its non-zero
+/// sizes is at most [`MAX_VALUES`]. Every partial product a kernel computes from these sizes
+/// (a row, a plane, `in_c·k·k`) is then at most that, so none overflows.
+fn fits(dims: &[usize]) -> bool {
+    dims.iter()
+        .filter(|&&d| d != 0)
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .is_some_and(|n| n <= MAX_VALUES)
+}
+
+/// A parameter to allocate: where it goes and what it is.
+struct Planned {
+    name: String,
+    shape: Vec<usize>,
+    role: crate::init::Role,
+    fan_in: usize,
+    fan_out: usize,
+    rows: usize,
+    cols: usize,
+}
+
+/// Checks every shape a binding of `layers` to `input` needs and builds the bound layers, with
+/// every parameter 0 (the caller initializes or loads them).
+///
+/// One walk checks each layer (it accepts what reaches it; its parameters, input, output and
+/// work buffers can be allocated, so no size computed from them overflows); only then is
+/// anything allocated, each parameter fallibly: memory that cannot be had is
+/// [`ShapeError::OutOfMemory`] naming the parameter, and what was allocated is freed.
+pub(crate) fn build(layers: &[&dyn Layer], input: &[usize]) -> Result<Vec<BoundLayer>, ShapeError> {
     if input.contains(&0) {
         return Err(ShapeError::ZeroInput);
     }
+    if !fits(input) {
+        return Err(ShapeError::InputTooLarge {
+            shape: input.to_vec(),
+        });
+    }
+    let mut plan = Vec::with_capacity(layers.len());
     for step in walk(layers, Some(PartialShape::from_dims(input))) {
-        let at = |fault: Fault| fault.at(step.index, step.layer.kind());
-        let output = step.output.clone().map_err(at)?;
-        let shapes = step.layer.param_shapes(step.input.as_ref());
-        let tensors = shapes
-            .iter()
-            .map(|(_, shape)| shape)
-            .chain(step.input.as_ref())
-            .chain(output.as_ref());
-        for shape in tensors {
-            let dims = shape.or_zero();
-            let values = dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
-            if values.is_none_or(|n| n > MAX_VALUES) {
-                return Err(ShapeError::TooLarge {
-                    layer: step.index,
-                    kind: step.layer.kind(),
-                    tensor: "a tensor".to_string(),
-                    shape: dims,
-                });
+        let (index, kind) = (step.index, step.layer.kind());
+        let too_large = |tensor: String, shape: Vec<usize>| ShapeError::TooLarge {
+            layer: index,
+            kind,
+            tensor,
+            shape,
+        };
+        let output = step.output.clone().map_err(|f| f.at(index, kind))?;
+        // From a known input every layer's output is known (a `Layer` promises it).
+        let known = |shape: Option<&PartialShape>| shape.and_then(PartialShape::known);
+        let (Some(input), Some(output)) = (known(step.input.as_ref()), known(output.as_ref()))
+        else {
+            return Err(too_large("output".into(), Vec::new()));
+        };
+        let mut params = Vec::new();
+        for (role, shape) in step.layer.param_shapes(step.input.as_ref()) {
+            let name = role.param_name(index);
+            let shape = shape.known().unwrap_or_default();
+            if !fits(&shape) {
+                return Err(too_large(format!("parameter `{name}`"), shape));
+            }
+            params.push((role, name, shape));
+        }
+        let tensors = [("input", &input), ("output", &output)];
+        for (tensor, shape) in tensors {
+            if !fits(shape) {
+                return Err(too_large(tensor.into(), shape.clone()));
             }
         }
+        for (tensor, shape) in step.layer.scratch(&input, &output) {
+            if !fits(&shape) {
+                return Err(too_large(tensor.into(), shape));
+            }
+        }
+        // PyTorch's fans, read from the weight (the first parameter): a dense `[out, in]` has
+        // fan-in `in`; a convolution `[out, in, k, k]` has `in·k·k`. A bias shares them. The
+        // weight fits, so these products do not overflow.
+        let (fan_in, fan_out) = params.first().map_or((0, 0), |(_, _, w)| {
+            let field = w.iter().skip(2).product::<usize>();
+            let size = |i: usize| w.get(i).copied().unwrap_or(0) * field;
+            (size(1), size(0))
+        });
+        let params: Vec<Planned> = params
+            .into_iter()
+            .map(|(role, name, shape)| Planned {
+                rows: shape.first().copied().unwrap_or(1),
+                cols: shape.iter().skip(1).product(),
+                name,
+                shape,
+                role,
+                fan_in,
+                fan_out,
+            })
+            .collect();
+        plan.push((index, step.layer, input, output, params));
     }
-    Ok(())
-}
-
-/// Builds the bound layers for an input of shape `input`, with every parameter 0 (the caller
-/// initializes them or loads them). The shapes must have been checked, by the compiler or by
-/// [`check`]. From a known input every layer's output is known (a [`Layer`] promises it), so
-/// the `0`s below are never used.
-pub(crate) fn build(layers: &[&dyn Layer], input: &[usize]) -> Vec<BoundLayer> {
-    let known = |shape: Option<&PartialShape>| -> Vec<usize> {
-        shape.map_or_else(Vec::new, PartialShape::or_zero)
-    };
-    walk(layers, Some(PartialShape::from_dims(input)))
-        .map(|step| {
-            let input = known(step.input.as_ref());
-            let output = known(step.output.as_ref().ok().and_then(Option::as_ref));
-            let shapes: Vec<_> = step
-                .layer
-                .param_shapes(step.input.as_ref())
+    plan.into_iter()
+        .map(|(index, layer, input, output, params)| {
+            let kind = layer.kind();
+            let params = params
                 .into_iter()
-                .map(|(role, shape)| (role, known(Some(&shape))))
-                .collect();
-            // PyTorch's fans, read from the weight (the first parameter): a dense `[out, in]`
-            // has fan-in `in`; a convolution `[out, in, k, k]` has `in·k·k`. A bias shares them.
-            let (fan_in, fan_out) = shapes.first().map_or((0, 0), |(_, w)| {
-                let field: usize = w.iter().skip(2).product();
-                let (out, inp) = (w.first().copied(), w.get(1).copied());
-                (
-                    inp.unwrap_or(0).saturating_mul(field),
-                    out.unwrap_or(0).saturating_mul(field),
-                )
-            });
-            let params = shapes
-                .into_iter()
-                .map(|(role, shape)| {
-                    let rows = shape.first().copied().unwrap_or(1);
-                    let cols = shape.iter().skip(1).product();
-                    Param {
-                        name: role.param_name(step.index),
-                        shape,
-                        role,
-                        fan_in,
-                        fan_out,
-                        value: DMatrix::zeros(rows, cols),
-                    }
+                .map(|p| {
+                    let what = || {
+                        format!(
+                            "parameter `{}` of layer {index} ({kind}), shape {}",
+                            p.name,
+                            Dims(&p.shape)
+                        )
+                    };
+                    Ok(Param {
+                        value: try_zeros(p.rows, p.cols, what)?,
+                        name: p.name,
+                        shape: p.shape,
+                        role: p.role,
+                        fan_in: p.fan_in,
+                        fan_out: p.fan_out,
+                    })
                 })
-                .collect();
-            BoundLayer {
-                kind: step.layer.kind(),
-                op: step.layer.op(&input),
+                .collect::<Result<_, ShapeError>>()?;
+            Ok(BoundLayer {
+                kind,
+                op: layer.op(&input),
                 output,
                 params,
-            }
+            })
         })
         .collect()
 }
 
-/// Runs `init` over every parameter, in order.
-pub(crate) fn initialize(layers: &mut [BoundLayer], init: &dyn Initializer, seed: u64) {
+/// Runs `init` over every parameter, in order, all or nothing: the new values are drawn into
+/// copies and swapped in only when every parameter has its values, so an initializer that
+/// panics halfway leaves `layers` as they were. The copies are allocated fallibly.
+pub(crate) fn initialize(
+    layers: &mut [BoundLayer],
+    init: &dyn Initializer,
+    seed: u64,
+) -> Result<(), ShapeError> {
+    let mut fresh = Vec::new();
+    for p in layers.iter().flat_map(|l| l.params.iter()) {
+        let what = || format!("a copy of parameter `{}`, shape {}", p.name, Dims(&p.shape));
+        let mut value = try_zeros(p.value.nrows(), p.value.ncols(), what)?;
+        let info = ParamInfo::new(&p.name, &p.shape, p.role, p.fan_in, p.fan_out);
+        init.init(
+            &info,
+            &mut InitRng::new(seed, &p.name),
+            value.as_mut_slice(),
+        );
+        fresh.push(value);
+    }
+    let params = layers.iter_mut().flat_map(|l| l.params.iter_mut());
+    for (p, value) in params.zip(fresh) {
+        p.value = value;
+    }
+    Ok(())
+}
+
+/// Initializes freshly built layers in place: nothing to keep if the initializer panics.
+pub(crate) fn initialize_fresh(layers: &mut [BoundLayer], init: &dyn Initializer, seed: u64) {
     for p in layers.iter_mut().flat_map(|l| l.params.iter_mut()) {
         let info = ParamInfo::new(&p.name, &p.shape, p.role, p.fan_in, p.fan_out);
         init.init(
@@ -146,14 +217,27 @@ pub(crate) fn initialize(layers: &mut [BoundLayer], init: &dyn Initializer, seed
     }
 }
 
-/// Runs the bound layers on a `features × samples` matrix whose row count was checked.
+/// Runs the bound layers on a `features × samples` matrix whose row count was checked. Every
+/// buffer is allocated fallibly: memory that cannot be had is [`ShapeError::OutOfMemory`]
+/// naming the layer and the buffer.
 ///
 /// A dense or convolution layer followed by an activation runs as one step: the product, then
 /// bias and activation in a single pass over the output.
-pub(crate) fn forward(layers: &[BoundLayer], x: &DMatrix<f32>) -> DMatrix<f32> {
+pub(crate) fn forward(layers: &[BoundLayer], x: &DMatrix<f32>) -> Result<DMatrix<f32>, ShapeError> {
+    let samples = x.ncols();
     let mut cur: Cow<'_, DMatrix<f32>> = Cow::Borrowed(x);
     let mut i = 0;
     while let Some(layer) = layers.get(i) {
+        let index = i;
+        // The output buffer of this layer for the whole batch.
+        let buffer = |rows: usize, name: &str| {
+            try_zeros(rows, samples, || {
+                format!(
+                    "the {name} of layer {index} ({}), {rows} values × {samples} samples",
+                    layer.kind
+                )
+            })
+        };
         // The activation right after a layer with a bias, fused into it.
         let mut fused = || match layers.get(i + 1).map(|l| l.op) {
             Some(Op::Act(a)) => {
@@ -166,7 +250,8 @@ pub(crate) fn forward(layers: &[BoundLayer], x: &DMatrix<f32>) -> DMatrix<f32> {
             Op::Dense => {
                 let act = fused();
                 if let [w, b] = layer.params.as_slice() {
-                    let mut out = &w.value * cur.as_ref();
+                    let mut out = buffer(w.value.nrows(), "output")?;
+                    out.gemm(1.0, &w.value, cur.as_ref(), 0.0);
                     act.apply_with_bias(out.as_mut_slice(), b.value.as_slice());
                     cur = Cow::Owned(out);
                 }
@@ -175,20 +260,59 @@ pub(crate) fn forward(layers: &[BoundLayer], x: &DMatrix<f32>) -> DMatrix<f32> {
                 let act = fused();
                 if let Some(w) = layer.params.first() {
                     let bias = layer.params.get(1).map(|b| b.value.as_slice());
-                    let y = kernels::conv2d(cur.as_ref(), &w.value, bias, &geom, out_c, act);
-                    cur = Cow::Owned(y);
+                    let mut out = buffer(out_c * geom.out_h * geom.out_w, "output")?;
+                    let patches = geom.out_h * geom.out_w;
+                    let mut work = try_zeros(patches, w.value.ncols(), || {
+                        format!(
+                            "the patch buffer of layer {index} ({}), {patches} × {} values",
+                            layer.kind,
+                            w.value.ncols()
+                        )
+                    })?;
+                    kernels::conv2d(
+                        cur.as_ref(),
+                        &w.value,
+                        bias,
+                        &geom,
+                        act,
+                        &mut out,
+                        &mut work,
+                    );
+                    cur = Cow::Owned(out);
                 }
             }
-            Op::MaxPool(geom) => cur = Cow::Owned(kernels::max_pool(cur.as_ref(), &geom)),
-            Op::AvgPool(geom) => cur = Cow::Owned(kernels::avg_pool(cur.as_ref(), &geom)),
+            Op::MaxPool(geom) => {
+                let mut out = buffer(geom.c * geom.out_h * geom.out_w, "output")?;
+                kernels::max_pool(cur.as_ref(), &geom, &mut out);
+                cur = Cow::Owned(out);
+            }
+            Op::AvgPool(geom) => {
+                let mut out = buffer(geom.c * geom.out_h * geom.out_w, "output")?;
+                kernels::avg_pool(cur.as_ref(), &geom, &mut out);
+                cur = Cow::Owned(out);
+            }
             Op::Flatten => {}
             Op::Act(a) => {
-                let mut out = cur.into_owned();
+                let mut out = match cur {
+                    Cow::Owned(m) => m,
+                    Cow::Borrowed(m) => try_clone(m, || {
+                        format!(
+                            "the output of layer {index} ({}), {} values × {samples} samples",
+                            layer.kind,
+                            m.nrows()
+                        )
+                    })?,
+                };
                 a.apply(out.as_mut_slice());
                 cur = Cow::Owned(out);
             }
         }
         i += 1;
     }
-    cur.into_owned()
+    match cur {
+        Cow::Owned(m) => Ok(m),
+        Cow::Borrowed(m) => try_clone(m, || {
+            format!("the output, {} values × {samples} samples", m.nrows())
+        }),
+    }
 }

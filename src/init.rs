@@ -149,10 +149,17 @@ impl InitRng {
         (self.0.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
     }
 
-    /// A number drawn uniformly from `[low, high)`.
+    /// A number drawn uniformly from `[low, high)`; `low` when `low >= high`. NaN or infinite
+    /// bounds give NaN or infinite numbers: [`Uniform::new`] refuses them.
     pub fn uniform(&mut self, low: f32, high: f32) -> f32 {
-        let (low, high) = (f64::from(low), f64::from(high));
-        (low + (high - low) * self.next_f64()) as f32
+        let (l, h) = (f64::from(low), f64::from(high));
+        let x = (l + (h - l) * self.next_f64()) as f32;
+        // Rounding to `f32` can reach `high`, which the half-open range leaves out.
+        if x >= high && low < high {
+            high.next_down().max(low)
+        } else {
+            x
+        }
     }
 
     /// A number drawn from the normal distribution with this mean and standard deviation.
@@ -243,9 +250,47 @@ impl Initializer for Zeros {
     }
 }
 
-/// Sets every value to the number it holds.
+/// Sets every value to the number it holds, whatever it is (as PyTorch's `constant_`, NaN and
+/// infinities included).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Constant(pub f32);
+
+/// An initializer's settings that describe no distribution: a NaN or negative standard
+/// deviation, reversed or infinite bounds, a NaN, infinite or negative gain. The constructors
+/// ([`Uniform::new`], [`Normal::new`], [`XavierUniform::with_gain`], …) return it, so an
+/// initializer that exists always draws finite values in its stated range.
+#[derive(Clone, Copy, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InitError {
+    /// `Uniform::new(low, high)` with a bound that is not finite, or `low > high`.
+    #[error("a uniform distribution needs finite bounds with low <= high, got low {low} and high {high}")]
+    Bounds {
+        /// The lower bound given.
+        low: f32,
+        /// The upper bound given.
+        high: f32,
+    },
+    /// `Normal::new(mean, std)` with a mean that is not finite.
+    #[error("a normal distribution needs a finite mean, got {mean}")]
+    Mean {
+        /// The mean given.
+        mean: f32,
+    },
+    /// `Normal::new(mean, std)` with a standard deviation that is NaN, infinite or negative.
+    #[error("a normal distribution needs a finite standard deviation >= 0, got {std}")]
+    Std {
+        /// The standard deviation given.
+        std: f32,
+    },
+    /// A gain that is NaN, infinite or negative.
+    #[error("the gain of {initializer} must be finite and >= 0, got {gain}")]
+    Gain {
+        /// The initializer: `"XavierUniform"`, `"KaimingNormal"`, …
+        initializer: &'static str,
+        /// The gain given.
+        gain: f32,
+    },
+}
 
 impl Initializer for Constant {
     fn init(&self, _: &ParamInfo<'_>, _: &mut InitRng, values: &mut [f32]) {
@@ -253,19 +298,47 @@ impl Initializer for Constant {
     }
 }
 
-/// Draws every value from U(low, high).
+/// Draws every value from U(low, high): every value `v` has `low <= v < high` (or is `low`
+/// when the bounds are equal).
+///
+/// # Example
+/// ```
+/// use lazynet::prelude::*;
+///
+/// let init = Uniform::new(-0.5, 0.5)?;
+/// let net = Net::new().push(Dense::<U8>::new()).initialize(init).bind::<U4>();
+/// assert!(net.named_params().all(|(_, p)| p.iter().all(|v| (-0.5..0.5).contains(v))));
+/// assert!(Uniform::new(1.0, -1.0).is_err());
+/// assert!(Uniform::new(0.0, f32::INFINITY).is_err());
+/// # Ok::<(), InitError>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Uniform {
-    /// The lower bound.
-    pub low: f32,
-    /// The upper bound.
-    pub high: f32,
+    low: f32,
+    high: f32,
 }
 
 impl Uniform {
     /// U(low, high).
-    pub fn new(low: f32, high: f32) -> Self {
-        Uniform { low, high }
+    ///
+    /// # Errors
+    /// [`InitError::Bounds`] when a bound is NaN or infinite, or `low > high`.
+    pub fn new(low: f32, high: f32) -> Result<Self, InitError> {
+        if low.is_finite() && high.is_finite() && low <= high {
+            Ok(Uniform { low, high })
+        } else {
+            Err(InitError::Bounds { low, high })
+        }
+    }
+
+    /// The lower bound.
+    pub fn low(&self) -> f32 {
+        self.low
+    }
+
+    /// The upper bound.
+    pub fn high(&self) -> f32 {
+        self.high
     }
 }
 
@@ -278,18 +351,47 @@ impl Initializer for Uniform {
 }
 
 /// Draws every value from N(mean, std²).
+///
+/// # Example
+/// ```
+/// use lazynet::prelude::*;
+///
+/// let mut net = Net::new().push(Dense::<U8>::new()).bind::<U4>();
+/// net.reinitialize(Normal::new(0.0, 0.01)?)?;
+/// assert!(Normal::new(0.0, f32::NAN).is_err());
+/// assert!(Normal::new(0.0, -1.0).is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Normal {
-    /// The mean.
-    pub mean: f32,
-    /// The standard deviation.
-    pub std: f32,
+    mean: f32,
+    std: f32,
 }
 
 impl Normal {
     /// N(mean, std²).
-    pub fn new(mean: f32, std: f32) -> Self {
-        Normal { mean, std }
+    ///
+    /// # Errors
+    /// [`InitError::Mean`] when the mean is NaN or infinite; [`InitError::Std`] when the
+    /// standard deviation is NaN, infinite or negative.
+    pub fn new(mean: f32, std: f32) -> Result<Self, InitError> {
+        if !mean.is_finite() {
+            return Err(InitError::Mean { mean });
+        }
+        if !(std.is_finite() && std >= 0.0) {
+            return Err(InitError::Std { std });
+        }
+        Ok(Normal { mean, std })
+    }
+
+    /// The mean.
+    pub fn mean(&self) -> f32 {
+        self.mean
+    }
+
+    /// The standard deviation.
+    pub fn std(&self) -> f32 {
+        self.std
     }
 }
 
@@ -309,8 +411,7 @@ macro_rules! fan_init {
         /// otherwise.
         #[derive(Clone, Copy, Debug, PartialEq)]
         pub struct $name {
-            /// The gain that scales the spread.
-            pub gain: f32,
+            gain: f32,
         }
 
         impl Default for $name {
@@ -321,8 +422,23 @@ macro_rules! fan_init {
 
         impl $name {
             /// With another gain.
-            pub fn with_gain(gain: f32) -> Self {
-                $name { gain }
+            ///
+            /// # Errors
+            /// [`InitError::Gain`] when the gain is NaN, infinite or negative.
+            pub fn with_gain(gain: f32) -> Result<Self, InitError> {
+                if gain.is_finite() && gain >= 0.0 {
+                    Ok($name { gain })
+                } else {
+                    Err(InitError::Gain {
+                        initializer: stringify!($name),
+                        gain,
+                    })
+                }
+            }
+
+            /// The gain that scales the spread.
+            pub fn gain(&self) -> f32 {
+                self.gain
             }
         }
 
@@ -449,12 +565,12 @@ mod tests {
 
     #[test]
     fn uniform_and_normal_have_their_moments() {
-        let v = fill(&Uniform::new(2.0, 4.0), Role::Weight, 1, 1, 20_000);
+        let v = fill(&Uniform::new(2.0, 4.0).unwrap(), Role::Weight, 1, 1, 20_000);
         assert!(v.iter().all(|x| (2.0..4.0).contains(x)));
         let mean = v.iter().sum::<f32>() / v.len() as f32;
         assert!((mean - 3.0).abs() < 0.02, "mean {mean}");
 
-        let v = fill(&Normal::new(1.0, 0.5), Role::Weight, 1, 1, 20_000);
+        let v = fill(&Normal::new(1.0, 0.5).unwrap(), Role::Weight, 1, 1, 20_000);
         let mean = v.iter().sum::<f32>() / v.len() as f32;
         let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f32>() / v.len() as f32;
         assert!((mean - 1.0).abs() < 0.02, "mean {mean}");
@@ -479,6 +595,69 @@ mod tests {
         ] {
             assert!(fill(init, Role::Bias, 10, 20, 50).iter().all(|x| *x == 0.0));
         }
+    }
+
+    #[test]
+    fn nonsense_settings_are_refused() {
+        for (low, high) in [
+            (1.0, -1.0),
+            (f32::NAN, 1.0),
+            (0.0, f32::INFINITY),
+            (f32::NEG_INFINITY, 0.0),
+        ] {
+            assert!(
+                matches!(Uniform::new(low, high), Err(InitError::Bounds { .. })),
+                "{low} {high}"
+            );
+        }
+        assert_eq!(
+            Uniform::new(1.0, 1.0).map(|u| (u.low(), u.high())),
+            Ok((1.0, 1.0))
+        );
+        for std in [f32::NAN, -1.0, f32::INFINITY, -0.5] {
+            assert!(
+                matches!(Normal::new(0.0, std), Err(InitError::Std { .. })),
+                "{std}"
+            );
+        }
+        assert!(matches!(
+            Normal::new(f32::NAN, 1.0),
+            Err(InitError::Mean { .. })
+        ));
+        assert!(Normal::new(0.0, 0.0).is_ok());
+        for gain in [f32::NAN, -1.0, f32::INFINITY] {
+            assert!(XavierUniform::with_gain(gain).is_err());
+            assert!(XavierNormal::with_gain(gain).is_err());
+            assert!(KaimingUniform::with_gain(gain).is_err());
+            assert!(KaimingNormal::with_gain(gain).is_err());
+        }
+        assert_eq!(
+            KaimingNormal::with_gain(f32::NAN).unwrap_err().to_string(),
+            "the gain of KaimingNormal must be finite and >= 0, got NaN"
+        );
+        assert_eq!(
+            Normal::new(0.0, -1.0).unwrap_err().to_string(),
+            "a normal distribution needs a finite standard deviation >= 0, got -1"
+        );
+    }
+
+    #[test]
+    fn uniform_draws_stay_below_the_upper_bound() {
+        // A range so narrow that rounding the draw to `f32` often reaches `high`.
+        let (low, high) = (1.0f32, 1.0f32.next_up());
+        let v = fill(
+            &Uniform::new(low, high).unwrap(),
+            Role::Weight,
+            1,
+            1,
+            10_000,
+        );
+        assert!(
+            v.iter().all(|x| *x == low),
+            "a draw reached the excluded upper bound"
+        );
+        let mut rng = InitRng::new(0, "x");
+        assert_eq!(rng.uniform(3.0, 3.0), 3.0);
     }
 
     #[test]

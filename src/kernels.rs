@@ -13,24 +13,26 @@ use crate::spatial::Geom2d;
 ///
 /// Sample by sample: the patches are laid out as a `(out_h·out_w) × (in_c·k·k)` column-major
 /// matrix (im2col, one column per kernel tap), and one GEMM, `patches · weightᵀ`, writes a
-/// `(out_h·out_w) × out_c` column-major matrix straight into the sample's output column: that is
-/// the C, H, W order, so nothing is copied back. The only buffer is one sample's patches.
+/// `(out_h·out_w) × out_c` column-major matrix straight into the sample's output column: that
+/// is the C, H, W order, so nothing is copied back. The only buffer is one sample's patches,
+/// `patches`, of shape `(out_h·out_w) × (in_c·k·k)`; `out` is `(out_c·out_h·out_w) × samples`.
+/// Both are allocated by the caller, fallibly; binding checked that their sizes fit.
 pub(crate) fn conv2d(
     x: &DMatrix<f32>,
     weight: &DMatrix<f32>,
     bias: Option<&[f32]>,
     g: &Geom2d,
-    out_c: usize,
     act: Activation,
-) -> DMatrix<f32> {
+    out: &mut DMatrix<f32>,
+    patches: &mut DMatrix<f32>,
+) {
     let pixels = g.out_h * g.out_w;
-    let taps = g.c * g.kernel * g.kernel;
-    let mut out = DMatrix::<f32>::zeros(out_c * pixels, x.ncols());
-    if out.is_empty() {
-        return out;
+    let taps = weight.ncols();
+    let out_c = weight.nrows();
+    if out.is_empty() || patches.shape() != (pixels, taps) {
+        return;
     }
     let in_len = g.c * g.h * g.w;
-    let mut patches = DMatrix::<f32>::zeros(pixels, taps);
     // weightᵀ, `taps × out_c`, read in place: element (t, o) is weight[(o, t)].
     let weight_t = DMatrixView::from_slice_with_strides_generic(
         weight.as_slice(),
@@ -44,13 +46,12 @@ pub(crate) fn conv2d(
         let image = x.as_slice().get(sample * in_len..).unwrap_or_default();
         im2col(&image[..in_len.min(image.len())], g, patches.as_mut_slice());
         let mut y = DMatrixViewMut::from_slice(target, pixels, out_c);
-        y.gemm(1.0, &patches, &weight_t, 0.0);
+        y.gemm(1.0, &*patches, &weight_t, 0.0);
         for (c, channel) in target.chunks_exact_mut(pixels).enumerate() {
             let b = bias.and_then(|b| b.get(c)).copied().unwrap_or(0.0);
             act.apply_plus(channel, b);
         }
     }
-    out
 }
 
 /// Writes the patches of one image into `patches`, a `(out_h·out_w) × (in_c·k·k)` column-major
@@ -64,21 +65,27 @@ fn im2col(image: &[f32], g: &Geom2d, patches: &mut [f32]) {
         for ki in 0..k {
             for kj in 0..k {
                 let Some(column) = columns.next() else { return };
-                let (dy, dx) = (ki * g.dilation, kj * g.dilation);
-                // The output columns `oj` whose input column `oj·s + dx − p` is inside the
-                // image: a run from `lo` to `hi`, zeros around it.
-                let first = |o: usize| o * g.stride + dx;
-                let lo = (0..g.out_w)
-                    .find(|&o| first(o) >= g.padding)
-                    .unwrap_or(g.out_w);
+                // Positions in the padded input are computed in `u128`: with a huge padding or
+                // stride they pass `usize::MAX` (binding checked only the sizes that are
+                // allocated), and in `u128` they cannot overflow.
+                let (dy, dx) = (wide(ki) * wide(g.dilation), wide(kj) * wide(g.dilation));
+                // The input position under output position `o` and kernel offset `d`, if it is
+                // inside the image (not in the padding).
+                let at = |o: usize, d: u128, size: usize| {
+                    (wide(o) * wide(g.stride) + d)
+                        .checked_sub(wide(g.padding))
+                        .filter(|&p| p < wide(size))
+                        .and_then(|p| usize::try_from(p).ok())
+                };
+                // The output columns whose input column is inside the image: a run from `lo`
+                // to `hi`, zeros around it.
+                let past_padding = |o: usize| wide(o) * wide(g.stride) + dx >= wide(g.padding);
+                let lo = (0..g.out_w).find(|&o| past_padding(o)).unwrap_or(g.out_w);
                 let hi = (lo..g.out_w)
-                    .find(|&o| first(o) - g.padding >= g.w)
+                    .find(|&o| at(o, dx, g.w).is_none())
                     .unwrap_or(g.out_w);
                 for (oi, out_row) in column.chunks_exact_mut(g.out_w.max(1)).enumerate() {
-                    let row = (oi * g.stride + dy)
-                        .checked_sub(g.padding)
-                        .filter(|&r| r < g.h)
-                        .map(|r| &plane[r * g.w..][..g.w]);
+                    let row = at(oi, dy, g.h).map(|r| &plane[r * g.w..][..g.w]);
                     let Some(row) = row else {
                         out_row.fill(0.0);
                         continue;
@@ -88,7 +95,10 @@ fn im2col(image: &[f32], g: &Geom2d, patches: &mut [f32]) {
                     if lo == hi {
                         continue;
                     }
-                    let start = first(lo) - g.padding;
+                    let Some(start) = at(lo, dx, g.w) else {
+                        out_row[lo..hi].fill(0.0);
+                        continue;
+                    };
                     if g.stride == 1 {
                         out_row[lo..hi].copy_from_slice(&row[start..][..hi - lo]);
                     } else {
@@ -103,29 +113,41 @@ fn im2col(image: &[f32], g: &Geom2d, patches: &mut [f32]) {
     }
 }
 
-/// Max pooling of every column of `x`; padding never wins.
-pub(crate) fn max_pool(x: &DMatrix<f32>, g: &Geom2d) -> DMatrix<f32> {
-    pool(x, g, f32::NEG_INFINITY, f32::max, |m| m)
+/// Max pooling of every column of `x` into `out`; padding never wins, and a NaN in a window
+/// is its maximum (PyTorch's CPU kernel: `val > max || isnan(val)`), so NaN propagates.
+pub(crate) fn max_pool(x: &DMatrix<f32>, g: &Geom2d, out: &mut DMatrix<f32>) {
+    pool(x, g, out, f32::NEG_INFINITY, nan_max, |m| m);
 }
 
-/// Average pooling of every column of `x`; padding counts as zeros, so each window's sum is
-/// divided by `k·k` (PyTorch's `count_include_pad=True`).
-pub(crate) fn avg_pool(x: &DMatrix<f32>, g: &Geom2d) -> DMatrix<f32> {
-    let area = (g.kernel * g.kernel) as f32;
-    pool(x, g, 0.0, |a, b| a + b, |s| s / area)
+/// The larger of `a` and `v`, NaN when either is: NaN wins once seen and stays.
+#[inline(always)]
+fn nan_max(a: f32, v: f32) -> f32 {
+    if v > a || v.is_nan() {
+        v
+    } else {
+        a
+    }
+}
+
+/// Average pooling of every column of `x` into `out`; padding counts as zeros, so each
+/// window's sum is divided by `k·k` (PyTorch's `count_include_pad=True`).
+pub(crate) fn avg_pool(x: &DMatrix<f32>, g: &Geom2d, out: &mut DMatrix<f32>) {
+    // In floating point: `k·k` may not fit in a `usize`.
+    let area = (g.kernel as f64 * g.kernel as f64) as f32;
+    pool(x, g, out, 0.0, |a, b| a + b, |s| s / area);
 }
 
 fn pool(
     x: &DMatrix<f32>,
     g: &Geom2d,
+    out: &mut DMatrix<f32>,
     start: f32,
     fold: impl Fn(f32, f32) -> f32,
     finish: impl Fn(f32) -> f32,
-) -> DMatrix<f32> {
+) {
     let (in_plane, out_plane) = (g.h * g.w, g.out_h * g.out_w);
-    let mut out = DMatrix::<f32>::zeros(g.c * out_plane, x.ncols());
     if out.is_empty() || in_plane == 0 {
-        return out;
+        return;
     }
     let rows: Vec<_> = (0..g.out_h)
         .map(|o| window(o, g.stride, g.padding, g.kernel, g.h))
@@ -162,10 +184,10 @@ fn pool(
             out_row.iter_mut().for_each(|v| *v = finish(*v));
         }
     }
-    out
 }
 
-/// The input positions, padding left out, under the window at output position `o`.
+/// The input positions, padding left out, under the window at output position `o`. In
+/// `u128`, where `o·stride + kernel` cannot overflow.
 fn window(
     o: usize,
     stride: usize,
@@ -173,10 +195,21 @@ fn window(
     kernel: usize,
     size: usize,
 ) -> core::ops::Range<usize> {
-    let first = o * stride;
-    let lo = first.saturating_sub(padding).min(size);
-    let hi = (first + kernel).saturating_sub(padding).min(size);
+    let first = wide(o) * wide(stride);
+    // A position in the padded input, as an index into the image, clamped to it: the part of
+    // the window over the left padding starts at 0, the part past the image ends at `size`.
+    let clamp = |p: u128| {
+        let p = p.saturating_sub(wide(padding)).min(wide(size));
+        usize::try_from(p).unwrap_or(size)
+    };
+    let (lo, hi) = (clamp(first), clamp(first + wide(kernel)));
     lo..hi.max(lo)
+}
+
+/// A size or position as a `u128`, where sums and products of two never overflow.
+#[inline(always)]
+fn wide(n: usize) -> u128 {
+    n as u128
 }
 
 #[cfg(test)]
@@ -186,13 +219,15 @@ mod tests {
     #[test]
     fn no_input_channels_give_the_bias() {
         let g = Geom2d::new(&[0, 3, 3], [2, 1, 0, 1]);
-        let y = conv2d(
+        let mut y = DMatrix::zeros(8, 2);
+        conv2d(
             &DMatrix::zeros(0, 2),
             &DMatrix::zeros(2, 0),
             Some(&[1.0, -1.0]),
             &g,
-            2,
             Activation::Relu,
+            &mut y,
+            &mut DMatrix::zeros(4, 0),
         );
         assert_eq!(y.shape(), (8, 2));
         assert_eq!(

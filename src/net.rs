@@ -14,7 +14,7 @@ use crate::exec;
 use crate::init::Initializer;
 use crate::layer::{Layer, PartialShape};
 use crate::list::{Chain, Cons, FirstInput, FitsAfter, Follows, KnownAfter, Layers, Produces};
-use crate::rules::{BatchWidthMatches, CheckedAtCompileTime, SampleWidthMatches};
+use crate::rules::{BatchFits, CheckedAtCompileTime, SampleWidthMatches};
 use crate::shape::{Image, RunTimeInput, Shape, StaticShape};
 use crate::state::{Bound, BoundLayer, Init, Unbound, Uninit};
 
@@ -165,8 +165,12 @@ impl<L: Layers> Net<Uninit, L> {
     /// * [`ShapeError::KernelTooLarge`], [`ShapeError::ZeroParameter`],
     ///   [`ShapeError::PoolPadding`] when a convolution or pooling layer does not fit the image
     ///   that reaches it;
-    /// * [`ShapeError::TooLarge`] when a parameter, or a layer's input or output, has too many
-    ///   values to allocate.
+    /// * [`ShapeError::SizeOverflow`] when a convolution or pooling output size is more than a
+    ///   `usize` counts;
+    /// * [`ShapeError::TooLarge`] when a parameter, a layer's input or output, or a work buffer
+    ///   holds more values than one allocation can;
+    /// * [`ShapeError::OutOfMemory`] when the memory for the parameters cannot be had; what
+    ///   was allocated is freed.
     pub fn try_bind<I: RunTimeInput>(&self, input: I) -> Result<Net<Init<I::Shape>, L>, ShapeError>
     where
         L: Chain<I::Shape>,
@@ -196,33 +200,25 @@ impl<L: Layers> Net<Uninit, L> {
         M::forward_init(self, x)
     }
 
-    /// Allocates and initializes the parameters for `input`; the sizes must have been checked.
-    fn bound<N: Shape>(self, input: N) -> Net<Init<N>, L> {
-        let state = self.state.clone();
-        let mut net = self.zeroed(input);
-        state.initialize(&mut net.state.layers);
-        net
-    }
-
     /// Checks `input` as [`try_bind`](Net::try_bind) does and allocates its parameters, all 0,
-    /// for a loader to fill.
+    /// for a loader or an initializer to fill.
     pub(crate) fn try_zeroed<N: Shape>(&self, input: N) -> Result<Net<Init<N>, L>, ShapeError> {
-        exec::check(&self.layer_refs(), &input.dims())?;
-        Ok(self.clone().zeroed(input))
-    }
-
-    /// Allocates the parameters for `input`, all 0, for a caller that fills them (a loader);
-    /// the sizes must have been checked.
-    pub(crate) fn zeroed<N: Shape>(self, input: N) -> Net<Init<N>, L> {
-        let seed = self.state.seed;
-        let layers = exec::build(&refs(&self.layers), &input.dims());
-        Net {
+        let layers = exec::build(&self.layer_refs(), &input.dims())?;
+        Ok(Net {
             state: Init {
                 input,
-                seed,
+                seed: self.state.seed,
                 layers,
             },
-            layers: self.layers,
+            layers: self.layers.clone(),
+        })
+    }
+
+    /// [`try_zeroed`](Net::try_zeroed) for a shape the compiler checked: only memory can fail.
+    pub(crate) fn zeroed<N: Shape>(&self, input: N) -> Net<Init<N>, L> {
+        match self.try_zeroed(input) {
+            Ok(net) => net,
+            Err(err) => panic!("cannot bind the net: {err}"),
         }
     }
 }
@@ -243,10 +239,16 @@ pub(crate) struct Described {
 
 impl<S, L: Layers> Net<S, L> {
     /// Binds to the input size `N`, checked by the compiler: a mismatch anywhere in the net is
-    /// a compile error at this call, stating both sizes. Cannot fail at run time.
+    /// a compile error at this call, stating both sizes.
     ///
     /// Offered when every check can be made at compile time; a net where a run-time size
     /// meets a declared one is bound with [`try_bind`](Net::try_bind).
+    ///
+    /// # Panics
+    /// Only when memory fails: when the parameters cannot be allocated (static sizes so large
+    /// that they hold more values than memory, such as `op!(U65536 * U65536)` inputs), or when a
+    /// `Dyn` width in the net makes a tensor too large. `decl.try_bind(N::default())` makes the
+    /// same checks and returns them as a [`ShapeError`].
     pub fn bind<N>(self) -> Net<Init<N>, L>
     where
         S: Unbound,
@@ -256,7 +258,9 @@ impl<S, L: Layers> Net<S, L> {
             state: self.state.into_uninit(),
             layers: self.layers,
         };
-        net.bound(N::default())
+        let mut bound = net.zeroed(N::default());
+        net.state.initialize(&mut bound.state.layers);
+        bound
     }
 
     /// Every parameter with its name, in order: `("0.weight", W)` (`256 × 20`),
@@ -299,12 +303,19 @@ impl<S, L: Layers> Net<S, L> {
 
     /// Draws every parameter again with another initializer (MXNet's `force_reinit`), using
     /// the net's seed.
-    pub fn reinitialize(&mut self, init: impl Initializer)
+    ///
+    /// All or nothing: the new values are drawn into copies that replace the parameters only
+    /// once every one is drawn, so an initializer that panics halfway (or memory that cannot be
+    /// had for the copies) leaves every parameter as it was.
+    ///
+    /// # Errors
+    /// [`ShapeError::OutOfMemory`] when the copies cannot be allocated; the net is unchanged.
+    pub fn reinitialize(&mut self, init: impl Initializer) -> Result<(), ShapeError>
     where
         S: Bound,
     {
         let seed = self.state.seed();
-        exec::initialize(self.state.bound_layers_mut(), &init, seed);
+        exec::initialize(self.state.bound_layers_mut(), &init, seed)
     }
 
     /// The layers of the declaration.
@@ -339,16 +350,27 @@ impl<N: Shape, L: Chain<N>> Net<Init<N>, L> {
             .map_or_else(|| self.state.input.dims(), |l| l.output.clone())
     }
 
-    /// Runs the net on a batch whose feature count is checked at run time. A batch of images
-    /// may be given flat: its features are read in C, H, W order.
+    /// Runs the net on a batch whose shape is checked at run time.
+    ///
+    /// A batch of images must have the image shape the net is bound to, channels, height and
+    /// width alike: `(8, 8, 1)` images do not run on a net bound to `(1, 8, 8)`, though they
+    /// hold as many values. A flat batch of as many features as the input holds values is read
+    /// in C, H, W order (`Batch<U64>` or a 64-row `Batch<Dyn>` for `Image<U1, U8, U8>`).
     ///
     /// # Errors
-    /// [`ShapeError::Features`] when the batch's samples do not have as many values as the
-    /// net's input (`C·H·W` for an image).
+    /// * [`ShapeError::ImageShape`] when a batch of images has another image shape than the
+    ///   net's input;
+    /// * [`ShapeError::Features`] when the batch's samples do not have as many values as the
+    ///   net's input (`C·H·W` for an image);
+    /// * [`ShapeError::OutOfMemory`] when a layer's output for the batch cannot be allocated.
     pub fn try_forward<M: Shape>(
         &self,
         x: &Batch<M>,
     ) -> Result<Batch<<L as Chain<N>>::Out>, ShapeError> {
+        let (found, expected) = (x.features().dims(), self.state.input.dims());
+        if found.len() > 1 && expected.len() > 1 && found != expected {
+            return Err(ShapeError::ImageShape { expected, found });
+        }
         self.try_forward_matrix(x.as_matrix())
     }
 
@@ -356,22 +378,24 @@ impl<N: Shape, L: Chain<N>> Net<Init<N>, L> {
     ///
     /// # Errors
     /// [`ShapeError::Features`] when the row count is not the net's input size (`C·H·W` for an
-    /// image).
+    /// image); [`ShapeError::OutOfMemory`] when a layer's output for the batch cannot be
+    /// allocated.
     pub fn try_forward_matrix(
         &self,
         x: &DMatrix<f32>,
     ) -> Result<Batch<<L as Chain<N>>::Out>, ShapeError> {
-        let expected = self.state.input.flat_size();
+        // Binding checked that the input's size fits.
+        let expected = self.state.input.checked_flat_size().unwrap_or(0);
         if x.nrows() != expected {
             return Err(ShapeError::Features {
                 expected,
                 actual: x.nrows(),
             });
         }
-        Ok(self.run(x))
+        self.run(x)
     }
 
-    fn run(&self, x: &DMatrix<f32>) -> Batch<<L as Chain<N>>::Out> {
+    fn run(&self, x: &DMatrix<f32>) -> Result<Batch<<L as Chain<N>>::Out>, ShapeError> {
         // The output's shape is the last layer's; for a static output type the compiler proved
         // they agree, so `from_dims` cannot miss.
         let out = match self.state.layers.last() {
@@ -379,7 +403,18 @@ impl<N: Shape, L: Chain<N>> Net<Init<N>, L> {
             None => <L as Chain<N>>::Out::from_dims(&self.state.input.dims()),
         };
         let out = out.unwrap_or_default();
-        Batch::from_parts(exec::forward(&self.state.layers, x), out)
+        Ok(Batch::from_parts(
+            exec::forward(&self.state.layers, x)?,
+            out,
+        ))
+    }
+
+    /// [`run`](Net::run) for a call that cannot return an error: only memory can fail.
+    fn run_or_panic(&self, x: &DMatrix<f32>) -> Batch<<L as Chain<N>>::Out> {
+        match self.run(x) {
+            Ok(y) => y,
+            Err(err) => panic!("cannot run the net: {err}"),
+        }
     }
 }
 
@@ -390,17 +425,24 @@ where
     /// Runs the net on a batch of its input size. Cannot fail: a batch of another size is a
     /// compile error. A batch of zero samples gives an output of zero samples.
     ///
-    /// A net bound to an image takes a batch of that image shape, or a flat batch of as many
+    /// A net bound to an image takes a batch of that image shape (channels, height and width
+    /// alike: `Image<U8, U8, U1>` does not fit `Image<U1, U8, U8>`), or a flat batch of as many
     /// features (`Batch<U784>` for `Image<U1, U28, U28>`), read in C, H, W order.
+    ///
+    /// # Panics
+    /// When memory for a layer's output cannot be had (a batch of billions of samples);
+    /// [`try_forward`](Net::try_forward) returns [`ShapeError::OutOfMemory`] instead.
     pub fn forward<M: StaticShape>(&self, x: &Batch<M>) -> Batch<<L as Chain<N>>::Out>
     where
-        M::Flat: Decimal,
-        Dec<M::Flat>: BatchWidthMatches<Dec<N::Flat>>,
+        M: BatchFits<N>,
     {
-        self.run(x.as_matrix())
+        self.run_or_panic(x.as_matrix())
     }
 
     /// Runs the net on one sample and returns one output, both sized by their types.
+    ///
+    /// # Panics
+    /// When memory for a layer's output cannot be had, as [`forward`](Net::forward).
     ///
     /// ```
     /// use lazynet::prelude::*;
@@ -419,7 +461,7 @@ where
         <<L as Chain<N>>::Out as Shape>::Flat: ArrayLength,
     {
         let x = DMatrix::from_column_slice(M::USIZE, 1, sample.as_slice());
-        let y = exec::forward(&self.state.layers, &x);
+        let y = self.run_or_panic(&x).into_matrix();
         GenericArray::generate(|i| y.as_slice().get(i).copied().unwrap_or(f32::NAN))
     }
 }
@@ -476,7 +518,7 @@ impl<N: StaticShape + BindTo<L>, L: Chain<N>> ForwardInit<L> for N {
     type Output = (Net<Init<N>, L>, Batch<<L as Chain<N>>::Out>);
     fn forward_init(net: &Net<Uninit, L>, x: &Batch<N>) -> Self::Output {
         let net = net.clone().bind::<N>();
-        let y = net.run(x.as_matrix());
+        let y = net.run_or_panic(x.as_matrix());
         (net, y)
     }
 }
@@ -486,7 +528,7 @@ impl<L: Chain<Dyn>> ForwardInit<L> for Dyn {
     type Output = Result<(Net<Init<Dyn>, L>, Batch<<L as Chain<Dyn>>::Out>), ShapeError>;
     fn forward_init(net: &Net<Uninit, L>, x: &Batch<Dyn>) -> Self::Output {
         let net = net.try_bind(x.features())?;
-        let y = net.run(x.as_matrix());
+        let y = net.run(x.as_matrix())?;
         Ok((net, y))
     }
 }
@@ -502,7 +544,7 @@ impl<L: Chain<Image<Dyn, Dyn, Dyn>>> ForwardInit<L> for Image<Dyn, Dyn, Dyn> {
     >;
     fn forward_init(net: &Net<Uninit, L>, x: &Batch<Self>) -> Self::Output {
         let net = net.try_bind(x.features())?;
-        let y = net.run(x.as_matrix());
+        let y = net.run(x.as_matrix())?;
         Ok((net, y))
     }
 }

@@ -4,8 +4,8 @@ pub use crate::batch::Batch;
 pub use crate::dim::{Dim, Dyn, StaticDim};
 pub use crate::error::ShapeError;
 pub use crate::init::{
-    Constant, DefaultInit, InitRng, Initializer, KaimingNormal, KaimingUniform, Normal, ParamInfo,
-    Role, Uniform, WeightBias, XavierNormal, XavierUniform, Zeros,
+    Constant, DefaultInit, InitError, InitRng, Initializer, KaimingNormal, KaimingUniform, Normal,
+    ParamInfo, Role, Uniform, WeightBias, XavierNormal, XavierUniform, Zeros,
 };
 pub use crate::layer::{
     AvgPool2d, Conv2d, Dense, Flatten, Identity, MaxPool2d, Relu, Sigmoid, Tanh,

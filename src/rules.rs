@@ -145,6 +145,42 @@ impl<C: crate::Dim, H: crate::Dim, W: crate::Dim> TakesImage for Input<crate::Im
     type Width = W;
 }
 
+/// A static flat vector reaching a convolution or pooling layer: an implementation whose
+/// condition never holds, so that the error states the [`ImageNotFlat`] rule (on `Input<…>`:
+/// rustc reports the outermost bound instead when the rule's type is the net's input type).
+impl<U, B> TakesImage for Input<typenum::UInt<U, B>>
+where
+    Input<typenum::UInt<U, B>>: ImageNotFlat,
+{
+    type Channels = crate::Dyn;
+    type Height = crate::Dyn;
+    type Width = crate::Dyn;
+}
+
+/// A run-time flat vector reaching a convolution or pooling layer, as the static one. With
+/// these implementations rustc no longer concludes, from a single one, that every input must
+/// be an image: `try_bind(64)` reports the [`ImageNotFlat`] rule instead of a type mismatch on
+/// `RunTimeInput::Shape`.
+impl<T: RunTimeWidth + ImageNotFlat> TakesImage for Input<T> {
+    type Channels = crate::Dyn;
+    type Height = crate::Dyn;
+    type Width = crate::Dyn;
+}
+
+/// [`Dyn`](crate::Dyn), the run-time flat width.
+pub trait RunTimeWidth {}
+
+impl RunTimeWidth for crate::Dyn {}
+
+/// Rule: what reaches a convolution or pooling layer is an image, not a flat vector. No flat
+/// size implements it.
+#[diagnostic::on_unimplemented(
+    message = "a convolution or pooling layer needs an image input, but receives a flat vector",
+    label = "this net gives a flat vector to a layer that needs channels × height × width",
+    note = "bind the net to an image, `Image<U1, U28, U28>` or `try_bind(Image::dynamic(1, 28, 28))` (`try_bind(784)` binds a flat input), and put no `Flatten` or `Dense` before a convolution or pooling layer"
+)]
+pub trait ImageNotFlat {}
+
 /// Rule: a dense layer receives a flat vector. One implementation per kind of flat size, so
 /// that an image finds none and the error states this rule.
 #[diagnostic::on_unimplemented(
@@ -157,3 +193,70 @@ pub trait TakesFlat {}
 impl<U, B> TakesFlat for Input<typenum::UInt<U, B>> {}
 impl TakesFlat for Input<typenum::UTerm> {}
 impl TakesFlat for Input<crate::Dyn> {}
+
+/// Rule: a batch of images has the image shape the net is bound to, channels, height and width
+/// alike (an `(8, 8, 1)` image holds as many values as a `(1, 8, 8)` one, but not in the same
+/// places). `Self` is the net's `(channels, height, width)`, `Found` the batch's.
+#[diagnostic::on_unimplemented(
+    message = "shape mismatch: the batch holds images of shape {Found} but the net was bound to images of shape {Self}",
+    label = "wrong image shape for this net",
+    note = "shapes are (channels, height, width), each spelled as its decimal digits: `Num<_2, _8>` means 28",
+    note = "images are stored channel first (C, H, W); to feed the same values in another layout, reorder them, or pass them as a flat batch (`Batch<U784>`), which is read in C, H, W order"
+)]
+pub trait BatchImageMatches<Found> {}
+
+impl<T> BatchImageMatches<T> for T {}
+
+/// A batch shape that a net bound to `N` runs on: a flat batch of as many features as `N`
+/// holds values, or a batch of images of exactly `N`'s image shape (an image batch also runs
+/// on a flat net of as many inputs). The bound of [`Net::forward`](crate::Net::forward).
+pub trait BatchFits<N> {}
+
+/// A flat batch: its width against the net's flat input size.
+impl<U, B, N> BatchFits<N> for typenum::UInt<U, B>
+where
+    N: crate::Shape,
+    typenum::UInt<U, B>: crate::decimal::Decimal,
+    N::Flat: crate::decimal::Decimal,
+    crate::decimal::Dec<typenum::UInt<U, B>>: BatchWidthMatches<crate::decimal::Dec<N::Flat>>,
+{
+}
+
+/// A batch of images: the net's input decides ([`TakesImages`]).
+impl<C, H, W, N: TakesImages<C, H, W>> BatchFits<N> for crate::Image<C, H, W> {}
+
+/// A net input that takes a batch of `C × H × W` images: a flat input of as many values, or
+/// the same image shape.
+pub trait TakesImages<C, H, W> {}
+
+/// A flat input: the images are read flat, in C, H, W order.
+impl<U, B, C, H, W> TakesImages<C, H, W> for typenum::UInt<U, B>
+where
+    crate::Image<C, H, W>: crate::Shape,
+    <crate::Image<C, H, W> as crate::Shape>::Flat: crate::decimal::Decimal,
+    typenum::UInt<U, B>: crate::decimal::Decimal,
+    crate::decimal::Dec<<crate::Image<C, H, W> as crate::Shape>::Flat>:
+        BatchWidthMatches<crate::decimal::Dec<typenum::UInt<U, B>>>,
+{
+}
+
+/// An image input: channels, height and width must all match.
+impl<C, H, W, C2, H2, W2> TakesImages<C2, H2, W2> for crate::Image<C, H, W>
+where
+    C: crate::decimal::Decimal,
+    H: crate::decimal::Decimal,
+    W: crate::decimal::Decimal,
+    C2: crate::decimal::Decimal,
+    H2: crate::decimal::Decimal,
+    W2: crate::decimal::Decimal,
+    (
+        crate::decimal::Dec<C>,
+        crate::decimal::Dec<H>,
+        crate::decimal::Dec<W>,
+    ): BatchImageMatches<(
+        crate::decimal::Dec<C2>,
+        crate::decimal::Dec<H2>,
+        crate::decimal::Dec<W2>,
+    )>,
+{
+}

@@ -61,7 +61,9 @@ pub trait Shape: Copy + Default + fmt::Debug + Send + Sync + 'static {
     /// assert_eq!(Image::dynamic(usize::MAX, 2, 1).checked_flat_size(), None);
     /// ```
     fn checked_flat_size(&self) -> Option<usize> {
-        self.dims().iter().try_fold(1usize, |n, &d| n.checked_mul(d))
+        self.dims()
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(d))
     }
 
     /// Makes the shape from run-time sizes; `None` when the rank differs or a static size does.

@@ -302,20 +302,27 @@ where
 
 /// The run-time form of [`Window`]: the output size along `axis` for kernel, stride, padding
 /// and dilation `hyper`, or why there is none.
+///
+/// Computed in `u128`, where nothing overflows (`input + 2·padding < 2^66`,
+/// `dilation·(kernel − 1) + 1 < 2^128`): a huge padding or dilation gives the exact size, or
+/// [`Fault::Window`], or, when the size does not fit in a `usize`, [`Fault::Overflow`].
 pub(crate) fn window_output(
     axis: &'static str,
     input: usize,
     [kernel, stride, padding, dilation]: [usize; 4],
 ) -> Result<usize, Fault> {
-    let padded = input.saturating_add(padding.saturating_mul(2));
-    let span = dilation
-        .saturating_mul(kernel.saturating_sub(1))
-        .saturating_add(1);
+    let wide = |n: usize| n as u128;
+    let Some(taps_after_first) = kernel.checked_sub(1) else {
+        return Err(Fault::Zero { name: "kernel" });
+    };
+    let padded = wide(input) + 2 * wide(padding);
+    let span = wide(dilation) * wide(taps_after_first) + 1;
     if padded < span {
         return Err(Fault::Window { axis, span, padded });
     }
     // `stride` was checked to be at least 1.
-    Ok((padded - span) / stride.max(1) + 1)
+    let out = (padded - span) / wide(stride.max(1)) + 1;
+    usize::try_from(out).map_err(|_| Fault::Overflow { axis, size: out })
 }
 
 /// The sizes of a bound convolution or pooling layer: its input image, its window and its
@@ -430,9 +437,28 @@ mod tests {
                 padded: 2
             })
         );
+        // Saturating arithmetic once made this `Ok(1)`; the span is about 2^128.
+        let max = usize::MAX as u128;
         assert_eq!(
             window_output("width", usize::MAX, [usize::MAX, 1, usize::MAX, usize::MAX]),
-            Ok(1)
+            Err(Fault::Window {
+                axis: "width",
+                span: max * (max - 1) + 1,
+                padded: 3 * max
+            })
+        );
+        // A padding past `usize::MAX / 2` with a stride as large: the exact size, 3.
+        assert_eq!(
+            window_output("height", 1, [1, 1 << 63, 1 << 63, 1]),
+            Ok(3)
+        );
+        // An output size beyond `usize::MAX`.
+        assert_eq!(
+            window_output("height", usize::MAX, [1, 1, usize::MAX, 1]),
+            Err(Fault::Overflow {
+                axis: "height",
+                size: 3 * max
+            })
         );
         assert_eq!(
             nonzero(&[("kernel", 3), ("stride", 0)]),

@@ -27,9 +27,9 @@ impl Default for Uninit {
 }
 
 impl Uninit {
-    /// Runs the registered initializer, with the registered seed, over `layers`' parameters.
+    /// Runs the registered initializer, with the registered seed, over freshly built layers.
     pub(crate) fn initialize(&self, layers: &mut [BoundLayer]) {
-        crate::exec::initialize(layers, self.init.as_ref(), self.seed);
+        crate::exec::initialize_fresh(layers, self.init.as_ref(), self.seed);
     }
 }
 

@@ -13,16 +13,46 @@ struct Row {
     layer: String,
     kind: &'static str,
     output: String,
-    params: Vec<(String, String, Option<usize>)>,
+    params: Vec<(String, String, Count)>,
+}
+
+/// A parameter's number of values, as far as it is known before binding.
+#[derive(Clone, Copy)]
+enum Count {
+    /// Every size is known.
+    Known(usize),
+    /// A size waits for the input size.
+    Unknown,
+    /// Every size is known, and their product is more than a `usize` counts.
+    Overflow,
+}
+
+impl Count {
+    fn of(shape: &PartialShape) -> Self {
+        match (shape.known(), shape.len()) {
+            (None, _) => Count::Unknown,
+            (Some(_), Some(n)) => Count::Known(n),
+            (Some(_), None) => Count::Overflow,
+        }
+    }
+}
+
+impl fmt::Display for Count {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Count::Known(n) => write!(f, "{n}"),
+            Count::Unknown => f.write_str("?"),
+            Count::Overflow => write!(f, "> {}", usize::MAX),
+        }
+    }
 }
 
 fn table(f: &mut fmt::Formatter<'_>, title: &str, rows: &[Row], footer: &str) -> fmt::Result {
     let header = ["layer", "kind", "output", "parameter", "shape", "count"];
     let mut lines: Vec<[String; 6]> = Vec::new();
     for row in rows {
-        let count = |c: Option<usize>| c.map_or_else(|| "?".to_string(), |c| c.to_string());
         let mut first = true;
-        let mut cells = |p: Option<&(String, String, Option<usize>)>| {
+        let mut cells = |p: Option<&(String, String, Count)>| {
             let (lead, kind, out) = if first {
                 (row.layer.clone(), row.kind.to_string(), row.output.clone())
             } else {
@@ -30,7 +60,9 @@ fn table(f: &mut fmt::Formatter<'_>, title: &str, rows: &[Row], footer: &str) ->
             };
             first = false;
             match p {
-                Some((name, shape, c)) => [lead, kind, out, name.clone(), shape.clone(), count(*c)],
+                Some((name, shape, c)) => {
+                    [lead, kind, out, name.clone(), shape.clone(), c.to_string()]
+                }
                 None => [
                     lead,
                     kind,
@@ -83,7 +115,8 @@ fn table(f: &mut fmt::Formatter<'_>, title: &str, rows: &[Row], footer: &str) ->
 impl<L: Layers> fmt::Display for Net<Uninit, L> {
     /// The declaration's table: shapes known so far, `?` where the input size is needed.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (mut known, mut unknown) = (0usize, 0usize);
+        // The sum of the known counts; `None` once it passes `usize::MAX`.
+        let (mut known, mut unknown) = (Some(0usize), 0usize);
         let rows: Vec<Row> = self
             .describe()
             .into_iter()
@@ -99,16 +132,18 @@ impl<L: Layers> fmt::Display for Net<Uninit, L> {
                     .params
                     .into_iter()
                     .map(|(name, shape)| {
-                        let n = shape.len();
+                        let n = Count::of(&shape);
                         match n {
-                            Some(n) => known += n,
-                            None => unknown += 1,
+                            Count::Known(n) => known = known.and_then(|k| k.checked_add(n)),
+                            Count::Overflow => known = None,
+                            Count::Unknown => unknown += 1,
                         }
                         (name, shape.to_string(), n)
                     })
                     .collect(),
             })
             .collect();
+        let known = known.map_or(Count::Overflow, Count::Known);
         let footer = if unknown == 0 {
             format!("parameters: {known} (not allocated until the net is bound)")
         } else {
@@ -139,7 +174,7 @@ impl<N: Shape, L: Layers> fmt::Display for Net<Init<N>, L> {
                         (
                             p.name.clone(),
                             Dims(&p.shape).to_string(),
-                            Some(p.value.len()),
+                            Count::Known(p.value.len()),
                         )
                     })
                     .collect(),

@@ -51,9 +51,14 @@ impl Activation {
     }
 }
 
+/// `max(v, 0)`, with NaN passed through as PyTorch's `relu` does (`f32::max` would return 0).
 #[inline(always)]
 fn relu(v: f32) -> f32 {
-    v.max(0.0)
+    if v < 0.0 {
+        0.0
+    } else {
+        v
+    }
 }
 
 #[inline(always)]

@@ -188,6 +188,15 @@ impl<O: Dim, K: Dim, S: Dim, P: Dim, D: Dim> Layer for Conv2d<O, K, S, P, D> {
         None
     }
 
+    /// The patches of one sample (im2col): one row per output pixel, one column per tap.
+    fn scratch(&self, input: &[usize], output: &[usize]) -> Vec<(&'static str, Vec<usize>)> {
+        let k = self.kernel.size();
+        match (input, output) {
+            ([c, _, _], [_, oh, ow]) => vec![("patch buffer", vec![*oh, *ow, *c, k, k])],
+            _ => Vec::new(),
+        }
+    }
+
     fn op(&self, input: &[usize]) -> Op {
         Op::Conv {
             geom: Geom2d::new(input, self.hyper()),

@@ -34,7 +34,16 @@ impl Layer for Flatten {
     }
 
     fn output_shape(&self, input: Option<&PartialShape>) -> Result<Option<PartialShape>, Fault> {
-        Ok(Some(PartialShape(vec![input.and_then(PartialShape::len)])))
+        let Some(input) = input else {
+            return Ok(Some(PartialShape(vec![None])));
+        };
+        match (input.known(), input.len()) {
+            (Some(shape), None) => Err(Fault::TooLarge {
+                tensor: "input",
+                shape,
+            }),
+            (_, len) => Ok(Some(PartialShape(vec![len]))),
+        }
     }
 
     fn param_shapes(&self, _: Option<&PartialShape>) -> Vec<(Role, PartialShape)> {

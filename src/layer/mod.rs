@@ -49,6 +49,14 @@ pub trait Layer: sealed::Sealed + Send + Sync + 'static {
     /// [`output_shape`](Layer::output_shape) accepted.
     #[doc(hidden)]
     fn op(&self, input: &[usize]) -> Op;
+
+    /// The work buffers the layer needs per sample, beyond its input and output, given its
+    /// known input and output shapes: their names and shapes, so that binding checks that
+    /// they can be allocated.
+    #[doc(hidden)]
+    fn scratch(&self, _input: &[usize], _output: &[usize]) -> Vec<(&'static str, Vec<usize>)> {
+        Vec::new()
+    }
 }
 
 /// The input size a layer declares, as a type: [`Infer`] when it declares none, a typenum
@@ -87,8 +95,15 @@ pub enum Fault {
     /// A kernel spans more than the padded input along an axis.
     Window {
         axis: &'static str,
-        span: usize,
-        padded: usize,
+        span: u128,
+        padded: u128,
+    },
+    /// An output size along an axis that does not fit in a `usize`.
+    Overflow { axis: &'static str, size: u128 },
+    /// A tensor with more values than a `usize` counts.
+    TooLarge {
+        tensor: &'static str,
+        shape: Vec<usize>,
     },
     /// A hyper-parameter that must be at least 1 is 0.
     Zero { name: &'static str },
@@ -135,11 +150,11 @@ impl PartialShape {
         PartialShape(dims.iter().copied().map(Some).collect())
     }
 
-    /// The number of values, when every size is known.
+    /// The number of values, when every size is known and their product fits in a `usize`.
     pub fn len(&self) -> Option<usize> {
         self.0
             .iter()
-            .try_fold(1usize, |n, d| d.map(|d| n.saturating_mul(d)))
+            .try_fold(1usize, |n, d| d.and_then(|d| n.checked_mul(d)))
     }
 
     /// Whether the shape holds no values (`Some(true)`), some (`Some(false)`), or is not known.

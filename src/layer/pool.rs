@@ -178,7 +178,8 @@ impl<Kind: PoolKind, K: Dim, S: Dim, P: Dim> Layer for Pool2d<Kind, K, S, P> {
 
     fn output_shape(&self, input: Option<&PartialShape>) -> Result<Option<PartialShape>, Fault> {
         let [kernel, _, padding, _] = self.hyper();
-        if padding.saturating_mul(2) > kernel {
+        // 2·padding > kernel, without overflow.
+        if padding > kernel / 2 {
             return Err(Fault::PoolPadding { padding, kernel });
         }
         Ok(Some(PartialShape(plane(input, self.hyper())?.to_vec())))

@@ -70,7 +70,7 @@ fn the_initializer_runs_once_per_parameter_in_order_and_only_at_binding() {
     assert_eq!(rec.calls().len(), 4, "forward must not initialize again");
 
     let mut net = net;
-    net.reinitialize(Constant(2.0));
+    net.reinitialize(Constant(2.0)).unwrap();
     assert!(net.named_params().all(|(_, m)| m.iter().all(|v| *v == 2.0)));
     assert_eq!(
         rec.calls().len(),

@@ -141,7 +141,7 @@ proptest! {
         }
         let decl = Net::new()
             .push(conv)
-            .initialize(WeightBias::new(XavierNormal::default(), Uniform::new(-0.5, 0.5)))
+            .initialize(WeightBias::new(XavierNormal::default(), Uniform::new(-0.5, 0.5).unwrap()))
             .seed(seed);
         let fits = expected_size(h, hy).is_some() && expected_size(w, hy).is_some();
         let net = match decl.try_bind(Image::dynamic(c, h, w)) {
@@ -304,7 +304,7 @@ fn many_samples_through_one_patch_buffer_match_the_direct_loops() {
         .seed(3)
         .initialize(WeightBias::new(
             XavierNormal::default(),
-            Uniform::new(-0.5, 0.5),
+            Uniform::new(-0.5, 0.5).unwrap(),
         ));
     let net = decl.bind::<Image<U16, U32, U32>>();
     let x = random_matrix(16 * 32 * 32, 19, 5);

@@ -21,7 +21,7 @@ fn mlp(w: [usize; 3], seed: u64) -> Net<Uninit, Mlp> {
         // Non-zero biases, so that the forward property sees them.
         .initialize(WeightBias::new(
             XavierNormal::default(),
-            Uniform::new(-0.5, 0.5),
+            Uniform::new(-0.5, 0.5).unwrap(),
         ))
         .seed(seed)
 }

@@ -26,7 +26,9 @@ fn compile_errors_match_their_snapshots() {
         return;
     }
     let t = trybuild::TestCases::new();
-    for topic in ["mismatch", "unbound", "bound", "runtime", "size", "conv"] {
+    for topic in [
+        "mismatch", "unbound", "bound", "runtime", "size", "conv", "images",
+    ] {
         t.compile_fail(format!("ui-tests/{topic}/*.rs"));
     }
     t.pass("ui-tests/pass/*.rs");
