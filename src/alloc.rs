@@ -1,6 +1,11 @@
 //! Fallible allocation: every buffer whose size comes from a user (a run-time width, a batch's
 //! sample count, a file) is reserved with `try_reserve_exact`, so memory that cannot be had is
 //! an error, never an abort.
+//!
+//! On Linux the allocator rarely refuses: memory is overcommitted, and a buffer larger than
+//! what is free is handed out and kills the process (the OOM killer) once it is written. Every
+//! buffer here is written at once (zeroed, then filled), so a large one is first compared with
+//! the memory the system reports available ([`fits_in_memory`]), and refused when it is more.
 
 use nalgebra::DMatrix;
 
@@ -9,10 +14,59 @@ use crate::error::ShapeError;
 /// The most `f32` values one allocation can hold (`isize::MAX` bytes).
 pub(crate) const MAX_VALUES: usize = isize::MAX as usize / core::mem::size_of::<f32>();
 
+/// Buffers up to this many bytes are not compared with the available memory: reading it costs
+/// more than zeroing a small buffer, and a small one does not decide whether memory runs out.
+const CHECKED_FROM_BYTES: u128 = 64 << 20;
+
+/// Whether `values` more `f32`s fit in the memory the system reports available: on Linux,
+/// `MemAvailable + SwapFree` of `/proc/meminfo`, and less when a cgroup limit leaves less.
+/// `true` when the system says nothing (another OS, no `/proc`), and for small amounts.
+pub(crate) fn fits_in_memory(values: u128) -> bool {
+    let Some(bytes) = values.checked_mul(core::mem::size_of::<f32>() as u128) else {
+        return false;
+    };
+    bytes < CHECKED_FROM_BYTES || available_bytes().is_none_or(|free| bytes <= u128::from(free))
+}
+
+/// The bytes this process can still have, as far as the system tells: `None` when it does not.
+fn available_bytes() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let field = |name: &str| -> Option<u64> {
+        let line = meminfo.lines().find(|l| l.starts_with(name))?;
+        let kb: u64 = line
+            .get(name.len()..)?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()?;
+        kb.checked_mul(1024)
+    };
+    let system = field("MemAvailable:")?.saturating_add(field("SwapFree:").unwrap_or(0));
+    Some(match cgroup_room() {
+        Some(room) => system.min(room),
+        None => system,
+    })
+}
+
+/// What a cgroup memory limit leaves (v2 `memory.max`, v1 `memory.limit_in_bytes`), if one is
+/// set.
+fn cgroup_room() -> Option<u64> {
+    let read =
+        |path: &str| -> Option<u64> { std::fs::read_to_string(path).ok()?.trim().parse().ok() };
+    let (limit, used) = read("/sys/fs/cgroup/memory.max")
+        .zip(read("/sys/fs/cgroup/memory.current"))
+        .or_else(|| {
+            read("/sys/fs/cgroup/memory/memory.limit_in_bytes")
+                .zip(read("/sys/fs/cgroup/memory/memory.usage_in_bytes"))
+        })?;
+    Some(limit.saturating_sub(used))
+}
+
 /// A vector of `len` zeros, or `None` when the allocator refuses it (or `len` is more than one
-/// allocation can hold).
+/// allocation can hold, or more than the memory available).
 pub(crate) fn try_zeroed_vec(len: usize) -> Option<Vec<f32>> {
-    if len > MAX_VALUES {
+    if len > MAX_VALUES || !fits_in_memory(len as u128) {
         return None;
     }
     let mut v = Vec::new();
@@ -45,7 +99,7 @@ pub(crate) fn try_clone(
     what: impl FnOnce() -> String,
 ) -> Result<DMatrix<f32>, ShapeError> {
     let mut v = Vec::new();
-    if v.try_reserve_exact(m.len()).is_err() {
+    if !fits_in_memory(m.len() as u128) || v.try_reserve_exact(m.len()).is_err() {
         return Err(ShapeError::OutOfMemory {
             what: what(),
             values: m.len() as u128,
@@ -71,5 +125,16 @@ mod tests {
         // 2^62 values (16 EiB) is no more than a slice can index, but no allocator gives it.
         assert!(try_zeros(1 << 31, 1 << 31, || String::new()).is_err());
         assert_eq!(try_zeros(2, 3, String::new).map(|m| m.shape()), Ok((2, 3)));
+    }
+
+    #[test]
+    fn memory_is_compared_with_what_is_available() {
+        assert!(fits_in_memory(1000));
+        if let Some(free) = available_bytes() {
+            // Twice what is free does not fit; a tenth does.
+            assert!(!fits_in_memory(u128::from(free) / 2));
+            assert!(fits_in_memory(u128::from(free) / 40));
+        }
+        assert!(!fits_in_memory(u128::MAX));
     }
 }

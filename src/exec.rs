@@ -145,6 +145,27 @@ pub(crate) fn build(layers: &[&dyn Layer], input: &[usize]) -> Result<Vec<BoundL
             .collect();
         plan.push((index, step.layer, input, output, params));
     }
+    // Every parameter is written as soon as it is allocated (zeroed, then initialized), so
+    // parameters that together need more than the memory available are refused before any is
+    // allocated: with overcommitted memory the allocator would hand them out, and the process
+    // would be killed while writing them.
+    let mut total = 0u128;
+    for (index, layer, _, _, params) in &plan {
+        for p in params {
+            total += p.rows as u128 * p.cols as u128;
+            if !crate::alloc::fits_in_memory(total) {
+                return Err(ShapeError::OutOfMemory {
+                    what: format!(
+                        "parameter `{}` of layer {index} ({}), shape {}, with the parameters before it",
+                        p.name,
+                        layer.kind(),
+                        Dims(&p.shape)
+                    ),
+                    values: total,
+                });
+            }
+        }
+    }
     plan.into_iter()
         .map(|(index, layer, input, output, params)| {
             let kind = layer.kind();

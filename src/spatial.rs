@@ -448,10 +448,7 @@ mod tests {
             })
         );
         // A padding past `usize::MAX / 2` with a stride as large: the exact size, 3.
-        assert_eq!(
-            window_output("height", 1, [1, 1 << 63, 1 << 63, 1]),
-            Ok(3)
-        );
+        assert_eq!(window_output("height", 1, [1, 1 << 63, 1 << 63, 1]), Ok(3));
         // An output size beyond `usize::MAX`.
         assert_eq!(
             window_output("height", usize::MAX, [1, 1, usize::MAX, 1]),
