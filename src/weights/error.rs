@@ -168,8 +168,8 @@ pub enum LoadError {
         found: Vec<usize>,
         /// The input size read from it.
         input: usize,
-        /// Why the net cannot be bound to it.
-        source: ShapeError,
+        /// Why the net cannot be bound to it (boxed, to keep `LoadError` small).
+        source: Box<ShapeError>,
     },
 
     /// A run-time binding before the load failed (from `?` on

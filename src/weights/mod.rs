@@ -523,7 +523,7 @@ impl<L: Layers> Net<Uninit, L> {
                     .unwrap_or_default(),
                 name,
                 input,
-                source,
+                source: Box::new(source),
             })?;
         net.load_weights(weights, options)?;
         Ok(net)
