@@ -452,8 +452,13 @@ impl<S: Bound, L: Layers> Net<S, L> {
     /// The file is written to a temporary file beside `path` and then renamed over it, so a
     /// failed save leaves any previous file whole.
     ///
+    /// On Unix the file gets the permissions `File::create` would give it: those of the file it
+    /// replaces, or for a new file `0o666` less the process's umask (`0o644` under the usual
+    /// umask `022`).
+    ///
     /// # Errors
-    /// [`SaveError::Io`] when the file cannot be written.
+    /// [`SaveError::Io`] when the file cannot be written; [`SaveError::OutOfMemory`] when
+    /// memory for its bytes cannot be had.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<(), SaveError> {
         let path = path.as_ref();
         let bytes = self.save_to_bytes()?;
@@ -465,7 +470,29 @@ impl<S: Bound, L: Layers> Net<S, L> {
             Some(dir) if !dir.as_os_str().is_empty() => dir,
             _ => Path::new("."),
         };
-        let mut file = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
+        let mut builder = tempfile::Builder::new();
+        #[cfg(unix)]
+        {
+            use std::fs::Permissions;
+            use std::os::unix::fs::PermissionsExt;
+            // The mode `File::create` asks for; the kernel takes the umask off it.
+            builder.permissions(Permissions::from_mode(0o666));
+        }
+        let mut file = builder.tempfile_in(dir).map_err(io)?;
+        #[cfg(unix)]
+        {
+            use std::fs::Permissions;
+            use std::os::unix::fs::PermissionsExt;
+            // A file that is replaced keeps its permissions, as with `File::create`.
+            if let Ok(existing) = std::fs::metadata(path) {
+                if existing.is_file() {
+                    let mode = existing.permissions().mode() & 0o777;
+                    file.as_file()
+                        .set_permissions(Permissions::from_mode(mode))
+                        .map_err(io)?;
+                }
+            }
+        }
         file.write_all(&bytes).map_err(io)?;
         file.as_file().sync_all().map_err(io)?;
         file.persist(path).map_err(|err| io(err.error))?;
