@@ -17,13 +17,26 @@ const READABLE: &str = "F32, F16, BF16 and F64";
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum LoadError {
-    /// The file could not be read: it does not exist, is a directory, or cannot be opened.
+    /// The file could not be read: it does not exist, cannot be opened, or memory to hold it
+    /// could not be had.
     #[error("cannot read `{}`: {source}", path.display())]
     Io {
         /// The path given.
         path: PathBuf,
         /// What the operating system said.
         source: std::io::Error,
+    },
+
+    /// The path names something other than a regular file (a directory, a device, a FIFO, a
+    /// socket), which is refused before it is read: a device such as `/dev/zero` never ends and
+    /// opening a FIFO waits for a writer.
+    #[error("cannot read `{}`: it is {kind}, not a regular file", path.display())]
+    NotAFile {
+        /// The path given.
+        path: PathBuf,
+        /// What it is: `"a directory"`, `"a character device"`, `"a block device"`,
+        /// `"a FIFO (named pipe)"`, `"a socket"` or `"a special file"`.
+        kind: &'static str,
     },
 
     /// The file is empty.
@@ -106,6 +119,16 @@ pub enum LoadError {
         available: usize,
     },
 
+    /// Memory for a tensor's values, converted to `f32`, could not be had: the allocator
+    /// refused it, or it needs more bytes than one allocation can hold.
+    #[error("tensor `{name}`: cannot allocate {bytes} bytes for its values as f32")]
+    OutOfMemory {
+        /// The tensor.
+        name: String,
+        /// The bytes asked for (it may exceed `usize::MAX`).
+        bytes: u128,
+    },
+
     /// A tensor the net needs has a data type that is not converted to `f32`.
     #[error("tensor `{name}` has data type {dtype}; lazynet loads {READABLE}")]
     Dtype {
@@ -168,8 +191,8 @@ pub enum LoadError {
         found: Vec<usize>,
         /// The input size read from it.
         input: usize,
-        /// Why the net cannot be bound to it.
-        source: ShapeError,
+        /// Why the net cannot be bound to it (boxed, to keep `LoadError` small).
+        source: Box<ShapeError>,
     },
 
     /// A run-time binding before the load failed (from `?` on
@@ -224,6 +247,14 @@ pub enum SaveError {
         path: PathBuf,
         /// What the operating system said.
         source: std::io::Error,
+    },
+
+    /// Memory for the file's bytes could not be had: the allocator refused it, or the file
+    /// needs more bytes than one allocation can hold.
+    #[error("cannot allocate {bytes} bytes for the safetensors file")]
+    OutOfMemory {
+        /// The bytes asked for (it may exceed `usize::MAX`).
+        bytes: u128,
     },
 
     /// The safetensors writer refused the tensors.

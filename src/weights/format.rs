@@ -2,14 +2,44 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use safetensors::tensor::{Dtype, SafeTensorError, TensorInfo, TensorView};
+use safetensors::tensor::{Metadata, SafeTensorError, TensorInfo};
 
 use super::error::{LoadError, SaveError};
-use super::layout::row_major_bytes;
-use crate::state::BoundLayer;
+use super::layout::write_row_major;
+use crate::init::Dims;
+use crate::state::{BoundLayer, Param};
 
 /// The bytes before a safetensors header: its length, a little-endian `u64`.
 pub(super) const LEN_BYTES: usize = 8;
+
+/// The largest header the `safetensors` crate reads or writes, in bytes.
+pub(super) const MAX_HEADER: usize = 100_000_000;
+
+/// Why a header longer than [`MAX_HEADER`] is refused.
+fn header_too_large() -> String {
+    format!("the header is larger than the {MAX_HEADER} bytes safetensors allows")
+}
+
+/// [`LoadError::Header`] for a header longer than [`MAX_HEADER`].
+pub(super) fn header_too_large_error() -> LoadError {
+    LoadError::Header {
+        reason: header_too_large(),
+    }
+}
+
+/// The bytes of tensor data a valid header describes: where its last tensor's data ends (0
+/// when it has none); `None` when it is not a valid header.
+pub(super) fn described_data(header: &[u8]) -> Option<usize> {
+    let metadata: Metadata = serde_json::from_slice(header).ok()?;
+    Some(
+        metadata
+            .tensors()
+            .values()
+            .map(|info| info.data_offsets.1)
+            .max()
+            .unwrap_or(0),
+    )
+}
 
 /// Turns the `safetensors` crate's verdict on a bad file into an error that names the tensor
 /// and the numbers. The crate's layout errors do not name them all, so the header is read
@@ -21,9 +51,7 @@ pub(super) fn explain(err: SafeTensorError, header: &[u8], available: usize) -> 
         SafeTensorError::InvalidHeaderDeserialization(e) => {
             format!("the header is not a JSON description of tensors: {e}")
         }
-        SafeTensorError::HeaderTooLarge => {
-            "the header is larger than the 100000000 bytes safetensors allows".to_owned()
-        }
+        SafeTensorError::HeaderTooLarge => header_too_large(),
         other => {
             return locate(header, available).unwrap_or(LoadError::Header {
                 reason: other.to_string(),
@@ -60,13 +88,15 @@ fn locate(header: &[u8], available: usize) -> Option<LoadError> {
             .try_fold(1usize, |n, &d| n.checked_mul(d))
             .and_then(|n| n.checked_mul(info.dtype.bitsize()))
             .map(|bits| bits.div_ceil(8));
-        if expected != Some(end - start) {
+        // `end >= start` was checked above.
+        let found = end.saturating_sub(start);
+        if expected != Some(found) {
             return Some(LoadError::DataLength {
                 name,
                 dtype: info.dtype.to_string(),
                 shape: info.shape,
                 expected,
-                found: end - start,
+                found,
             });
         }
         if end > available {
@@ -84,8 +114,100 @@ fn locate(header: &[u8], available: usize) -> Option<LoadError> {
     })
 }
 
+/// The file [`Net::save`](crate::Net::save) writes, as the `safetensors` crate would encode
+/// it but with the header's keys sorted, in one buffer allocated fallibly.
+///
+/// The crate writes `__metadata__` from a `HashMap`, whose order changes from run to run; with
+/// the keys sorted (`serde_json`'s maps are sorted), saving the same parameters always writes
+/// the same bytes. As the crate does, the tensors' data is in the order of their names and the
+/// header is padded with spaces to a multiple of 8 bytes.
+pub(super) fn encode_file(layers: &[BoundLayer]) -> Result<Vec<u8>, SaveError> {
+    let params: BTreeMap<&str, &Param> = layers
+        .iter()
+        .flat_map(|l| &l.params)
+        .map(|p| (p.name.as_str(), p))
+        .collect();
+    let mut entries: BTreeMap<&str, serde_json::Value> = BTreeMap::new();
+    let mut data_len: usize = 0;
+    for (&name, p) in &params {
+        let values = p.shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+        if values != Some(p.value.len()) {
+            return Err(SaveError::Encode {
+                reason: format!(
+                    "parameter `{name}` has shape {} but holds {} values",
+                    Dims(&p.shape),
+                    p.value.len()
+                ),
+            });
+        }
+        let end = p
+            .value
+            .len()
+            .checked_mul(F32_BYTES)
+            .and_then(|n| n.checked_add(data_len))
+            .ok_or_else(|| too_large(params.values()))?;
+        entries.insert(
+            name,
+            serde_json::json!({
+                "dtype": "F32",
+                "shape": p.shape,
+                "data_offsets": [data_len, end],
+            }),
+        );
+        data_len = end;
+    }
+    entries.insert("__metadata__", serde_json::json!(file_metadata()));
+    let mut header = serde_json::to_vec(&entries).map_err(|err| SaveError::Encode {
+        reason: err.to_string(),
+    })?;
+    header.resize(header.len().next_multiple_of(LEN_BYTES), b' ');
+    if header.len() > MAX_HEADER {
+        return Err(SaveError::Encode {
+            reason: header_too_large(),
+        });
+    }
+    let total = LEN_BYTES
+        .checked_add(header.len())
+        .and_then(|n| n.checked_add(data_len))
+        .ok_or_else(|| too_large(params.values()))?;
+    let mut bytes = Vec::new();
+    bytes
+        .try_reserve_exact(total)
+        .map_err(|_| SaveError::OutOfMemory {
+            bytes: total as u128,
+        })?;
+    bytes.extend_from_slice(&(header.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(&header);
+    for p in params.values() {
+        let start = bytes.len();
+        // Within the capacity reserved (so no allocation), and `total` did not overflow.
+        let end = start.saturating_add(p.value.len().saturating_mul(F32_BYTES));
+        bytes.resize(end, 0);
+        let written = bytes
+            .get_mut(start..)
+            .is_some_and(|out| write_row_major(&p.value, out));
+        if !written {
+            return Err(SaveError::Encode {
+                reason: format!("parameter `{}` could not be laid out", p.name),
+            });
+        }
+    }
+    Ok(bytes)
+}
+
+/// The bytes of one `f32`.
+const F32_BYTES: usize = std::mem::size_of::<f32>();
+
+/// [`SaveError::OutOfMemory`] for parameters whose bytes overflow `usize`.
+fn too_large<'a>(params: impl Iterator<Item = &'a &'a Param>) -> SaveError {
+    let bytes = params
+        .map(|p| p.value.len() as u128 * F32_BYTES as u128)
+        .fold(LEN_BYTES as u128, u128::saturating_add);
+    SaveError::OutOfMemory { bytes }
+}
+
 /// The `__metadata__` lazynet writes.
-fn file_metadata() -> HashMap<String, String> {
+fn file_metadata() -> BTreeMap<String, String> {
     [
         ("format", "pt"),
         ("library", env!("CARGO_PKG_NAME")),
@@ -94,68 +216,4 @@ fn file_metadata() -> HashMap<String, String> {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect()
-}
-
-/// Every parameter as `(name, shape, little-endian f32 bytes in row-major order)`.
-fn encode(layers: &[BoundLayer]) -> Vec<(String, Vec<usize>, Vec<u8>)> {
-    layers
-        .iter()
-        .flat_map(|l| &l.params)
-        .map(|p| (p.name.clone(), p.shape.clone(), row_major_bytes(&p.value)))
-        .collect()
-}
-
-fn views(
-    tensors: &[(String, Vec<usize>, Vec<u8>)],
-) -> Result<Vec<(&str, TensorView<'_>)>, SaveError> {
-    tensors
-        .iter()
-        .map(|(name, shape, bytes)| {
-            TensorView::new(Dtype::F32, shape.clone(), bytes)
-                .map(|view| (name.as_str(), view))
-                .map_err(encode_error)
-        })
-        .collect()
-}
-
-fn encode_error(err: SafeTensorError) -> SaveError {
-    SaveError::Encode {
-        reason: err.to_string(),
-    }
-}
-
-/// The file [`Net::save`](crate::Net::save) writes: the `safetensors` crate's encoding, with the header's keys
-/// sorted.
-///
-/// The crate writes `__metadata__` from a `HashMap`, whose order changes from run to run; with
-/// the keys sorted, saving the same parameters always writes the same bytes. The header is
-/// rewritten in place: the same keys and values, so the same length.
-pub(super) fn encode_file(layers: &[BoundLayer]) -> Result<Vec<u8>, SaveError> {
-    let tensors = encode(layers);
-    let mut bytes =
-        safetensors::serialize(views(&tensors)?, Some(file_metadata())).map_err(encode_error)?;
-    let header_len = bytes
-        .first_chunk::<LEN_BYTES>()
-        .and_then(|n| usize::try_from(u64::from_le_bytes(*n)).ok())
-        .unwrap_or(0);
-    if let Some(header) = bytes.get_mut(LEN_BYTES..LEN_BYTES + header_len) {
-        if let Some(sorted) = sorted_header(header) {
-            if sorted.len() <= header.len() {
-                let (text, padding) = header.split_at_mut(sorted.len());
-                text.copy_from_slice(&sorted);
-                padding.fill(b' ');
-            }
-        }
-    }
-    Ok(bytes)
-}
-
-/// The header with its keys, and those of `__metadata__`, in sorted order.
-fn sorted_header(header: &[u8]) -> Option<Vec<u8>> {
-    let mut entries: BTreeMap<String, serde_json::Value> = serde_json::from_slice(header).ok()?;
-    if let Some(metadata) = entries.get_mut("__metadata__") {
-        let sorted: BTreeMap<String, String> = serde_json::from_value(metadata.take()).ok()?;
-        *metadata = serde_json::to_value(sorted).ok()?;
-    }
-    serde_json::to_vec(&entries).ok()
 }

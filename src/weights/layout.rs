@@ -2,31 +2,47 @@
 
 use nalgebra::DMatrix;
 
+use crate::alloc::try_zeroed_vec;
+
+/// Why [`column_major`] gave no matrix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Fault {
+    /// The data does not hold `rows · cols` values.
+    Length,
+    /// The allocator refused the `rows · cols` values.
+    Memory,
+}
+
 /// Decodes `data`, a `rows × cols` matrix stored row-major as little-endian values of `B` bytes,
-/// into column-major order; `None` when it does not hold `rows · cols` values.
+/// into column-major order; [`Fault::Length`] when it does not hold `rows · cols` values,
+/// [`Fault::Memory`] when they cannot be allocated.
 pub(super) fn column_major<const B: usize>(
     data: &[u8],
     rows: usize,
     cols: usize,
     decode: impl Fn([u8; B]) -> f32,
-) -> Option<Vec<f32>> {
+) -> Result<Vec<f32>, Fault> {
     let (src, rest) = data.as_chunks::<B>();
     if !rest.is_empty() || Some(src.len()) != rows.checked_mul(cols) {
-        return None;
+        return Err(Fault::Length);
     }
-    let mut dst = vec![0.0; src.len()];
+    let mut dst = try_zeroed_vec(src.len()).ok_or(Fault::Memory)?;
     transpose(src, rows, cols, &mut dst, |&b| decode(b));
-    Some(dst)
+    Ok(dst)
 }
 
-/// `m`'s values in row-major order as little-endian `f32` bytes.
-pub(super) fn row_major_bytes(m: &DMatrix<f32>) -> Vec<u8> {
+/// Writes `m`'s values in row-major order as little-endian `f32` bytes into `out`; `false`
+/// (and `out` untouched) when `out` does not hold exactly `4 · m.len()` bytes.
+#[must_use]
+pub(super) fn write_row_major(m: &DMatrix<f32>, out: &mut [u8]) -> bool {
     let (rows, cols) = m.shape();
-    let mut out = vec![0; std::mem::size_of_val(m.as_slice())];
-    let (dst, _) = out.as_chunks_mut::<4>();
+    let (dst, rest) = out.as_chunks_mut::<4>();
+    if !rest.is_empty() || dst.len() != m.len() {
+        return false;
+    }
     // `m` is `rows × cols` column-major, that is `cols × rows` row-major.
     transpose(m.as_slice(), cols, rows, dst, |v| v.to_le_bytes());
-    out
+    true
 }
 
 /// The side of the blocks [`transpose`] moves at a time.
@@ -98,17 +114,26 @@ mod tests {
                 .iter()
                 .flat_map(|v| v.to_le_bytes())
                 .collect();
-            let bytes = row_major_bytes(&m);
+            let mut bytes = vec![0; expected.len()];
+            assert!(write_row_major(&m, &mut bytes));
             assert_eq!(bytes, expected, "{rows} × {cols}");
             let back = column_major(&bytes, rows, cols, f32::from_le_bytes);
-            assert_eq!(back.as_deref(), Some(m.as_slice()), "{rows} × {cols}");
+            assert_eq!(back.as_deref(), Ok(m.as_slice()), "{rows} × {cols}");
+            // A buffer of another length is refused, not indexed past its end.
+            let mut longer = vec![7; expected.len() + 4];
+            assert!(!write_row_major(&m, &mut longer));
+            assert!(longer.iter().all(|&b| b == 7));
+            if !expected.is_empty() {
+                assert!(!write_row_major(&m, &mut bytes[1..]));
+            }
         }
         // Data that does not fill the matrix is refused, not indexed past its end.
-        assert_eq!(column_major(&[0; 20], 2, 3, f32::from_le_bytes), None);
-        assert_eq!(column_major(&[0; 25], 2, 3, f32::from_le_bytes), None);
+        let fault = Err(Fault::Length);
+        assert_eq!(column_major(&[0; 20], 2, 3, f32::from_le_bytes), fault);
+        assert_eq!(column_major(&[0; 25], 2, 3, f32::from_le_bytes), fault);
         assert_eq!(
             column_major(&[0; 4], usize::MAX, 2, f32::from_le_bytes),
-            None
+            fault
         );
     }
 }

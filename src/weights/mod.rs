@@ -58,6 +58,7 @@
 //! ```
 
 mod error;
+mod file;
 mod format;
 mod layout;
 
@@ -73,7 +74,8 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorInfo};
 
 pub use self::error::{LoadError, SaveError};
 use self::format::{encode_file, explain, LEN_BYTES};
-use self::layout::column_major;
+use self::layout::{column_major, Fault};
+use crate::alloc::bytes_of;
 use crate::dim::Dyn;
 use crate::init::Dims;
 use crate::layer::PartialShape;
@@ -138,16 +140,20 @@ impl fmt::Debug for Weights<'_> {
 impl Weights<'static> {
     /// Reads and validates a safetensors file.
     ///
+    /// Only a regular file (or a symbolic link to one) is read: a directory, a device such as
+    /// `/dev/zero`, a FIFO or a socket is refused before it is opened. No more of the file is
+    /// read than its header describes: a header length larger than the file, or a header that
+    /// is invalid, is refused before the tensor data is read, and bytes after the described
+    /// data are counted, not read. The errors are those [`from_bytes`](Weights::from_bytes)
+    /// gives for the whole file.
+    ///
     /// # Errors
-    /// [`LoadError::Io`] when the file cannot be read; the layout errors of
+    /// [`LoadError::NotAFile`] when `path` is not a regular file; [`LoadError::Io`] when the
+    /// file cannot be read or memory to hold it cannot be had; the layout errors of
     /// [`from_bytes`](Weights::from_bytes) when it is not a valid safetensors file.
     pub fn read(path: impl AsRef<Path>) -> Result<Self, LoadError> {
-        let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| LoadError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::from_vec(bytes)
+        let (bytes, len) = file::read(path.as_ref())?;
+        Weights::parse(Cow::Owned(bytes), len)
     }
 
     /// Validates the bytes of a safetensors file, taking ownership of them.
@@ -155,7 +161,8 @@ impl Weights<'static> {
     /// # Errors
     /// As [`from_bytes`](Weights::from_bytes).
     pub fn from_vec(bytes: Vec<u8>) -> Result<Self, LoadError> {
-        Weights::parse(Cow::Owned(bytes))
+        let len = bytes.len();
+        Weights::parse(Cow::Owned(bytes), len)
     }
 }
 
@@ -170,18 +177,22 @@ impl<'a> Weights<'a> {
     /// [`PastEnd`](LoadError::PastEnd) or [`TrailingData`](LoadError::TrailingData) when the
     /// bytes are not a valid safetensors file.
     pub fn from_bytes(bytes: &'a [u8]) -> Result<Self, LoadError> {
-        Weights::parse(Cow::Borrowed(bytes))
+        Weights::parse(Cow::Borrowed(bytes), bytes.len())
     }
 
-    fn parse(bytes: Cow<'a, [u8]>) -> Result<Self, LoadError> {
+    /// Validates `bytes`, the first bytes of a file of `file_len` bytes (at least as many).
+    /// When the file is longer, `bytes` hold the header length, the header and exactly the
+    /// tensor data it describes, and the errors are those the whole file would give.
+    fn parse(bytes: Cow<'a, [u8]>, file_len: usize) -> Result<Self, LoadError> {
+        let file_len = file_len.max(bytes.len());
         let Some(len) = bytes.first_chunk::<LEN_BYTES>() else {
-            return Err(match bytes.len() {
+            return Err(match file_len {
                 0 => LoadError::Empty,
                 len => LoadError::TooShort { len },
             });
         };
         let declared = u64::from_le_bytes(*len);
-        let available = bytes.len() - LEN_BYTES;
+        let available = file_len.saturating_sub(LEN_BYTES);
         let header_len = match usize::try_from(declared) {
             Ok(n) if n <= available => n,
             _ => {
@@ -191,13 +202,20 @@ impl<'a> Weights<'a> {
                 })
             }
         };
-        let data_start = LEN_BYTES + header_len;
+        // `header_len <= available`, so neither overflows.
+        let data_start = LEN_BYTES.saturating_add(header_len);
+        let data_len = file_len.saturating_sub(data_start);
+        let header = bytes.get(LEN_BYTES..data_start).unwrap_or_default();
         let metadata = match SafeTensors::read_metadata(&bytes) {
-            Ok((_, metadata)) => metadata,
-            Err(err) => {
-                let header = bytes.get(LEN_BYTES..data_start).unwrap_or_default();
-                return Err(explain(err, header, bytes.len() - data_start));
+            Ok((_, metadata)) if file_len == bytes.len() => metadata,
+            // The described data was read; the rest of the file was not.
+            Ok(_) => {
+                return Err(LoadError::TrailingData {
+                    described: bytes.len().saturating_sub(data_start),
+                    available: data_len,
+                })
             }
+            Err(err) => return Err(explain(err, header, data_len)),
         };
         let tensors = metadata
             .tensors()
@@ -231,9 +249,9 @@ impl<'a> Weights<'a> {
     pub fn get(&self, name: &str) -> Option<Tensor<'_>> {
         let (name, info) = self.tensors.get_key_value(name)?;
         let (start, end) = info.data_offsets;
-        let data = self
-            .bytes
-            .get(self.data_start + start..self.data_start + end)?;
+        let start = self.data_start.checked_add(start)?;
+        let end = self.data_start.checked_add(end)?;
+        let data = self.bytes.get(start..end)?;
         Some(Tensor { name, info, data })
     }
 
@@ -338,12 +356,28 @@ impl Tensor<'_> {
     /// `F64`.
     ///
     /// # Errors
-    /// [`LoadError::Dtype`] for any other data type.
+    /// [`LoadError::Dtype`] for any other data type; [`LoadError::OutOfMemory`] when memory
+    /// for the values cannot be had; [`LoadError::DataLength`] if the data does not hold the
+    /// values its shape says (the file was checked for that when it was read).
     pub fn to_f32(&self) -> Result<Vec<f32>, LoadError> {
-        // As one row, column-major order is the file's order. The crate checked that the data
-        // holds exactly as many values as the shape says, so `decode` finds them all.
-        let values = self.shape().iter().product();
-        self.decode(1, values).map(Option::unwrap_or_default)
+        // As one row, column-major order is the file's order.
+        let values = self
+            .shape()
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(d));
+        let decoded = match values {
+            Some(values) => self.decode(1, values)?,
+            None => None,
+        };
+        decoded.ok_or_else(|| LoadError::DataLength {
+            name: self.name.to_owned(),
+            dtype: self.dtype(),
+            shape: self.shape().to_vec(),
+            expected: values
+                .and_then(|n| n.checked_mul(self.info.dtype.bitsize()))
+                .map(|bits| bits.div_ceil(8)),
+            found: self.data.len(),
+        })
     }
 
     /// Its values as a `rows × cols` matrix, decoded from the file's row-major order straight
@@ -355,9 +389,13 @@ impl Tensor<'_> {
 
     /// Its values converted to `f32`, in the column-major order of a `rows × cols` matrix;
     /// `None` when it does not hold `rows · cols` values.
+    ///
+    /// # Errors
+    /// [`LoadError::Dtype`] for a type that is not converted; [`LoadError::OutOfMemory`] when
+    /// the values cannot be allocated.
     fn decode(self, rows: usize, cols: usize) -> Result<Option<Vec<f32>>, LoadError> {
         let data = self.data;
-        Ok(match self.info.dtype {
+        let decoded = match self.info.dtype {
             Dtype::F32 => column_major(data, rows, cols, f32::from_le_bytes),
             Dtype::F16 => column_major(data, rows, cols, |b| f16::from_le_bytes(b).to_f32()),
             Dtype::BF16 => column_major(data, rows, cols, |b| bf16::from_le_bytes(b).to_f32()),
@@ -368,7 +406,15 @@ impl Tensor<'_> {
                     dtype: other.to_string(),
                 })
             }
-        })
+        };
+        match decoded {
+            Ok(values) => Ok(Some(values)),
+            Err(Fault::Length) => Ok(None),
+            Err(Fault::Memory) => Err(LoadError::OutOfMemory {
+                name: self.name.to_owned(),
+                bytes: bytes_of(rows as u128 * cols as u128),
+            }),
+        }
     }
 
     /// Checks the tensor's shape against `expected`, whose `?` sizes match anything.
@@ -406,8 +452,13 @@ impl<S: Bound, L: Layers> Net<S, L> {
     /// The file is written to a temporary file beside `path` and then renamed over it, so a
     /// failed save leaves any previous file whole.
     ///
+    /// On Unix the file gets the permissions `File::create` would give it: those of the file it
+    /// replaces, or for a new file `0o666` less the process's umask (`0o644` under the usual
+    /// umask `022`).
+    ///
     /// # Errors
-    /// [`SaveError::Io`] when the file cannot be written.
+    /// [`SaveError::Io`] when the file cannot be written; [`SaveError::OutOfMemory`] when
+    /// memory for its bytes cannot be had.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<(), SaveError> {
         let path = path.as_ref();
         let bytes = self.save_to_bytes()?;
@@ -419,7 +470,29 @@ impl<S: Bound, L: Layers> Net<S, L> {
             Some(dir) if !dir.as_os_str().is_empty() => dir,
             _ => Path::new("."),
         };
-        let mut file = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
+        let mut builder = tempfile::Builder::new();
+        #[cfg(unix)]
+        {
+            use std::fs::Permissions;
+            use std::os::unix::fs::PermissionsExt;
+            // The mode `File::create` asks for; the kernel takes the umask off it.
+            builder.permissions(Permissions::from_mode(0o666));
+        }
+        let mut file = builder.tempfile_in(dir).map_err(io)?;
+        #[cfg(unix)]
+        {
+            use std::fs::Permissions;
+            use std::os::unix::fs::PermissionsExt;
+            // A file that is replaced keeps its permissions, as with `File::create`.
+            if let Ok(existing) = std::fs::metadata(path) {
+                if existing.is_file() {
+                    let mode = existing.permissions().mode() & 0o777;
+                    file.as_file()
+                        .set_permissions(Permissions::from_mode(mode))
+                        .map_err(io)?;
+                }
+            }
+        }
         file.write_all(&bytes).map_err(io)?;
         file.as_file().sync_all().map_err(io)?;
         file.persist(path).map_err(|err| io(err.error))?;
@@ -429,7 +502,9 @@ impl<S: Bound, L: Layers> Net<S, L> {
     /// The bytes [`save`](Net::save) writes.
     ///
     /// # Errors
-    /// [`SaveError::Encode`] if the `safetensors` writer refuses the tensors.
+    /// [`SaveError::OutOfMemory`] when memory for the bytes cannot be had;
+    /// [`SaveError::Encode`] if the parameters cannot be encoded (a header larger than
+    /// safetensors allows).
     pub fn save_to_bytes(&self) -> Result<Vec<u8>, SaveError> {
         encode_file(self.state().bound_layers())
     }
@@ -523,7 +598,7 @@ impl<L: Layers> Net<Uninit, L> {
                     .unwrap_or_default(),
                 name,
                 input,
-                source,
+                source: Box::new(source),
             })?;
         net.load_weights(weights, options)?;
         Ok(net)

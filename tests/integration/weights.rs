@@ -585,11 +585,14 @@ fn directories_and_unreadable_paths() {
     let shown = dir.path().display().to_string();
 
     let err = net.load(dir.path()).unwrap_err();
-    assert!(matches!(err, LoadError::Io { .. }));
-    assert!(err
-        .to_string()
-        .starts_with(&format!("cannot read `{shown}`: ")));
-    assert!(err.to_string().contains("directory"), "{err}");
+    assert!(
+        matches!(err, LoadError::NotAFile { kind, .. } if kind == "a directory"),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!("cannot read `{shown}`: it is a directory, not a regular file")
+    );
 
     let missing = dir.path().join("missing.safetensors");
     let err = net.load(&missing).unwrap_err();
@@ -706,5 +709,317 @@ proptest! {
             }
             let _ = small.load_infer_weights(&weights, LoadOptions::new().allow_unexpected(true));
         }
+    }
+}
+
+/// A file in a fresh temporary directory holding `bytes`.
+fn written(bytes: &[u8]) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.safetensors");
+    std::fs::write(&path, bytes).unwrap();
+    (dir, path)
+}
+
+/// `Weights::read` of a file holding `bytes` gives what `Weights::from_bytes` gives.
+fn read_matches_from_bytes(bytes: &[u8]) {
+    let (_dir, path) = written(bytes);
+    let from_file = Weights::read(&path).map(|w| format!("{w:?}"));
+    let from_bytes = Weights::from_bytes(bytes).map(|w| format!("{w:?}"));
+    assert_eq!(
+        from_file.map_err(|e| e.to_string()),
+        from_bytes.map_err(|e| e.to_string())
+    );
+}
+
+#[test]
+fn reading_a_file_gives_the_errors_of_its_bytes() {
+    let good = mlp!().bind::<U20>().save_to_bytes().unwrap();
+    let mut long = good.clone();
+    long.extend_from_slice(&[1; 13]);
+    let mut huge_header = raw("{}", &[]);
+    huge_header[..8].copy_from_slice(&u64::MAX.to_le_bytes());
+    let cases: Vec<Vec<u8>> = vec![
+        good.clone(),
+        vec![],
+        vec![1, 0, 0],
+        good[..40].to_vec(),
+        good[..good.len() - 3].to_vec(),
+        long,
+        huge_header,
+        raw("{\"0.weight\": {\"dtype\": \"F32\",", &[]),
+        raw(
+            r#"{"a":{"dtype":"F32","shape":[1000],"data_offsets":[0,4000]}}"#,
+            &[0; 16],
+        ),
+        raw(
+            r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,4000]}}"#,
+            &[0; 16],
+        ),
+        raw(
+            r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#,
+            &[0; 12],
+        ),
+        raw(
+            r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#,
+            &[0; 12],
+        ),
+        raw("{}", &[0; 5]),
+        raw("{}", &[]),
+    ];
+    for bytes in cases {
+        read_matches_from_bytes(&bytes);
+    }
+}
+
+#[test]
+fn trailing_data_is_counted_not_read() {
+    let net = mlp!().bind::<U20>();
+    let good = net.save_to_bytes().unwrap();
+    let data = good.len() - header_end(&good);
+    let mut bytes = good.clone();
+    bytes.extend(std::iter::repeat_n(0xa5, 1 << 20));
+    let (_dir, path) = written(&bytes);
+    let err = Weights::read(&path).unwrap_err();
+    assert!(
+        matches!(err, LoadError::TrailingData { described, available }
+            if described == data && available == data + (1 << 20)),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "the header describes {data} bytes of tensor data but {} bytes follow it",
+            data + (1 << 20)
+        )
+    );
+    let mut other = mlp!().seed(8).bind::<U20>();
+    let before = snapshot(&other);
+    assert!(other.load(&path).is_err());
+    assert_eq!(snapshot(&other), before);
+
+    // A terabyte of (sparse) trailing data: refused at once, none of it read or allocated.
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    let len = 1u64 << 40;
+    file.set_len(len).unwrap();
+    drop(file);
+    let err = Weights::read(&path).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "the header describes {data} bytes of tensor data but {} bytes follow it",
+            len as usize - header_end(&good)
+        )
+    );
+}
+
+#[test]
+fn a_header_length_beyond_the_file_is_refused_without_allocating_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.safetensors");
+    // A sparse file of 2^40 bytes whose header length says 2^39: within the file, but more
+    // than safetensors allows, so refused before allocating it.
+    std::fs::write(&path, (1u64 << 39).to_le_bytes()).unwrap();
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.set_len(1 << 40).unwrap();
+    drop(file);
+    assert_eq!(
+        Weights::read(&path).unwrap_err().to_string(),
+        "invalid header: the header is larger than the 100000000 bytes safetensors allows"
+    );
+    // A header length past the end of the file.
+    let (_dir, path) = written(&raw("{}", &[]));
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[..8].copy_from_slice(&(u64::MAX - 3).to_le_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+    assert_eq!(
+        Weights::read(&path).unwrap_err().to_string(),
+        "the header length says 18446744073709551612 bytes but only 2 bytes follow it; the file is truncated or not a safetensors file"
+    );
+    // A valid header whose tensor is a terabyte, in a file that has it (sparsely): the header
+    // is checked first, so a header fault is found without reading the data.
+    let header = r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,1099511627776]}}"#;
+    let (_dir, path) = written(&raw(header, &[]));
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.set_len(8 + header.len() as u64 + (1 << 40)).unwrap();
+    drop(file);
+    assert_eq!(
+        Weights::read(&path).unwrap_err().to_string(),
+        "tensor `a`: shape (2,) of F32 needs 8 bytes but its data offsets span 1099511627776"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn devices_are_refused_before_they_are_read() {
+    let mut net = mlp!().bind::<U20>();
+    let before = snapshot(&net);
+    let err = net.load("/dev/zero").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "cannot read `/dev/zero`: it is a character device, not a regular file"
+    );
+    assert!(matches!(err, LoadError::NotAFile { .. }), "{err:?}");
+    assert!(mlp!().load_infer("/dev/zero").is_err());
+    assert!(mlp!().load_bound::<U20>("/dev/null").is_err());
+    assert_eq!(snapshot(&net), before);
+}
+
+#[cfg(unix)]
+#[test]
+fn a_fifo_is_refused_without_waiting_for_a_writer() {
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("pipe");
+    let status = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("`mkfifo` runs");
+    assert!(status.success(), "mkfifo failed: {status}");
+
+    let (tx, rx) = mpsc::channel();
+    let path = fifo.clone();
+    let reader = std::thread::spawn(move || {
+        let result = Weights::read(&path).map(|_| ()).map_err(|e| e.to_string());
+        let _ = tx.send(result);
+    });
+    match rx.recv_timeout(Duration::from_secs(10)) {
+        Ok(result) => {
+            reader.join().unwrap();
+            assert_eq!(
+                result,
+                Err(format!(
+                    "cannot read `{}`: it is a FIFO (named pipe), not a regular file",
+                    fifo.display()
+                ))
+            );
+        }
+        Err(_) => {
+            // The reader is stuck opening the FIFO: open it for writing to free it, then fail.
+            drop(std::fs::OpenOptions::new().write(true).open(&fifo));
+            panic!("reading a FIFO blocked for 10 s");
+        }
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn a_symlink_to_a_file_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("mlp.safetensors");
+    let net = mlp!().seed(21).bind::<U20>();
+    net.save(&target).unwrap();
+    let link = dir.path().join("link.safetensors");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let mut other = mlp!().seed(22).bind::<U20>();
+    other.load(&link).unwrap();
+    assert_eq!(snapshot(&other), snapshot(&net));
+}
+
+#[cfg(unix)]
+#[test]
+fn saved_files_get_the_permissions_file_create_gives() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o7777;
+    let dir = tempfile::tempdir().unwrap();
+    let sibling = dir.path().join("sibling");
+    std::fs::File::create(&sibling).unwrap();
+    let path = dir.path().join("mlp.safetensors");
+    let net = mlp!().bind::<U20>();
+    net.save(&path).unwrap();
+    assert_eq!(
+        format!("{:o}", mode(&path)),
+        format!("{:o}", mode(&sibling))
+    );
+    // More than the owner can read it, under any usual umask (tempfile's default is 0600).
+    assert_ne!(mode(&path), 0o600);
+
+    // A file that is replaced keeps its permissions.
+    for kept in [0o640, 0o604, 0o666] {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(kept)).unwrap();
+        net.save(&path).unwrap();
+        assert_eq!(format!("{:o}", mode(&path)), format!("{kept:o}"));
+        assert_eq!(std::fs::read(&path).unwrap(), net.save_to_bytes().unwrap());
+    }
+}
+
+#[test]
+fn saved_bytes_are_the_safetensors_encoding_with_sorted_keys() {
+    use std::collections::{BTreeMap, HashMap};
+
+    let net = Net::new()
+        .push(Conv2d::<U3, U3>::new())
+        .push(Relu)
+        .push(Flatten)
+        .push(Dense::<U4>::new())
+        .push(Relu)
+        .push(Dense::<U2>::new())
+        .seed(4)
+        .bind::<Image<U2, U5, U5>>();
+    let mut shapes = net.param_shapes().into_iter();
+    let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = net
+        .named_params()
+        .map(|(name, value)| {
+            let shape = shapes.next().unwrap();
+            let bytes = f32_bytes(value.transpose().iter().copied());
+            (name.to_owned(), shape, bytes)
+        })
+        .collect();
+    let views: Vec<_> = tensors
+        .iter()
+        .map(|(name, shape, bytes)| {
+            (
+                name.as_str(),
+                TensorView::new(Dtype::F32, shape.clone(), bytes).unwrap(),
+            )
+        })
+        .collect();
+    let metadata: HashMap<String, String> = [
+        ("format", "pt"),
+        ("library", "lazynet"),
+        ("version", env!("CARGO_PKG_VERSION")),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let mut expected = safetensors::serialize(views, Some(metadata)).unwrap();
+    // The header rewritten with its keys sorted, padded to the same length.
+    let end = header_end(&expected);
+    let mut entries: BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(&expected[8..end]).unwrap();
+    let meta: BTreeMap<String, String> =
+        serde_json::from_value(entries.remove("__metadata__").unwrap()).unwrap();
+    entries.insert("__metadata__".into(), serde_json::to_value(meta).unwrap());
+    let mut sorted = serde_json::to_vec(&entries).unwrap();
+    sorted.resize(end - 8, b' ');
+    expected[8..end].copy_from_slice(&sorted);
+
+    assert_eq!(net.save_to_bytes().unwrap(), expected);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Any mutation of a valid file read from disk gives what its bytes give.
+    #[test]
+    fn mutated_files_read_from_disk_match_their_bytes(
+        edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+        cut in prop::option::of(any::<prop::sample::Index>()),
+        extra in prop::collection::vec(any::<u8>(), 0..40),
+    ) {
+        let small = Net::new().push(Dense::<U3>::new()).push(Relu).push(Dense::<U2>::new());
+        let mut bytes = small.bind::<U4>().save_to_bytes().unwrap();
+        let span = header_end(&bytes);
+        for (at, value) in edits {
+            let at = at.index(span);
+            bytes[at] = value;
+        }
+        if let Some(cut) = cut {
+            bytes.truncate(cut.index(bytes.len() + 1));
+        }
+        bytes.extend(extra);
+        read_matches_from_bytes(&bytes);
     }
 }

@@ -1,0 +1,149 @@
+//! Reading a safetensors file from a path: only a regular file, and never more bytes than its
+//! header describes.
+
+use std::fs::{File, FileType, Metadata};
+use std::io::{self, Read};
+use std::path::Path;
+
+use safetensors::tensor::SafeTensorError;
+use safetensors::SafeTensors;
+
+use super::error::LoadError;
+use super::format::{described_data, explain, header_too_large_error, LEN_BYTES, MAX_HEADER};
+
+/// The bytes of the file at `path` that its header describes, and the file's length.
+///
+/// The length is at least the bytes' length; when it is longer, the bytes are the 8-byte header
+/// length, the header and exactly the tensor data it describes, and the rest of the file was
+/// not read. Errors that need no more than the header (a header length larger than the file, a
+/// header that is too large, invalid, or whose offsets are wrong) are reported before any data
+/// is read.
+pub(super) fn read(path: &Path) -> Result<(Vec<u8>, usize), LoadError> {
+    let io = |source: io::Error| LoadError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    // Before opening: opening a FIFO waits for a writer.
+    regular(path, &std::fs::metadata(path).map_err(io)?)?;
+    let mut file = File::open(path).map_err(io)?;
+    // Again on what was opened, in case the path was replaced in between.
+    let metadata = file.metadata().map_err(io)?;
+    regular(path, &metadata)?;
+    let file_len = usize::try_from(metadata.len()).unwrap_or(usize::MAX);
+
+    let mut bytes = Vec::new();
+    reserve(&mut bytes, LEN_BYTES, path)?;
+    append(&mut file, &mut bytes, LEN_BYTES as u64).map_err(io)?;
+    let Some(len) = bytes.first_chunk::<LEN_BYTES>() else {
+        // Empty or too short: the whole file was read.
+        let len = bytes.len();
+        return Ok((bytes, len));
+    };
+    let declared = u64::from_le_bytes(*len);
+    let available = file_len.saturating_sub(LEN_BYTES);
+    let header_len = match usize::try_from(declared) {
+        Ok(n) if n <= available => n,
+        _ => {
+            return Err(LoadError::HeaderLength {
+                declared,
+                available,
+            })
+        }
+    };
+    if header_len > MAX_HEADER {
+        return Err(header_too_large_error());
+    }
+
+    reserve(&mut bytes, header_len, path)?;
+    append(&mut file, &mut bytes, header_len as u64).map_err(io)?;
+    let data_start = LEN_BYTES + header_len;
+    let header = match bytes.get(LEN_BYTES..data_start) {
+        Some(header) => header,
+        // The file is shorter than it was: parsing what was read explains it.
+        None => {
+            let len = bytes.len();
+            return Ok((bytes, len));
+        }
+    };
+    // The header alone: any fault but a data section of the wrong length is found without the
+    // data (and explained with the file's length).
+    let data = match SafeTensors::read_metadata(&bytes) {
+        Ok(_) => Some(0),
+        Err(SafeTensorError::MetadataIncompleteBuffer) => described_data(header),
+        Err(err) => return Err(explain(err, header, file_len.saturating_sub(data_start))),
+    };
+    // The header was read whole and is valid, so `data` is known.
+    let data = data.unwrap_or(0);
+
+    // The described data and one byte more, to learn whether the file goes on.
+    let wanted = data
+        .min(file_len.saturating_sub(data_start))
+        .saturating_add(1);
+    reserve(&mut bytes, wanted, path)?;
+    append(&mut file, &mut bytes, (data as u64).saturating_add(1)).map_err(io)?;
+    let described_end = data_start.saturating_add(data);
+    if bytes.len() > described_end {
+        // Trailing data: not read, but counted.
+        bytes.truncate(described_end);
+        let len = file_len.max(described_end.saturating_add(1));
+        Ok((bytes, len))
+    } else {
+        let len = bytes.len();
+        Ok((bytes, len))
+    }
+}
+
+/// Refuses anything but a regular file.
+fn regular(path: &Path, metadata: &Metadata) -> Result<(), LoadError> {
+    let kind = metadata.file_type();
+    if kind.is_file() {
+        return Ok(());
+    }
+    Err(LoadError::NotAFile {
+        path: path.to_path_buf(),
+        kind: describe(kind),
+    })
+}
+
+/// What a file that is not a regular file is, for [`LoadError::NotAFile`].
+fn describe(kind: FileType) -> &'static str {
+    if kind.is_dir() {
+        return "a directory";
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if kind.is_char_device() {
+            return "a character device";
+        }
+        if kind.is_block_device() {
+            return "a block device";
+        }
+        if kind.is_fifo() {
+            return "a FIFO (named pipe)";
+        }
+        if kind.is_socket() {
+            return "a socket";
+        }
+    }
+    "a special file"
+}
+
+/// Reserves room for `more` bytes, or says how many could not be had.
+fn reserve(bytes: &mut Vec<u8>, more: usize, path: &Path) -> Result<(), LoadError> {
+    bytes.try_reserve_exact(more).map_err(|_| LoadError::Io {
+        path: path.to_path_buf(),
+        source: io::Error::new(
+            io::ErrorKind::OutOfMemory,
+            format!(
+                "cannot allocate {} bytes to hold the file",
+                bytes.len() as u128 + more as u128
+            ),
+        ),
+    })
+}
+
+/// Appends at most `limit` bytes of `file` to `bytes`, fewer at its end.
+fn append(file: &mut File, bytes: &mut Vec<u8>, limit: u64) -> io::Result<()> {
+    file.take(limit).read_to_end(bytes).map(|_| ())
+}
