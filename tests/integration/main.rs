@@ -1,6 +1,7 @@
 //! lazynet's integration tests: one crate, one module per concern.
 
 mod api;
+mod batch;
 mod conv;
 mod props;
 mod strategies;
