@@ -3,7 +3,7 @@
 use generic_array::{ArrayLength, GenericArray};
 use nalgebra::DMatrix;
 
-use crate::alloc::{self, bytes_of, MAX_VALUES};
+use crate::alloc::{self, MAX_VALUES};
 use crate::dim::{Dyn, StaticDim};
 use crate::error::ShapeError;
 use crate::init::Dims;
@@ -231,7 +231,7 @@ impl<N: Shape> Batch<N> {
         if classes.try_reserve_exact(samples).is_err() {
             return Err(ShapeError::OutOfMemory {
                 what: format!("the classes of {samples} samples"),
-                bytes: samples as u128 * core::mem::size_of::<usize>() as u128,
+                values: samples as u128,
             });
         }
         classes.extend(self.data.as_slice().chunks_exact(rows).map(argmax_of));
@@ -508,20 +508,14 @@ impl Batch<Dyn> {
     }
 }
 
-/// The size of one sample of `shape`; [`ShapeError::OutOfMemory`] naming the shape when it does
-/// not fit in a `usize`.
+/// The size of one sample of `shape`; [`ShapeError::InputTooLarge`] naming the shape when it
+/// does not fit in a `usize`.
 fn flat_size_of<N: Shape>(shape: &N) -> Result<usize, ShapeError> {
-    match shape.checked_flat_size() {
-        Some(n) => Ok(n),
-        None => {
-            let dims = shape.dims();
-            let values = dims.iter().fold(1u128, |n, &d| n.saturating_mul(d as u128));
-            Err(ShapeError::OutOfMemory {
-                what: format!("one sample of shape {}", Dims(&dims)),
-                bytes: bytes_of(values),
-            })
-        }
-    }
+    shape
+        .checked_flat_size()
+        .ok_or_else(|| ShapeError::InputTooLarge {
+            shape: shape.dims(),
+        })
 }
 
 /// What a batch is, for [`ShapeError::OutOfMemory`]: `a batch of 5 samples of shape (3,)`.
@@ -539,7 +533,7 @@ fn try_build(
 ) -> Result<DMatrix<f32>, ShapeError> {
     let fail = |what: String| ShapeError::OutOfMemory {
         what,
-        bytes: bytes_of(rows as u128 * cols as u128),
+        values: rows as u128 * cols as u128,
     };
     let Some(len) = rows.checked_mul(cols).filter(|&n| n <= MAX_VALUES) else {
         return Err(fail(what()));

@@ -153,12 +153,13 @@ pub enum ShapeError {
 
     /// Memory for a tensor could not be had: the allocator refused it, or it needs more bytes
     /// than one allocation can hold. Nothing was changed.
-    #[error("cannot allocate {values} f32 values for {what}")]
+    #[error("cannot allocate {values} values for {what}")]
     OutOfMemory {
         /// What the memory was for, with its shape: ``"parameter `0.weight` of layer 0
         /// (Dense), shape (256, 67108864)"``.
         what: String,
-        /// The number of `f32` values asked for (it may exceed `usize::MAX`).
+        /// The number of values asked for (`f32`s, or the classes of
+        /// [`Batch::argmax`](crate::Batch::argmax)); it may exceed `usize::MAX`.
         values: u128,
     },
 

@@ -432,9 +432,9 @@ where
     /// # Panics
     /// When memory for a layer's output cannot be had (a batch of billions of samples);
     /// [`try_forward`](Net::try_forward) returns [`ShapeError::OutOfMemory`] instead.
-    pub fn forward<M: StaticShape>(&self, x: &Batch<M>) -> Batch<<L as Chain<N>>::Out>
+    pub fn forward<M>(&self, x: &Batch<M>) -> Batch<<L as Chain<N>>::Out>
     where
-        M: BatchFits<N>,
+        M: StaticShape + BatchFits<N>,
     {
         self.run_or_panic(x.as_matrix())
     }

@@ -75,7 +75,6 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorInfo};
 pub use self::error::{LoadError, SaveError};
 use self::format::{encode_file, explain, LEN_BYTES};
 use self::layout::{column_major, Fault};
-use crate::alloc::bytes_of;
 use crate::dim::Dyn;
 use crate::init::Dims;
 use crate::layer::PartialShape;
@@ -412,7 +411,9 @@ impl Tensor<'_> {
             Err(Fault::Length) => Ok(None),
             Err(Fault::Memory) => Err(LoadError::OutOfMemory {
                 name: self.name.to_owned(),
-                bytes: bytes_of(rows as u128 * cols as u128),
+                // `rows·cols` is a parameter's length or a tensor's checked one, at most
+                // `usize::MAX`: in bytes, below 2^66.
+                bytes: rows as u128 * cols as u128 * 4,
             }),
         }
     }
