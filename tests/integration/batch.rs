@@ -69,12 +69,12 @@ fn error_messages() {
     );
     assert_eq!(
         msg(Batch::try_from_fn_dyn(3, usize::MAX, |_, _| 0.0)).as_deref(),
-        Some("cannot allocate 221360928884514619380 bytes for a batch of 18446744073709551615 samples of shape (3,)")
+        Some("cannot allocate 55340232221128654845 values for a batch of 18446744073709551615 samples of shape (3,)")
     );
     let image = Batch::try_with_shape(Image::dynamic(1 << 32, 1 << 32, 2), DMatrix::zeros(0, 1));
     assert_eq!(
         image.err().map(|e| e.to_string()).as_deref(),
-        Some("cannot allocate 147573952589676412928 bytes for one sample of shape (4294967296, 4294967296, 2)")
+        Some("the input shape (4294967296, 4294967296, 2) holds more values than one allocation can hold")
     );
     assert_eq!(
         Batch::from_fn_dyn(0, 2, |_, _| 0.0)
