@@ -4,6 +4,7 @@ mod api;
 mod batch;
 mod conv;
 mod props;
+mod robust;
 mod strategies;
 mod ui;
 mod weights;
