@@ -14,7 +14,7 @@ use crate::exec;
 use crate::init::Initializer;
 use crate::layer::{Layer, PartialShape};
 use crate::list::{Chain, Cons, FirstInput, FitsAfter, Follows, KnownAfter, Layers, Produces};
-use crate::rules::{BatchFits, CheckedAtCompileTime, SampleWidthMatches};
+use crate::rules::{BatchLayoutFits, BatchWidthMatches, CheckedAtCompileTime, SampleWidthMatches};
 use crate::shape::{Image, RunTimeInput, Shape, StaticShape};
 use crate::state::{Bound, BoundLayer, Init, Unbound, Uninit};
 
@@ -434,7 +434,9 @@ where
     /// [`try_forward`](Net::try_forward) returns [`ShapeError::OutOfMemory`] instead.
     pub fn forward<M>(&self, x: &Batch<M>) -> Batch<<L as Chain<N>>::Out>
     where
-        M: StaticShape + BatchFits<N>,
+        M: StaticShape + BatchLayoutFits<N>,
+        M::Flat: Decimal,
+        Dec<M::Flat>: BatchWidthMatches<Dec<N::Flat>>,
     {
         self.run_or_panic(x.as_matrix())
     }

@@ -207,38 +207,24 @@ pub trait BatchImageMatches<Found> {}
 
 impl<T> BatchImageMatches<T> for T {}
 
-/// A batch shape that a net bound to `N` runs on: a flat batch of as many features as `N`
-/// holds values, or a batch of images of exactly `N`'s image shape (an image batch also runs
-/// on a flat net of as many inputs). The bound of [`Net::forward`](crate::Net::forward).
-pub trait BatchFits<N> {}
+/// The layout a batch of shape `Self` needs to run on a net bound to `N`, beyond the number of
+/// values (checked by [`BatchWidthMatches`]): a batch of images must have `N`'s image shape;
+/// a flat batch, or images on a flat net, are read flat. The bound of
+/// [`Net::forward`](crate::Net::forward).
+pub trait BatchLayoutFits<N> {}
 
-/// A flat batch: its width against the net's flat input size.
-impl<U, B, N> BatchFits<N> for typenum::UInt<U, B>
-where
-    N: crate::Shape,
-    typenum::UInt<U, B>: crate::decimal::Decimal,
-    N::Flat: crate::decimal::Decimal,
-    crate::decimal::Dec<typenum::UInt<U, B>>: BatchWidthMatches<crate::decimal::Dec<N::Flat>>,
-{
-}
+/// A flat batch: read in C, H, W order whatever the net's input.
+impl<U, B, N> BatchLayoutFits<N> for typenum::UInt<U, B> {}
 
 /// A batch of images: the net's input decides ([`TakesImages`]).
-impl<C, H, W, N: TakesImages<C, H, W>> BatchFits<N> for crate::Image<C, H, W> {}
+impl<C, H, W, N: TakesImages<C, H, W>> BatchLayoutFits<N> for crate::Image<C, H, W> {}
 
-/// A net input that takes a batch of `C × H × W` images: a flat input of as many values, or
-/// the same image shape.
+/// A net input that takes a batch of `C × H × W` images (as many values assumed): a flat input,
+/// or the same image shape.
 pub trait TakesImages<C, H, W> {}
 
 /// A flat input: the images are read flat, in C, H, W order.
-impl<U, B, C, H, W> TakesImages<C, H, W> for typenum::UInt<U, B>
-where
-    crate::Image<C, H, W>: crate::Shape,
-    <crate::Image<C, H, W> as crate::Shape>::Flat: crate::decimal::Decimal,
-    typenum::UInt<U, B>: crate::decimal::Decimal,
-    crate::decimal::Dec<<crate::Image<C, H, W> as crate::Shape>::Flat>:
-        BatchWidthMatches<crate::decimal::Dec<typenum::UInt<U, B>>>,
-{
-}
+impl<U, B, C, H, W> TakesImages<C, H, W> for typenum::UInt<U, B> {}
 
 /// An image input: channels, height and width must all match.
 impl<C, H, W, C2, H2, W2> TakesImages<C2, H2, W2> for crate::Image<C, H, W>
