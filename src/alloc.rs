@@ -19,13 +19,16 @@ pub(crate) const MAX_VALUES: usize = isize::MAX as usize / core::mem::size_of::<
 const CHECKED_FROM_BYTES: u128 = 64 << 20;
 
 /// Whether `values` more `f32`s fit in the memory the system reports available: on Linux,
-/// `MemAvailable + SwapFree` of `/proc/meminfo`, and less when a cgroup limit leaves less.
-/// `true` when the system says nothing (another OS, no `/proc`), and for small amounts.
+/// `MemAvailable + SwapFree` of `/proc/meminfo` (less when a cgroup limit leaves less), less a
+/// sixteenth for everything else. `true` when the system says nothing (another OS, no
+/// `/proc`), and for small amounts.
 pub(crate) fn fits_in_memory(values: u128) -> bool {
     let Some(bytes) = values.checked_mul(core::mem::size_of::<f32>() as u128) else {
         return false;
     };
-    bytes < CHECKED_FROM_BYTES || available_bytes().is_none_or(|free| bytes <= u128::from(free))
+    // A margin of a sixteenth: the rest of the process, and the system, need some too.
+    bytes < CHECKED_FROM_BYTES
+        || available_bytes().is_none_or(|free| bytes <= u128::from(free - free / 16))
 }
 
 /// The bytes this process can still have, as far as the system tells: `None` when it does not.

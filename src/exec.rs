@@ -152,11 +152,17 @@ pub(crate) fn build(layers: &[&dyn Layer], input: &[usize]) -> Result<Vec<BoundL
     let mut total = 0u128;
     for (index, layer, _, _, params) in &plan {
         for p in params {
+            let before = total;
             total += p.rows as u128 * p.cols as u128;
             if !crate::alloc::fits_in_memory(total) {
+                let with = if before == 0 {
+                    ""
+                } else {
+                    ", with the parameters before it"
+                };
                 return Err(ShapeError::OutOfMemory {
                     what: format!(
-                        "parameter `{}` of layer {index} ({}), shape {}, with the parameters before it",
+                        "parameter `{}` of layer {index} ({}), shape {}{with}",
                         p.name,
                         layer.kind(),
                         Dims(&p.shape)
