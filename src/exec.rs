@@ -289,13 +289,18 @@ pub(crate) fn forward(layers: &[BoundLayer], x: &DMatrix<f32>) -> Result<DMatrix
                     let bias = layer.params.get(1).map(|b| b.value.as_slice());
                     let mut out = buffer(out_c * geom.out_h * geom.out_w, "output")?;
                     let patches = geom.out_h * geom.out_w;
-                    let mut work = try_zeros(patches, w.value.ncols(), || {
+                    let work = try_zeros(patches, w.value.ncols(), || {
                         format!(
                             "the patch buffer of layer {index} ({}), {patches} × {} values",
                             layer.kind,
                             w.value.ncols()
                         )
                     })?;
+                    let mut taps =
+                        kernels::Taps::new(&geom, work).ok_or_else(|| ShapeError::OutOfMemory {
+                            what: format!("the tap positions of layer {index} ({})", layer.kind),
+                            values: geom.kernel as u128 * (geom.out_h as u128 + 1),
+                        })?;
                     kernels::conv2d(
                         cur.as_ref(),
                         &w.value,
@@ -303,7 +308,7 @@ pub(crate) fn forward(layers: &[BoundLayer], x: &DMatrix<f32>) -> Result<DMatrix
                         &geom,
                         act,
                         &mut out,
-                        &mut work,
+                        &mut taps,
                     );
                     cur = Cow::Owned(out);
                 }

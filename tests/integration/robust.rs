@@ -553,14 +553,14 @@ fn flatten_ref(input: &[usize]) -> Verdict {
     }
 }
 
+/// An image shape known at run time.
+type RunTimeImage = Image<Dyn, Dyn, Dyn>;
+
 /// Drives a bound net (or a binding error) through everything, checking it against the
 /// reference: `verdict` is the reference output shape, or `Broken`.
-fn drive<L>(
-    bound: Result<Net<Init<Image<Dyn, Dyn, Dyn>>, L>, ShapeError>,
-    verdict: Verdict,
-    samples: usize,
-) where
-    L: lazynet::list::Chain<Image<Dyn, Dyn, Dyn>>,
+fn drive<L>(bound: Result<Net<Init<RunTimeImage>, L>, ShapeError>, verdict: Verdict, samples: usize)
+where
+    L: lazynet::list::Chain<RunTimeImage>,
 {
     let net = match (bound, &verdict) {
         (Ok(net), Verdict::Out(out)) => {
