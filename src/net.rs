@@ -183,6 +183,10 @@ impl<L: Layers> Net<Uninit, L> {
     /// Binds to the input size that the first layer declares
     /// (`Dense::<U256>::with_input::<U20>()`), as Gluon initializes a layer given `in_units`
     /// at once. Checked by the compiler, like [`bind`](Net::bind).
+    ///
+    /// # Panics
+    /// As [`bind`](Net::bind), only when memory for the parameters cannot be had;
+    /// `try_bind(N::default())` returns that as an error.
     pub fn build(self) -> Net<Init<L::Input>, L>
     where
         L: FirstInput,
@@ -196,6 +200,10 @@ impl<L: Layers> Net<Uninit, L> {
     ///
     /// For a `Batch<U20>` this returns `(net, output)` and cannot fail; for a `Batch<Dyn>` it
     /// returns a `Result`.
+    ///
+    /// # Panics
+    /// For a static batch, as [`bind`](Net::bind) and [`forward`](Net::forward): only when
+    /// memory cannot be had. A `Batch<Dyn>` or run-time image batch returns that as an error.
     pub fn forward_init<M: ForwardInit<L>>(&self, x: &Batch<M>) -> M::Output {
         M::forward_init(self, x)
     }

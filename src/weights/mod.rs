@@ -610,7 +610,8 @@ impl<L: Layers> Net<Uninit, L> {
     /// tensor against `N`. The declaration is kept.
     ///
     /// # Errors
-    /// As [`load`](Net::load).
+    /// As [`load`](Net::load); [`LoadError::Bind`] when memory for the parameters cannot be
+    /// had.
     pub fn load_bound<N>(&self, path: impl AsRef<Path>) -> Result<Net<Init<N>, L>, LoadError>
     where
         N: StaticShape + BindTo<L>,
@@ -630,7 +631,8 @@ impl<L: Layers> Net<Uninit, L> {
     where
         N: StaticShape + BindTo<L>,
     {
-        let mut net = self.clone().zeroed(N::default());
+        // The compiler checked the shapes; only memory can fail, and that is an error here.
+        let mut net = self.try_zeroed(N::default())?;
         net.load_weights(weights, options)?;
         Ok(net)
     }
