@@ -613,9 +613,23 @@ where
         Ok(()) => {}
         Err(err) => assert!(matches!(err, ShapeError::OutOfMemory { .. }), "{err:?}"),
     }
-    let bytes = net.save_to_bytes().unwrap();
-    copy.load_from_bytes(&bytes).unwrap();
+    // Through a file, as a user saves and loads.
+    let path = scratch_file();
+    net.save(&path).unwrap();
+    copy.load(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
     assert!(copy.named_params().eq(net.named_params()));
+}
+
+/// A path of its own in the temporary directory, for one save and load.
+fn scratch_file() -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    std::env::temp_dir().join(format!(
+        "lazynet-robust-{}-{n}.safetensors",
+        std::process::id()
+    ))
 }
 
 proptest! {
