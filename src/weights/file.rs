@@ -9,7 +9,9 @@ use safetensors::tensor::SafeTensorError;
 use safetensors::SafeTensors;
 
 use super::error::LoadError;
-use super::format::{described_data, explain, header_too_large_error, LEN_BYTES, MAX_HEADER};
+use super::format::{
+    described_data, explain, header_length, header_too_large_error, LEN_BYTES, MAX_HEADER,
+};
 
 /// The bytes of the file at `path` that its header describes, and the file's length.
 ///
@@ -39,17 +41,7 @@ pub(super) fn read(path: &Path) -> Result<(Vec<u8>, usize), LoadError> {
         let len = bytes.len();
         return Ok((bytes, len));
     };
-    let declared = u64::from_le_bytes(*len);
-    let available = file_len.saturating_sub(LEN_BYTES);
-    let header_len = match usize::try_from(declared) {
-        Ok(n) if n <= available => n,
-        _ => {
-            return Err(LoadError::HeaderLength {
-                declared,
-                available,
-            })
-        }
-    };
+    let header_len = header_length(*len, file_len)?;
     if header_len > MAX_HEADER {
         return Err(header_too_large_error());
     }

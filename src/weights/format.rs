@@ -21,6 +21,20 @@ fn header_too_large() -> String {
 }
 
 /// [`LoadError::Header`] for a header longer than [`MAX_HEADER`].
+/// The header's length, read from the file's first 8 bytes `len`, when the `file_len`-byte
+/// file holds that many bytes after them; [`LoadError::HeaderLength`] when it does not.
+pub(super) fn header_length(len: [u8; LEN_BYTES], file_len: usize) -> Result<usize, LoadError> {
+    let declared = u64::from_le_bytes(len);
+    let available = file_len.saturating_sub(LEN_BYTES);
+    match usize::try_from(declared) {
+        Ok(n) if n <= available => Ok(n),
+        _ => Err(LoadError::HeaderLength {
+            declared,
+            available,
+        }),
+    }
+}
+
 pub(super) fn header_too_large_error() -> LoadError {
     LoadError::Header {
         reason: header_too_large(),

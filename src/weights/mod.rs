@@ -73,7 +73,7 @@ use nalgebra::DMatrix;
 use safetensors::tensor::{Dtype, SafeTensors, TensorInfo};
 
 pub use self::error::{LoadError, SaveError};
-use self::format::{encode_file, explain, LEN_BYTES};
+use self::format::{encode_file, explain, header_length, LEN_BYTES};
 use self::layout::{column_major, Fault};
 use crate::dim::Dyn;
 use crate::init::Dims;
@@ -190,17 +190,7 @@ impl<'a> Weights<'a> {
                 len => LoadError::TooShort { len },
             });
         };
-        let declared = u64::from_le_bytes(*len);
-        let available = file_len.saturating_sub(LEN_BYTES);
-        let header_len = match usize::try_from(declared) {
-            Ok(n) if n <= available => n,
-            _ => {
-                return Err(LoadError::HeaderLength {
-                    declared,
-                    available,
-                })
-            }
-        };
+        let header_len = header_length(*len, file_len)?;
         // `header_len <= available`, so neither overflows.
         let data_start = LEN_BYTES.saturating_add(header_len);
         let data_len = file_len.saturating_sub(data_start);
