@@ -23,9 +23,13 @@ const CHECKED_FROM_BYTES: u128 = 64 << 20;
 /// sixteenth for everything else. `true` when the system says nothing (another OS, no
 /// `/proc`), and for small amounts.
 pub(crate) fn fits_in_memory(values: u128) -> bool {
-    let Some(bytes) = values.checked_mul(core::mem::size_of::<f32>() as u128) else {
-        return false;
-    };
+    values
+        .checked_mul(core::mem::size_of::<f32>() as u128)
+        .is_some_and(bytes_fit_in_memory)
+}
+
+/// [`fits_in_memory`] for a number of bytes.
+pub(crate) fn bytes_fit_in_memory(bytes: u128) -> bool {
     // A margin of a sixteenth: the rest of the process, and the system, need some too.
     bytes < CHECKED_FROM_BYTES
         || available_bytes().is_none_or(|free| bytes <= u128::from(free - free / 16))
@@ -64,6 +68,18 @@ fn cgroup_room() -> Option<u64> {
                 .zip(read("/sys/fs/cgroup/memory/memory.usage_in_bytes"))
         })?;
     Some(limit.saturating_sub(used))
+}
+
+/// An empty vector with room for `len` values of `T`, or `None` when that room cannot be had
+/// (more than the memory available, or refused by the allocator).
+pub(crate) fn try_vec<T>(len: usize) -> Option<Vec<T>> {
+    let bytes = (len as u128).checked_mul(core::mem::size_of::<T>() as u128)?;
+    if !bytes_fit_in_memory(bytes) {
+        return None;
+    }
+    let mut v = Vec::new();
+    v.try_reserve_exact(len).ok()?;
+    Some(v)
 }
 
 /// A vector of `len` zeros, or `None` when the allocator refuses it (or `len` is more than one

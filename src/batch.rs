@@ -68,7 +68,7 @@ impl<N: FromRows> Batch<N> {
 impl<N: Shape> Batch<N> {
     /// Wraps a `features × samples` matrix whose samples have shape `shape`; `Err` when its row
     /// count is not the size of `shape`, or when one sample of `shape` would hold more values
-    /// than a `usize` can count ([`ShapeError::OutOfMemory`] naming the shape).
+    /// than a `usize` can count ([`ShapeError::InputTooLarge`] naming the shape).
     ///
     /// ```
     /// use lazynet::prelude::*;
@@ -105,8 +105,9 @@ impl<N: Shape> Batch<N> {
     /// # Errors
     /// * [`ShapeError::Features`] when `data.len()` is not a multiple of the size of `shape`:
     ///   `expected` is the size of one sample, `actual` the length of `data`.
-    /// * [`ShapeError::OutOfMemory`] when one sample of `shape` holds more values than a `usize`
-    ///   can count, or the copy of `data` cannot be allocated.
+    /// * [`ShapeError::InputTooLarge`] when one sample of `shape` holds more values than a
+    ///   `usize` can count;
+    /// * [`ShapeError::OutOfMemory`] when the copy of `data` cannot be allocated.
     ///
     /// ```
     /// use lazynet::prelude::*;
@@ -175,6 +176,10 @@ impl<N: Shape> Batch<N> {
 
     /// Sample `j` as a slice of its features; `None` past the end.
     pub fn sample(&self, j: usize) -> Option<&[f32]> {
+        if j >= self.data.ncols() {
+            return None;
+        }
+        // `j` is a column, so `j · rows` is within the matrix.
         let rows = self.data.nrows();
         let start = j.checked_mul(rows)?;
         self.data.as_slice().get(start..start.checked_add(rows)?)
@@ -205,7 +210,7 @@ impl<N: Shape> Batch<N> {
     /// gives an empty vector.
     ///
     /// # Errors
-    /// * [`ShapeError::ZeroInput`] when the batch has zero features per sample: there is no
+    /// * [`ShapeError::NoClasses`] when the batch has zero features per sample: there is no
     ///   class to pick (PyTorch raises an error there too).
     /// * [`ShapeError::OutOfMemory`] when the vector of classes cannot be allocated.
     ///
@@ -224,7 +229,7 @@ impl<N: Shape> Batch<N> {
     pub fn argmax(&self) -> Result<Vec<usize>, ShapeError> {
         let rows = self.data.nrows();
         if rows == 0 {
-            return Err(ShapeError::ZeroInput);
+            return Err(ShapeError::NoClasses);
         }
         let samples = self.data.ncols();
         let mut classes = Vec::new();
@@ -535,7 +540,9 @@ fn try_build(
         what,
         values: rows as u128 * cols as u128,
     };
-    let Some(len) = rows.checked_mul(cols).filter(|&n| n <= MAX_VALUES) else {
+    // Memory that the system does not have is refused before it is written (`alloc`).
+    let len = rows.checked_mul(cols).filter(|&n| n <= MAX_VALUES);
+    let Some(len) = len.filter(|&n| alloc::fits_in_memory(n as u128)) else {
         return Err(fail(what()));
     };
     let mut values = Vec::new();
@@ -691,7 +698,7 @@ mod tests {
         // Zero features: an empty matrix of any sample count, and `f` is never called.
         let x = Batch::try_from_fn_dyn(0, usize::MAX, |_, _| unreachable!()).unwrap();
         assert_eq!((x.samples(), x.as_matrix().len()), (usize::MAX, 0));
-        assert_eq!(x.argmax(), Err(ShapeError::ZeroInput));
+        assert_eq!(x.argmax(), Err(ShapeError::NoClasses));
     }
 
     #[test]
@@ -785,7 +792,7 @@ mod tests {
         assert_eq!(Batch::<U3>::zeros(0).argmax(), Ok(vec![]));
         assert_eq!(
             Batch::from_fn_dyn(0, 3, |_, _| 0.0).argmax(),
-            Err(ShapeError::ZeroInput)
+            Err(ShapeError::NoClasses)
         );
         assert_eq!(
             Batch::from_fn_dyn(1, 3, |_, _| 0.0).argmax(),

@@ -46,14 +46,27 @@ where
     UInt<U, B>: Unsigned + Copy + Default + fmt::Debug + Send + Sync + 'static,
 {
     fn size(&self) -> usize {
-        <Self as Unsigned>::USIZE
+        static_size::<Self>()
     }
 
     const IS_STATIC: bool = true;
 
     fn from_size(size: usize) -> Option<Self> {
-        (size == <Self as Unsigned>::USIZE).then(Self::default)
+        (size == static_size::<Self>()).then(Self::default)
     }
+}
+
+/// The size of a typenum number, which must fit in a `usize`: typenum's own `USIZE` keeps only
+/// the low bits of a larger number (`2^64 + 3` would be 3), so a larger one is a compile error
+/// ("a static size must be at most usize::MAX") wherever its size is used.
+fn static_size<N: Unsigned>() -> usize {
+    const {
+        assert!(
+            N::U128 <= usize::MAX as u128,
+            "a static size must be at most usize::MAX"
+        )
+    };
+    N::USIZE
 }
 
 /// `U0` is a dimension, so that rules can name it, but not a [`StaticDim`]: no net is bound

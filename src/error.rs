@@ -37,7 +37,18 @@ pub enum ShapeError {
     #[error("the input size must be at least 1, got 0")]
     ZeroInput,
 
-    /// The input shape a net is bound to holds more values than one allocation can hold.
+    /// An image shape a net is bound to has a size of 0.
+    #[error(
+        "the input shape {} has a size of 0; every size must be at least 1",
+        Dims(shape)
+    )]
+    ZeroSize {
+        /// The input shape: `[channels, height, width]`.
+        shape: Vec<usize>,
+    },
+
+    /// A shape holds more values than one allocation can hold, or than a `usize` counts: the
+    /// input shape a net is bound to, or the shape of one sample of a batch.
     #[error(
         "the input shape {} holds more values than one allocation can hold",
         Dims(shape)
@@ -166,7 +177,7 @@ pub enum ShapeError {
     /// A batch of images has another image shape than the net is bound to, though it may hold
     /// as many values.
     #[error(
-        "the batch holds images of shape {} but the net is bound to images of shape {}",
+        "the batch holds images of shape {} but the net was bound to images of shape {}",
         Dims(found),
         Dims(expected)
     )]
@@ -176,6 +187,10 @@ pub enum ShapeError {
         /// The batch's image shape.
         found: Vec<usize>,
     },
+
+    /// [`Batch::argmax`](crate::Batch::argmax) of a batch with no features: no class to pick.
+    #[error("argmax needs at least one value per sample, but the batch has 0 features")]
+    NoClasses,
 
     /// A batch has another number of features than the net, or the batch type, expects.
     #[error("the batch has {actual} features per sample but {expected} are expected")]

@@ -8,8 +8,9 @@ use std::borrow::Cow;
 
 use nalgebra::DMatrix;
 
+use crate::alloc::{try_clone, try_zeros, MAX_VALUES};
 use crate::error::ShapeError;
-use crate::init::{InitRng, Initializer, ParamInfo};
+use crate::init::{Dims, InitRng, Initializer, ParamInfo};
 use crate::kernels;
 use crate::layer::{Activation, Fault, Layer, Op, PartialShape};
 use crate::state::{BoundLayer, Param};
@@ -47,9 +48,6 @@ pub(crate) fn walk<'a>(
         })
 }
 
-use crate::alloc::{try_clone, try_zeros, MAX_VALUES};
-use crate::init::Dims;
-
 /// Whether a tensor of shape `dims` can be allocated and indexed: the product of its non-zero
 /// sizes is at most [`MAX_VALUES`]. Every partial product a kernel computes from these sizes
 /// (a row, a plane, `in_c·k·k`) is then at most that, so none overflows.
@@ -80,7 +78,12 @@ struct Planned {
 /// [`ShapeError::OutOfMemory`] naming the parameter, and what was allocated is freed.
 pub(crate) fn build(layers: &[&dyn Layer], input: &[usize]) -> Result<Vec<BoundLayer>, ShapeError> {
     if input.contains(&0) {
-        return Err(ShapeError::ZeroInput);
+        return Err(match input {
+            [_] => ShapeError::ZeroInput,
+            _ => ShapeError::ZeroSize {
+                shape: input.to_vec(),
+            },
+        });
     }
     if !fits(input) {
         return Err(ShapeError::InputTooLarge {
@@ -276,6 +279,12 @@ pub(crate) fn forward(layers: &[BoundLayer], x: &DMatrix<f32>) -> Result<DMatrix
         match layer.op {
             Op::Dense => {
                 let act = fused();
+                // Binding gives a dense layer its weight and bias, always.
+                debug_assert_eq!(
+                    layer.params.len(),
+                    2,
+                    "a bound dense layer has two parameters"
+                );
                 if let [w, b] = layer.params.as_slice() {
                     let mut out = buffer(w.value.nrows(), "output")?;
                     out.gemm(1.0, &w.value, cur.as_ref(), 0.0);
@@ -285,31 +294,39 @@ pub(crate) fn forward(layers: &[BoundLayer], x: &DMatrix<f32>) -> Result<DMatrix
             }
             Op::Conv { geom, out_c } => {
                 let act = fused();
+                debug_assert!(!layer.params.is_empty(), "a bound convolution has a weight");
                 if let Some(w) = layer.params.first() {
                     let bias = layer.params.get(1).map(|b| b.value.as_slice());
                     let mut out = buffer(out_c * geom.out_h * geom.out_w, "output")?;
-                    let patches = geom.out_h * geom.out_w;
-                    let work = try_zeros(patches, w.value.ncols(), || {
-                        format!(
-                            "the patch buffer of layer {index} ({}), {patches} × {} values",
-                            layer.kind,
-                            w.value.ncols()
-                        )
-                    })?;
-                    let mut taps =
-                        kernels::Taps::new(&geom, work).ok_or_else(|| ShapeError::OutOfMemory {
-                            what: format!("the tap positions of layer {index} ({})", layer.kind),
-                            values: geom.kernel as u128 * (geom.out_h as u128 + 1),
+                    // An empty output (no samples, no channels) needs no patches.
+                    if !out.is_empty() {
+                        let patches = geom.out_h * geom.out_w;
+                        let work = try_zeros(patches, w.value.ncols(), || {
+                            format!(
+                                "the patch buffer of layer {index} ({}), {patches} × {} values",
+                                layer.kind,
+                                w.value.ncols()
+                            )
                         })?;
-                    kernels::conv2d(
-                        cur.as_ref(),
-                        &w.value,
-                        bias,
-                        &geom,
-                        act,
-                        &mut out,
-                        &mut taps,
-                    );
+                        let mut taps = kernels::Taps::new(&geom, work).ok_or_else(|| {
+                            ShapeError::OutOfMemory {
+                                what: format!(
+                                    "the tap positions of layer {index} ({}), 2 × {} runs",
+                                    layer.kind, geom.kernel
+                                ),
+                                values: 2 * geom.kernel as u128,
+                            }
+                        })?;
+                        kernels::conv2d(
+                            cur.as_ref(),
+                            &w.value,
+                            bias,
+                            &geom,
+                            act,
+                            &mut out,
+                            &mut taps,
+                        );
+                    }
                     cur = Cow::Owned(out);
                 }
             }

@@ -119,9 +119,16 @@ impl<'a> ParamInfo<'a> {
         self.fan_out
     }
 
-    /// The number of values it holds.
+    /// The number of values it holds. A shape whose product passes `usize::MAX` (which no
+    /// parameter of a bound net has, since it could not be allocated) counts `usize::MAX`.
     pub fn len(&self) -> usize {
-        self.shape.iter().product()
+        if self.shape.contains(&0) {
+            return 0;
+        }
+        self.shape
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(d))
+            .unwrap_or(usize::MAX)
     }
 
     /// Whether it holds no values (never, for parameters of a bound net).
@@ -149,8 +156,9 @@ impl InitRng {
         (self.0.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
     }
 
-    /// A number drawn uniformly from `[low, high)`; `low` when `low >= high`. NaN or infinite
-    /// bounds give NaN or infinite numbers: [`Uniform::new`] refuses them.
+    /// A number drawn uniformly from `[low, high)`; `low` when they are equal, and from
+    /// `(high, low]` when `low > high`. NaN or infinite bounds give NaN or infinite numbers:
+    /// [`Uniform::new`] refuses them.
     pub fn uniform(&mut self, low: f32, high: f32) -> f32 {
         let (l, h) = (f64::from(low), f64::from(high));
         let x = (l + (h - l) * self.next_f64()) as f32;
@@ -164,11 +172,15 @@ impl InitRng {
 
     /// A number drawn from the normal distribution with this mean and standard deviation.
     pub fn normal(&mut self, mean: f32, std: f32) -> f32 {
+        (f64::from(mean) + f64::from(std) * self.standard_normal()) as f32
+    }
+
+    /// A draw from N(0, 1), in `f64`.
+    fn standard_normal(&mut self) -> f64 {
         // Box-Muller; 1 - u lies in (0, 1], so the logarithm is finite.
         let u1 = 1.0 - self.next_f64();
         let u2 = self.next_f64();
-        let z = (-2.0 * u1.ln()).sqrt() * (core::f64::consts::TAU * u2).cos();
-        (f64::from(mean) + f64::from(std) * z) as f32
+        (-2.0 * u1.ln()).sqrt() * (core::f64::consts::TAU * u2).cos()
     }
 }
 
@@ -258,7 +270,9 @@ pub struct Constant(pub f32);
 /// An initializer's settings that describe no distribution: a NaN or negative standard
 /// deviation, reversed or infinite bounds, a NaN, infinite or negative gain. The constructors
 /// ([`Uniform::new`], [`Normal::new`], [`XavierUniform::with_gain`], …) return it, so an
-/// initializer that exists always draws finite values in its stated range.
+/// initializer that exists never draws NaN, and a uniform one never leaves its range. (A
+/// spread near `f32::MAX`, such as `Normal::new(0.0, f32::MAX)`, draws some values past
+/// `f32::MAX`, which are infinite, as in PyTorch.)
 #[derive(Clone, Copy, Debug, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum InitError {
@@ -455,31 +469,52 @@ macro_rules! fan_init {
     };
 }
 
+/// `fan_in + fan_out`, at least 1, without overflow.
+fn fan_sum(p: &ParamInfo<'_>) -> f64 {
+    (p.fan_in as f64 + p.fan_out as f64).max(1.0)
+}
+
+/// A draw from U(−b, b) for the spread `b = gain·√(scale)`, computed in `f32` (the values
+/// every seed has always given) unless that overflows, then in `f64`: a gain near `f32::MAX`
+/// gives infinite values, never NaN (`U(−inf, inf)` would).
+fn symmetric_uniform(rng: &mut InitRng, gain: f32, scale: f64) -> f32 {
+    let b = gain * (scale as f32).sqrt();
+    if b.is_finite() {
+        return rng.uniform(-b, b);
+    }
+    let b = f64::from(gain) * scale.sqrt();
+    ((2.0 * rng.next_f64() - 1.0) * b) as f32
+}
+
+/// A draw from N(0, s²) for `s = gain·√(scale)`, in `f32` unless that overflows, as
+/// [`symmetric_uniform`].
+fn centred_normal(rng: &mut InitRng, gain: f32, scale: f64) -> f32 {
+    let s = gain * (scale as f32).sqrt();
+    if s.is_finite() {
+        return rng.normal(0.0, s);
+    }
+    (f64::from(gain) * scale.sqrt() * rng.standard_normal()) as f32
+}
+
 fan_init!(
     /// Glorot & Bengio (2010), uniform: U(±gain·√(6 / (in + out))). Default gain 1.
     XavierUniform, 1.0,
-    |p, g, rng| {
-        let b = g * (6.0 / (p.fan_in + p.fan_out).max(1) as f32).sqrt();
-        rng.uniform(-b, b)
-    }
+    |p, g, rng| symmetric_uniform(rng, g, 6.0 / fan_sum(p))
 );
 fan_init!(
     /// Glorot & Bengio (2010), normal: N(0, gain²·2 / (in + out)). Default gain 1.
     XavierNormal, 1.0,
-    |p, g, rng| rng.normal(0.0, g * (2.0 / (p.fan_in + p.fan_out).max(1) as f32).sqrt())
+    |p, g, rng| centred_normal(rng, g, 2.0 / fan_sum(p))
 );
 fan_init!(
     /// He et al. (2015), uniform: U(±gain·√(3 / in)). Default gain √2, for ReLU.
     KaimingUniform, core::f32::consts::SQRT_2,
-    |p, g, rng| {
-        let b = g * (3.0 / p.fan_in.max(1) as f32).sqrt();
-        rng.uniform(-b, b)
-    }
+    |p, g, rng| symmetric_uniform(rng, g, 3.0 / p.fan_in.max(1) as f64)
 );
 fan_init!(
     /// He et al. (2015), normal: N(0, gain² / in). Default gain √2, for ReLU.
     KaimingNormal, core::f32::consts::SQRT_2,
-    |p, g, rng| rng.normal(0.0, g / (p.fan_in.max(1) as f32).sqrt())
+    |p, g, rng| centred_normal(rng, g, 1.0 / p.fan_in.max(1) as f64)
 );
 
 /// One initializer for weights, another for biases.

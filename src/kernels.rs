@@ -34,6 +34,7 @@ pub(crate) fn conv2d(
         rows,
         cols,
     } = taps;
+    debug_assert_eq!(patches.shape(), (pixels, tap_count), "conv2d: patch buffer");
     if out.is_empty() || patches.shape() != (pixels, tap_count) {
         return;
     }
@@ -60,8 +61,8 @@ pub(crate) fn conv2d(
     }
 }
 
-/// Where the kernel's taps read in the input, for every output row and column. It depends on
-/// the geometry alone, so it is computed once per call, not once per sample and channel.
+/// Where the kernel's taps read in the input, along each axis. It depends on the geometry
+/// alone, so it is computed once per call, not once per sample and channel.
 ///
 /// Positions in the padded input are computed in `u128`: with a huge padding or stride they
 /// pass `usize::MAX` (binding checked only the sizes that are allocated), and in `u128` they
@@ -69,87 +70,100 @@ pub(crate) fn conv2d(
 pub(crate) struct Taps {
     /// The patches of one sample, `(out_h·out_w) × (in_c·k·k)`, rewritten for every sample.
     patches: DMatrix<f32>,
-    /// At `ki · out_h + oi`: the input row that kernel row `ki` reads for output row `oi`, or
-    /// `None` where it reads padding.
-    rows: Vec<Option<usize>>,
-    /// For kernel column `kj`: the output columns `lo..hi` whose input column is inside the
-    /// image (zeros around them), and the input column under `lo`.
-    cols: Vec<(usize, usize, usize)>,
+    /// For kernel row `ki`: the run of output rows that read inside the image ([`Run`]).
+    rows: Vec<Run>,
+    /// For kernel column `kj`: the run of output columns that read inside the image.
+    cols: Vec<Run>,
+}
+
+/// Along one axis, for one kernel offset: the output positions `lo..hi` whose input position is
+/// inside the image (padding around them), and the input position under `lo`; the input
+/// position under `o` in the run is `start + (o − lo)·stride`, less than the image's size.
+#[derive(Clone, Copy)]
+struct Run {
+    lo: usize,
+    hi: usize,
+    start: usize,
+}
+
+impl Run {
+    /// The input position under output position `o` of the run, if `o` is in it.
+    #[inline(always)]
+    fn at(&self, o: usize, stride: usize) -> Option<usize> {
+        (self.lo..self.hi)
+            .contains(&o)
+            .then(|| self.start + (o - self.lo) * stride)
+    }
 }
 
 impl Taps {
     /// The taps of `g`, with `patches` to write them into; `None` when memory for them cannot
     /// be had.
     pub(crate) fn new(g: &Geom2d, patches: DMatrix<f32>) -> Option<Self> {
-        let k = g.kernel;
-        // The input position under output position `o` and kernel offset `d` along an axis of
-        // `size`, if it is inside the image (not in the padding).
-        let at = |o: usize, d: u128, size: usize| {
-            (wide(o) * wide(g.stride) + d)
+        Some(Taps {
+            patches,
+            rows: runs(g, g.out_h, g.h)?,
+            cols: runs(g, g.out_w, g.w)?,
+        })
+    }
+}
+
+/// The [`Run`] of every kernel offset along an axis of input `size` and output `out`.
+fn runs(g: &Geom2d, out: usize, size: usize) -> Option<Vec<Run>> {
+    let mut runs = crate::alloc::try_vec(g.kernel)?;
+    for k in 0..g.kernel {
+        let d = wide(k) * wide(g.dilation);
+        // The input position under output position `o`, in the padded input's coordinates.
+        let padded = |o: usize| wide(o) * wide(g.stride) + d;
+        let inside = |o: usize| {
+            padded(o)
                 .checked_sub(wide(g.padding))
                 .filter(|&p| p < wide(size))
                 .and_then(|p| usize::try_from(p).ok())
         };
-        let mut rows = Vec::new();
-        rows.try_reserve_exact(k.checked_mul(g.out_h)?).ok()?;
-        for ki in 0..k {
-            let dy = wide(ki) * wide(g.dilation);
-            rows.extend((0..g.out_h).map(|oi| at(oi, dy, g.h)));
-        }
-        let mut cols = Vec::new();
-        cols.try_reserve_exact(k).ok()?;
-        for kj in 0..k {
-            let dx = wide(kj) * wide(g.dilation);
-            let past_padding = |o: usize| wide(o) * wide(g.stride) + dx >= wide(g.padding);
-            let lo = (0..g.out_w).find(|&o| past_padding(o)).unwrap_or(g.out_w);
-            let hi = (lo..g.out_w)
-                .find(|&o| at(o, dx, g.w).is_none())
-                .unwrap_or(g.out_w);
-            // `lo < hi` means `at(lo)` is inside the image; otherwise the run is empty.
-            let start = at(lo, dx, g.w);
-            cols.push(match start {
-                Some(start) if lo < hi => (lo, hi, start),
-                _ => (lo, lo, 0),
-            });
-        }
-        Some(Taps {
-            patches,
-            rows,
-            cols,
-        })
+        let lo = (0..out)
+            .find(|&o| padded(o) >= wide(g.padding))
+            .unwrap_or(out);
+        let hi = (lo..out).find(|&o| inside(o).is_none()).unwrap_or(out);
+        runs.push(match inside(lo) {
+            Some(start) if lo < hi => Run { lo, hi, start },
+            _ => Run {
+                lo,
+                hi: lo,
+                start: 0,
+            },
+        });
     }
+    Some(runs)
 }
 
 /// Writes the patches of one image into `patches`, a `(out_h·out_w) × (in_c·k·k)` column-major
 /// matrix: the column of tap (channel, kernel row, kernel column) holds, for every output
 /// pixel, the input value under that tap, with zeros for the padding.
-fn im2col(
-    image: &[f32],
-    g: &Geom2d,
-    rows: &[Option<usize>],
-    cols: &[(usize, usize, usize)],
-    patches: &mut [f32],
-) {
+fn im2col(image: &[f32], g: &Geom2d, rows: &[Run], cols: &[Run], patches: &mut [f32]) {
     let pixels = g.out_h * g.out_w;
     let mut columns = patches.chunks_exact_mut(pixels.max(1));
     for plane in image.chunks_exact((g.h * g.w).max(1)).take(g.c) {
-        for rows in rows.chunks_exact(g.out_h.max(1)) {
-            for &(lo, hi, start) in cols {
+        for row_run in rows {
+            for col in cols {
                 let Some(column) = columns.next() else { return };
-                for (out_row, r) in column.chunks_exact_mut(g.out_w.max(1)).zip(rows) {
-                    let Some(row) = r.map(|r| &plane[r * g.w..][..g.w]) else {
+                let lines = column.chunks_exact_mut(g.out_w.max(1)).enumerate();
+                for (oi, out_row) in lines {
+                    let Some(r) = row_run.at(oi, g.stride) else {
                         out_row.fill(0.0);
                         continue;
                     };
+                    let row = &plane[r * g.w..][..g.w];
+                    let (lo, hi) = (col.lo, col.hi);
                     out_row[..lo].fill(0.0);
                     out_row[hi..].fill(0.0);
                     if lo == hi {
                         continue;
                     }
                     if g.stride == 1 {
-                        out_row[lo..hi].copy_from_slice(&row[start..][..hi - lo]);
+                        out_row[lo..hi].copy_from_slice(&row[col.start..][..hi - lo]);
                     } else {
-                        let taps = row[start..].iter().step_by(g.stride);
+                        let taps = row[col.start..].iter().step_by(g.stride);
                         for (slot, v) in out_row[lo..hi].iter_mut().zip(taps) {
                             *slot = *v;
                         }
@@ -194,9 +208,23 @@ fn nan_max(a: f32, v: f32) -> f32 {
 /// Average pooling of every column of `x` into `out`; padding counts as zeros, so each
 /// window's sum is divided by `k·k` (PyTorch's `count_include_pad=True`).
 pub(crate) fn avg_pool(x: &DMatrix<f32>, g: &Geom2d, out: &mut DMatrix<f32>) {
-    // In floating point: `k·k` may not fit in a `usize`.
-    let area = (g.kernel as f64 * g.kernel as f64) as f32;
-    pool(x, g, out, 0.0, |a, b| a + b, |s| s / area);
+    // `k·k` in floating point: it may not fit in a `usize`. PyTorch divides in `f32`; so
+    // does this while the area is exact in `f32` (up to 2^24), and in `f64` past it, where
+    // the area as an `f32` would be inexact or infinite.
+    let area = g.kernel as f64 * g.kernel as f64;
+    if area <= f64::from(1u32 << 24) {
+        let area = area as f32;
+        pool(x, g, out, 0.0, |a, b| a + b, |s| s / area);
+    } else {
+        pool(
+            x,
+            g,
+            out,
+            0.0,
+            |a, b| a + b,
+            |s| (f64::from(s) / area) as f32,
+        );
+    }
 }
 
 fn pool(

@@ -159,7 +159,9 @@ impl<L: Layers> Net<Uninit, L> {
     /// so a failure loses nothing and the same declaration can be bound to other sizes.
     ///
     /// # Errors
-    /// * [`ShapeError::ZeroInput`] when a size of the input is 0;
+    /// * [`ShapeError::ZeroInput`] when a flat input has 0 features, [`ShapeError::ZeroSize`]
+    ///   when an image input has a size of 0;
+    /// * [`ShapeError::InputTooLarge`] when the input holds more values than can be allocated;
     /// * [`ShapeError::LayerInput`] when a layer declares an input size other than what
     ///   reaches it;
     /// * [`ShapeError::KernelTooLarge`], [`ShapeError::ZeroParameter`],
@@ -363,7 +365,9 @@ impl<N: Shape, L: Chain<N>> Net<Init<N>, L> {
     /// A batch of images must have the image shape the net is bound to, channels, height and
     /// width alike: `(8, 8, 1)` images do not run on a net bound to `(1, 8, 8)`, though they
     /// hold as many values. A flat batch of as many features as the input holds values is read
-    /// in C, H, W order (`Batch<U64>` or a 64-row `Batch<Dyn>` for `Image<U1, U8, U8>`).
+    /// in C, H, W order (`Batch<U64>` or a 64-row `Batch<Dyn>` for `Image<U1, U8, U8>`), and a
+    /// net bound to a flat input reads a batch of images of as many values flat, in C, H, W
+    /// order, as a `Flatten` would.
     ///
     /// # Errors
     /// * [`ShapeError::ImageShape`] when a batch of images has another image shape than the
@@ -435,7 +439,8 @@ where
     ///
     /// A net bound to an image takes a batch of that image shape (channels, height and width
     /// alike: `Image<U8, U8, U1>` does not fit `Image<U1, U8, U8>`), or a flat batch of as many
-    /// features (`Batch<U784>` for `Image<U1, U28, U28>`), read in C, H, W order.
+    /// features (`Batch<U784>` for `Image<U1, U28, U28>`), read in C, H, W order. A net bound to
+    /// a flat input reads a batch of images of as many values flat, in C, H, W order.
     ///
     /// # Panics
     /// When memory for a layer's output cannot be had (a batch of billions of samples);

@@ -59,11 +59,15 @@ pub trait Shape: Copy + Default + fmt::Debug + Send + Sync + 'static {
     ///
     /// assert_eq!(Image::dynamic(3, 4, 5).checked_flat_size(), Some(60));
     /// assert_eq!(Image::dynamic(usize::MAX, 2, 1).checked_flat_size(), None);
+    /// assert_eq!(Image::dynamic(usize::MAX, 2, 0).checked_flat_size(), Some(0));
     /// ```
     fn checked_flat_size(&self) -> Option<usize> {
-        self.dims()
-            .iter()
-            .try_fold(1usize, |n, &d| n.checked_mul(d))
+        let dims = self.dims();
+        // A size of 0 makes the product 0, whatever the order of the sizes.
+        if dims.contains(&0) {
+            return Some(0);
+        }
+        dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d))
     }
 
     /// Makes the shape from run-time sizes; `None` when the rank differs or a static size does.
@@ -191,7 +195,7 @@ where
 {
     fn from_rows(rows: usize) -> Option<Self> {
         let shape = Self::default();
-        (shape.flat_size() == rows).then_some(shape)
+        (shape.checked_flat_size() == Some(rows)).then_some(shape)
     }
 }
 

@@ -123,16 +123,22 @@ fn describe(kind: FileType) -> &'static str {
 
 /// Reserves room for `more` bytes, or says how many could not be had.
 fn reserve(bytes: &mut Vec<u8>, more: usize, path: &Path) -> Result<(), LoadError> {
-    bytes.try_reserve_exact(more).map_err(|_| LoadError::Io {
+    // Memory that the system does not have is refused before it is written (`alloc`).
+    let total = bytes.len() as u128 + more as u128;
+    let fits = crate::alloc::bytes_fit_in_memory(total);
+    let reserved = if fits {
+        bytes.try_reserve_exact(more).ok()
+    } else {
+        None
+    };
+    reserved.ok_or_else(|| LoadError::Io {
         path: path.to_path_buf(),
         source: io::Error::new(
             io::ErrorKind::OutOfMemory,
-            format!(
-                "cannot allocate {} bytes to hold the file",
-                bytes.len() as u128 + more as u128
-            ),
+            format!("cannot allocate {total} bytes to hold the file"),
         ),
-    })
+    })?;
+    Ok(())
 }
 
 /// Appends at most `limit` bytes of `file` to `bytes`, fewer at its end.

@@ -185,11 +185,13 @@ pub(super) fn encode_file(layers: &[BoundLayer]) -> Result<Vec<u8>, SaveError> {
         .and_then(|n| n.checked_add(data_len))
         .ok_or_else(|| too_large(params.values()))?;
     let mut bytes = Vec::new();
-    bytes
-        .try_reserve_exact(total)
-        .map_err(|_| SaveError::OutOfMemory {
+    // Memory that the system does not have is refused before it is written (`alloc`).
+    if !crate::alloc::bytes_fit_in_memory(total as u128) || bytes.try_reserve_exact(total).is_err()
+    {
+        return Err(SaveError::OutOfMemory {
             bytes: total as u128,
-        })?;
+        });
+    }
     bytes.extend_from_slice(&(header.len() as u64).to_le_bytes());
     bytes.extend_from_slice(&header);
     for p in params.values() {

@@ -441,7 +441,9 @@ impl<S: Bound, L: Layers> Net<S, L> {
     /// [module documentation](crate::weights)). The same parameters always give the same bytes.
     ///
     /// The file is written to a temporary file beside `path` and then renamed over it, so a
-    /// failed save leaves any previous file whole.
+    /// failed save leaves any previous file whole. When `path` is a symbolic link, the file it
+    /// points to is the one replaced, and the link stays. The new file is a new inode: a hard
+    /// link to the old file keeps the old contents.
     ///
     /// On Unix the file gets the permissions `File::create` would give it: those of the file it
     /// replaces, or for a new file `0o666` less the process's umask (`0o644` under the usual
@@ -457,6 +459,13 @@ impl<S: Bound, L: Layers> Net<S, L> {
             path: path.to_path_buf(),
             source,
         };
+        // A symbolic link is written through, as `File::create` does: the file it points to
+        // is replaced, and the link stays. (A link to nothing is replaced by the file.)
+        let resolved = match std::fs::symlink_metadata(path) {
+            Ok(meta) if meta.file_type().is_symlink() => std::fs::canonicalize(path).ok(),
+            _ => None,
+        };
+        let path = resolved.as_deref().unwrap_or(path);
         let dir = match path.parent() {
             Some(dir) if !dir.as_os_str().is_empty() => dir,
             _ => Path::new("."),

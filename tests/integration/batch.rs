@@ -82,6 +82,6 @@ fn error_messages() {
             .err()
             .map(|e| e.to_string())
             .as_deref(),
-        Some("the input size must be at least 1, got 0")
+        Some("argmax needs at least one value per sample, but the batch has 0 features")
     );
 }

@@ -427,7 +427,7 @@ fn run_time_errors_name_layer_rule_and_numbers() {
     );
     assert_eq!(
         err(0, 28, 28).as_deref(),
-        Some("the input size must be at least 1, got 0")
+        Some("the input shape (0, 28, 28) has a size of 0; every size must be at least 1")
     );
     let net = decl.try_bind(Image::dynamic(1, 28, 28)).expect("fits");
     assert_eq!(

@@ -237,7 +237,7 @@ fn images_of_another_layout_are_refused_at_run_time() {
     let other = Batch::<Image<U8, U8, U1>>::zeros(2);
     assert_eq!(
         net.try_forward(&other).unwrap_err().to_string(),
-        "the batch holds images of shape (8, 8, 1) but the net is bound to images of shape (1, 8, 8)"
+        "the batch holds images of shape (8, 8, 1) but the net was bound to images of shape (1, 8, 8)"
     );
     let dyn_net = decl.try_bind(Image::dynamic(1, 8, 8)).unwrap();
     let other = Batch::try_with_shape(Image::dynamic(8, 1, 8), DMatrix::zeros(64, 3)).unwrap();

@@ -1023,3 +1023,24 @@ proptest! {
         read_matches_from_bytes(&bytes);
     }
 }
+
+#[cfg(unix)]
+#[test]
+fn saving_through_a_symbolic_link_replaces_the_file_it_points_to() {
+    let dir = std::env::temp_dir().join(format!("lazynet-symlink-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (target, link) = (dir.join("real.safetensors"), dir.join("link.safetensors"));
+    let net = Net::new().push(Dense::<U3>::new()).seed(1).bind::<U2>();
+    net.save(&target).unwrap();
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let other = Net::new().push(Dense::<U3>::new()).seed(2).bind::<U2>();
+    other.save(&link).unwrap();
+    let kind = std::fs::symlink_metadata(&link).unwrap().file_type();
+    assert!(kind.is_symlink(), "the link stays a link");
+    assert_eq!(
+        std::fs::read(&target).unwrap(),
+        other.save_to_bytes().unwrap()
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
