@@ -677,6 +677,34 @@ mod tests {
     }
 
     #[test]
+    fn huge_spreads_draw_infinities_never_nan() {
+        let huge: [&dyn Initializer; 5] = [
+            &XavierUniform::with_gain(f32::MAX).unwrap(),
+            &XavierNormal::with_gain(f32::MAX).unwrap(),
+            &KaimingUniform::with_gain(f32::MAX).unwrap(),
+            &KaimingNormal::with_gain(f32::MAX).unwrap(),
+            &Normal::new(f32::MAX, f32::MAX).unwrap(),
+        ];
+        for (i, init) in huge.into_iter().enumerate() {
+            let v = fill(init, Role::Weight, 1, 1, 4096);
+            assert!(v.iter().all(|x| !x.is_nan()), "initializer {i} drew NaN");
+            assert!(
+                v.iter().any(|x| x.is_infinite()),
+                "initializer {i}: no infinity"
+            );
+        }
+        // Fans whose sum passes usize::MAX.
+        let v = fill(
+            &XavierUniform::default(),
+            Role::Weight,
+            usize::MAX,
+            usize::MAX,
+            16,
+        );
+        assert!(v.iter().all(|x| x.is_finite()));
+    }
+
+    #[test]
     fn uniform_draws_stay_below_the_upper_bound() {
         // A range so narrow that rounding the draw to `f32` often reaches `high`.
         let (low, high) = (1.0f32, 1.0f32.next_up());

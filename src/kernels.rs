@@ -100,6 +100,15 @@ impl Taps {
     /// The taps of `g`, with `patches` to write them into; `None` when memory for them cannot
     /// be had.
     pub(crate) fn new(g: &Geom2d, patches: DMatrix<f32>) -> Option<Self> {
+        // No patches (no input channels, or no output pixels): nothing reads the input, and
+        // the tables (2·k runs) could be far larger than the patches (k·k·in_c per pixel).
+        if patches.is_empty() {
+            return Some(Taps {
+                patches,
+                rows: Vec::new(),
+                cols: Vec::new(),
+            });
+        }
         Some(Taps {
             patches,
             rows: runs(g, g.out_h, g.h)?,

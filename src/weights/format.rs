@@ -35,6 +35,15 @@ pub(super) fn header_length(len: [u8; LEN_BYTES], file_len: usize) -> Result<usi
     }
 }
 
+/// The number of values of a tensor of `shape`: 0 when a size is 0, whatever the others;
+/// `None` when the product passes `usize::MAX`.
+pub(super) fn values_of(shape: &[usize]) -> Option<usize> {
+    if shape.contains(&0) {
+        return Some(0);
+    }
+    shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d))
+}
+
 pub(super) fn header_too_large_error() -> LoadError {
     LoadError::Header {
         reason: header_too_large(),
@@ -96,10 +105,7 @@ fn locate(header: &[u8], available: usize) -> Option<LoadError> {
                 previous_end,
             });
         }
-        let expected = info
-            .shape
-            .iter()
-            .try_fold(1usize, |n, &d| n.checked_mul(d))
+        let expected = values_of(&info.shape)
             .and_then(|n| n.checked_mul(info.dtype.bitsize()))
             .map(|bits| bits.div_ceil(8));
         // `end >= start` was checked above.
@@ -144,7 +150,7 @@ pub(super) fn encode_file(layers: &[BoundLayer]) -> Result<Vec<u8>, SaveError> {
     let mut entries: BTreeMap<&str, serde_json::Value> = BTreeMap::new();
     let mut data_len: usize = 0;
     for (&name, p) in &params {
-        let values = p.shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+        let values = values_of(&p.shape);
         if values != Some(p.value.len()) {
             return Err(SaveError::Encode {
                 reason: format!(

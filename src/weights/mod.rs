@@ -73,7 +73,7 @@ use nalgebra::DMatrix;
 use safetensors::tensor::{Dtype, SafeTensors, TensorInfo};
 
 pub use self::error::{LoadError, SaveError};
-use self::format::{encode_file, explain, header_length, LEN_BYTES};
+use self::format::{encode_file, explain, header_length, values_of, LEN_BYTES};
 use self::layout::{column_major, Fault};
 use crate::dim::Dyn;
 use crate::init::Dims;
@@ -350,10 +350,7 @@ impl Tensor<'_> {
     /// values its shape says (the file was checked for that when it was read).
     pub fn to_f32(&self) -> Result<Vec<f32>, LoadError> {
         // As one row, column-major order is the file's order.
-        let values = self
-            .shape()
-            .iter()
-            .try_fold(1usize, |n, &d| n.checked_mul(d));
+        let values = values_of(self.shape());
         let decoded = match values {
             Some(values) => self.decode(1, values)?,
             None => None,
