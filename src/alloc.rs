@@ -56,18 +56,49 @@ fn available_bytes() -> Option<u64> {
     })
 }
 
-/// What a cgroup memory limit leaves (v2 `memory.max`, v1 `memory.limit_in_bytes`), if one is
-/// set.
+/// What the cgroup memory limits leave, if one is set: the least room over the process's own
+/// cgroup (from `/proc/self/cgroup`) and its ancestors, v2 (`memory.max`) or v1
+/// (`memory.limit_in_bytes`). A limit is a ceiling on usage, so a usage above it leaves 0.
 fn cgroup_room() -> Option<u64> {
-    let read =
-        |path: &str| -> Option<u64> { std::fs::read_to_string(path).ok()?.trim().parse().ok() };
-    let (limit, used) = read("/sys/fs/cgroup/memory.max")
-        .zip(read("/sys/fs/cgroup/memory.current"))
-        .or_else(|| {
-            read("/sys/fs/cgroup/memory/memory.limit_in_bytes")
-                .zip(read("/sys/fs/cgroup/memory/memory.usage_in_bytes"))
-        })?;
-    Some(limit.saturating_sub(used))
+    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let (root, files, path) = memory_cgroup(&own)?;
+    let read = |dir: &std::path::Path, file: &str| -> Option<u64> {
+        std::fs::read_to_string(dir.join(file))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    let own_dir = std::path::Path::new(root).join(path.trim_start_matches('/'));
+    own_dir
+        .ancestors()
+        .take_while(|dir| dir.starts_with(root))
+        .filter_map(|dir| Some((read(dir, files[0])?, read(dir, files[1])?)))
+        .map(|(limit, used)| limit.saturating_sub(used))
+        .min()
+}
+
+/// Where the memory controller of the cgroup named in `/proc/self/cgroup` keeps its limit and
+/// usage: the mount, the two files, and the cgroup's path. v1 (`N:memory:/path`, or a list of
+/// controllers with `memory`) wins over v2 (`0::/path`), which a v1 memory controller
+/// overrides.
+fn memory_cgroup(own: &str) -> Option<(&'static str, [&'static str; 2], &str)> {
+    let entries = own.lines().filter_map(|line| {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        Some((controllers, path))
+    });
+    let mut v2 = None;
+    for (controllers, path) in entries {
+        if controllers.split(',').any(|c| c == "memory") {
+            let files = ["memory.limit_in_bytes", "memory.usage_in_bytes"];
+            return Some(("/sys/fs/cgroup/memory", files, path));
+        }
+        if controllers.is_empty() {
+            v2 = Some(("/sys/fs/cgroup", ["memory.max", "memory.current"], path));
+        }
+    }
+    v2
 }
 
 /// An empty vector with room for `len` values of `T`, or `None` when that room cannot be had
@@ -90,19 +121,12 @@ pub(crate) fn try_zeroed_vec(len: usize) -> Option<Vec<f32>> {
     }
     let mut v = Vec::new();
     v.try_reserve_exact(len).ok()?;
-    if len < ZEROED_FROM_VALUES {
-        v.resize(len, 0.0);
-        return Some(v);
-    }
-    // The allocator granted the block; give it back and take it zeroed (`calloc`), which can
-    // skip writing zeros over memory known to be zero (fresh pages). For the 4 MB weights of
-    // `benches/weights.rs`, writing them cost 15 % of a load.
-    drop(v);
-    Some(vec![0.0; len])
+    // Written now, so the memory is the process's before the next check reads what is left.
+    // (`calloc` could skip the writing, but only through an allocation that aborts when it
+    // fails.)
+    v.resize(len, 0.0);
+    Some(v)
 }
-
-/// From this many values (1 MiB) a zeroed buffer comes from `calloc` (see [`try_zeroed_vec`]).
-const ZEROED_FROM_VALUES: usize = 1 << 18;
 
 /// A `rows × cols` matrix of zeros; [`ShapeError::OutOfMemory`] naming `what` (a noun phrase
 /// with the shape, built only on failure) when it cannot be had.
@@ -154,6 +178,30 @@ mod tests {
         // 2^62 values (16 EiB) is no more than a slice can index, but no allocator gives it.
         assert!(try_zeros(1 << 31, 1 << 31, String::new).is_err());
         assert_eq!(try_zeros(2, 3, String::new).map(|m| m.shape()), Ok((2, 3)));
+    }
+
+    #[test]
+    fn the_memory_cgroup_is_found_in_v1_and_v2() {
+        let v1 = "9:name=systemd:/\n4:memory:/process_api/abc\n0::/\n";
+        assert_eq!(
+            memory_cgroup(v1),
+            Some((
+                "/sys/fs/cgroup/memory",
+                ["memory.limit_in_bytes", "memory.usage_in_bytes"],
+                "/process_api/abc"
+            ))
+        );
+        let v2 = "0::/user.slice/app.scope\n";
+        assert_eq!(
+            memory_cgroup(v2),
+            Some((
+                "/sys/fs/cgroup",
+                ["memory.max", "memory.current"],
+                "/user.slice/app.scope"
+            ))
+        );
+        assert_eq!(memory_cgroup("3:cpu,memory:/x\n").map(|c| c.2), Some("/x"));
+        assert_eq!(memory_cgroup("1:cpu:/\n"), None);
     }
 
     #[test]

@@ -297,10 +297,30 @@ pub(crate) fn forward(layers: &[BoundLayer], x: &DMatrix<f32>) -> Result<DMatrix
                 debug_assert!(!layer.params.is_empty(), "a bound convolution has a weight");
                 if let Some(w) = layer.params.first() {
                     let bias = layer.params.get(1).map(|b| b.value.as_slice());
-                    let mut out = buffer(out_c * geom.out_h * geom.out_w, "output")?;
+                    let out_len = out_c * geom.out_h * geom.out_w;
+                    let patches = geom.out_h * geom.out_w;
+                    // The output and the patches live together: both must fit. (An empty output
+                    // needs no patches.)
+                    let out_values = out_len as u128 * samples as u128;
+                    let patch_values = patches as u128 * w.value.ncols() as u128;
+                    let together = if out_values == 0 {
+                        0
+                    } else {
+                        out_values + patch_values
+                    };
+                    if !crate::alloc::fits_in_memory(together) {
+                        return Err(ShapeError::OutOfMemory {
+                            what: format!(
+                                "the output ({out_len} values × {samples} samples) and the patch buffer ({patches} × {} values) of layer {index} ({})",
+                                w.value.ncols(),
+                                layer.kind
+                            ),
+                            values: together,
+                        });
+                    }
+                    let mut out = buffer(out_len, "output")?;
                     // An empty output (no samples, no channels) needs no patches.
                     if !out.is_empty() {
-                        let patches = geom.out_h * geom.out_w;
                         let work = try_zeros(patches, w.value.ncols(), || {
                             format!(
                                 "the patch buffer of layer {index} ({}), {patches} × {} values",

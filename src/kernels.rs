@@ -217,22 +217,16 @@ fn nan_max(a: f32, v: f32) -> f32 {
 /// Average pooling of every column of `x` into `out`; padding counts as zeros, so each
 /// window's sum is divided by `k·k` (PyTorch's `count_include_pad=True`).
 pub(crate) fn avg_pool(x: &DMatrix<f32>, g: &Geom2d, out: &mut DMatrix<f32>) {
-    // `k·k` in floating point: it may not fit in a `usize`. PyTorch divides in `f32`; so
-    // does this while the area is exact in `f32` (up to 2^24), and in `f64` past it, where
-    // the area as an `f32` would be inexact or infinite.
+    // `k·k` in floating point: it may not fit in a `usize`. PyTorch divides the `f32` sum by
+    // the area converted to `f32`; so does this, unless that conversion is infinite (a kernel
+    // near 2^64, where PyTorch's `int64` area has long overflowed): then in `f64`.
     let area = g.kernel as f64 * g.kernel as f64;
-    if area <= f64::from(1u32 << 24) {
-        let area = area as f32;
-        pool(x, g, out, 0.0, |a, b| a + b, |s| s / area);
+    let area32 = area as f32;
+    if area32.is_finite() {
+        pool(x, g, out, 0.0, |a, b| a + b, |s| s / area32);
     } else {
-        pool(
-            x,
-            g,
-            out,
-            0.0,
-            |a, b| a + b,
-            |s| (f64::from(s) / area) as f32,
-        );
+        let wide = |s: f32| (f64::from(s) / area) as f32;
+        pool(x, g, out, 0.0, |a, b| a + b, wide);
     }
 }
 
