@@ -49,7 +49,8 @@ fn available_bytes() -> Option<u64> {
             .ok()?;
         kb.checked_mul(1024)
     };
-    let system = field("MemAvailable:")?.saturating_add(field("SwapFree:").unwrap_or(0));
+    // Two counts of bytes of this machine: their sum is far below `u64::MAX`.
+    let system = field("MemAvailable:")?.checked_add(field("SwapFree:").unwrap_or(0))?;
     Some(match cgroup_room() {
         Some(room) => system.min(room),
         None => system,
@@ -74,6 +75,7 @@ fn cgroup_room() -> Option<u64> {
         .ancestors()
         .take_while(|dir| dir.starts_with(root))
         .filter_map(|dir| Some((read(dir, files[0])?, read(dir, files[1])?)))
+        // A clamp, not a size: usage past the limit leaves no room.
         .map(|(limit, used)| limit.saturating_sub(used))
         .min()
 }

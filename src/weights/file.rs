@@ -57,31 +57,37 @@ pub(super) fn read(path: &Path) -> Result<(Vec<u8>, usize), LoadError> {
             return Ok((bytes, len));
         }
     };
+    // What the file holds after its header (a clamp: nothing when it was cut inside the
+    // header). `data_start >= 8`, so this is below `usize::MAX`.
+    let remaining = file_len.saturating_sub(data_start);
     // The header alone: any fault but a data section of the wrong length is found without the
     // data (and explained with the file's length).
     let data = match SafeTensors::read_metadata(&bytes) {
         Ok(_) => Some(0),
         Err(SafeTensorError::MetadataIncompleteBuffer) => described_data(header),
-        Err(err) => return Err(explain(err, header, file_len.saturating_sub(data_start))),
+        Err(err) => return Err(explain(err, header, remaining)),
     };
     // The header was read whole and is valid, so `data` is known.
     let data = data.unwrap_or(0);
 
-    // The described data and one byte more, to learn whether the file goes on.
-    let wanted = data
-        .min(file_len.saturating_sub(data_start))
-        .saturating_add(1);
+    // The described data and one byte more, to learn whether the file goes on; never more
+    // than the file holds after the header, and one byte.
+    let wanted = data.min(remaining) + 1;
     reserve(&mut bytes, wanted, path)?;
-    append(&mut file, &mut bytes, (data as u64).saturating_add(1)).map_err(io)?;
-    let described_end = data_start.saturating_add(data);
-    if bytes.len() > described_end {
-        // Trailing data: not read, but counted.
-        bytes.truncate(described_end);
-        let len = file_len.max(described_end.saturating_add(1));
-        Ok((bytes, len))
-    } else {
-        let len = bytes.len();
-        Ok((bytes, len))
+    let limit = u64::try_from(wanted).unwrap_or(u64::MAX);
+    append(&mut file, &mut bytes, limit).map_err(io)?;
+    match data_start.checked_add(data) {
+        // Trailing data: not read, but counted. `end < bytes.len()`, so `end + 1` fits.
+        Some(end) if bytes.len() > end => {
+            bytes.truncate(end);
+            Ok((bytes, file_len.max(end + 1)))
+        }
+        // The file holds no more than its header describes (or describes more than a `usize`
+        // counts, which no file holds).
+        _ => {
+            let len = bytes.len();
+            Ok((bytes, len))
+        }
     }
 }
 
