@@ -3,7 +3,6 @@
 use thiserror::Error;
 
 use crate::init::Dims;
-use crate::layer::Fault;
 
 /// A shape mismatch found at run time.
 ///
@@ -192,6 +191,45 @@ pub enum ShapeError {
     #[error("argmax needs at least one value per sample, but the batch has 0 features")]
     NoClasses,
 
+    /// A label names a class the net does not have: labels count from 0, so a net with 10
+    /// outputs takes labels 0 to 9.
+    #[error("label {label} (sample {index}) is out of range: there are {classes} classes, labels 0 to {}", classes.saturating_sub(1))]
+    LabelOutOfRange {
+        /// The sample whose label it is.
+        index: usize,
+        /// The label.
+        label: usize,
+        /// The number of classes.
+        classes: usize,
+    },
+
+    /// Labels or targets for another number of samples than the batch has.
+    #[error("the batch has {samples} samples but there are {targets} {what}")]
+    TargetCount {
+        /// `"labels"` or `"targets"`.
+        what: &'static str,
+        /// The samples in the batch.
+        samples: usize,
+        /// The labels or targets.
+        targets: usize,
+    },
+
+    /// Labels of another number of classes, or targets of another width, than the net's
+    /// output, found at run time (a run-time width on one side).
+    #[error("the {what} are {found} wide but the net's output is {expected} wide")]
+    TargetWidth {
+        /// `"labels"` (their number of classes) or `"targets"`.
+        what: &'static str,
+        /// The net's output width.
+        expected: usize,
+        /// The width of the labels or targets.
+        found: usize,
+    },
+
+    /// A loss of a batch of no samples: its mean is not defined.
+    #[error("the batch is empty: a loss needs at least one sample")]
+    EmptyBatch,
+
     /// A batch has another number of features than the net, or the batch type, expects.
     #[error("the batch has {actual} features per sample but {expected} are expected")]
     Features {
@@ -322,4 +360,60 @@ mod tests {
         fn takes(_: &dyn std::error::Error) {}
         takes(&ShapeError::ZeroInput);
     }
+}
+
+/// Why an input does not fit a layer, as [`Layer::output_shape`](crate::layer::Layer::output_shape)
+/// reports it; the net adds the layer's index and kind to make a [`ShapeError`].
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// A declared input size differs from what reaches the layer.
+    DeclaredInput {
+        /// The size the layer declares.
+        expected: usize,
+        /// The size that reaches it.
+        actual: usize,
+    },
+    /// A kernel spans more than the padded input along an axis.
+    Window {
+        /// `"height"` or `"width"`.
+        axis: &'static str,
+        /// The kernel's span, `dilation·(kernel − 1) + 1`.
+        span: u128,
+        /// The padded input size.
+        padded: u128,
+    },
+    /// An output size along an axis that does not fit in a `usize`.
+    Overflow {
+        /// `"height"` or `"width"`.
+        axis: &'static str,
+        /// The exact size.
+        size: u128,
+    },
+    /// A tensor with more values than a `usize` counts.
+    TooLarge {
+        /// Which tensor: `"input"`, `"output"`, …
+        tensor: &'static str,
+        /// Its shape.
+        shape: Vec<usize>,
+    },
+    /// A hyper-parameter that must be at least 1 is 0.
+    Zero {
+        /// Its name, e.g. `"stride"`.
+        name: &'static str,
+    },
+    /// Pooling padding larger than half the kernel.
+    PoolPadding {
+        /// The padding.
+        padding: usize,
+        /// The kernel size.
+        kernel: usize,
+    },
+    /// An input of the wrong rank: a flat vector where an image is needed, or the reverse.
+    Rank {
+        /// What the layer needs, e.g. `"an image"`.
+        needs: &'static str,
+        /// The shape that reached it.
+        found: Vec<usize>,
+    },
 }

@@ -8,11 +8,12 @@ use std::borrow::Cow;
 
 use nalgebra::DMatrix;
 
+use std::sync::Arc;
+
 use crate::alloc::{try_clone, try_zeros, MAX_VALUES};
 use crate::error::ShapeError;
 use crate::init::{Dims, InitRng, Initializer, ParamInfo};
-use crate::kernels;
-use crate::layer::{Activation, Fault, Layer, Op, PartialShape};
+use crate::layer::{Activation, Fault, Layer, PartialShape};
 use crate::state::{BoundLayer, Param};
 
 /// One layer of a walk through a list: its index and the shapes around it, `None` where not
@@ -200,7 +201,7 @@ pub(crate) fn build(layers: &[&dyn Layer], input: &[usize]) -> Result<Vec<BoundL
                 .collect::<Result<_, ShapeError>>()?;
             Ok(BoundLayer {
                 kind,
-                op: layer.op(&input),
+                kernel: Arc::from(layer.kernel(&input, &output)),
                 output,
                 params,
             })
@@ -247,136 +248,110 @@ pub(crate) fn initialize_fresh(layers: &mut [BoundLayer], init: &dyn Initializer
     }
 }
 
+/// One step of a forward pass: a layer, and the activation after it that it fuses (the
+/// identity when none). Reshapes are no steps: their output is their input.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Step2 {
+    /// The layer that computes.
+    pub(crate) layer: usize,
+    /// The layer whose output the step's output is (the fused activation's, or `layer`).
+    pub(crate) last: usize,
+    /// The fused activation.
+    pub(crate) then: Activation,
+}
+
+/// The steps of a forward pass through `layers`.
+pub(crate) fn steps(layers: &[BoundLayer]) -> Vec<Step2> {
+    let mut steps = Vec::with_capacity(layers.len());
+    let mut i = 0;
+    while let Some(layer) = layers.get(i) {
+        if layer.kernel.is_reshape() {
+            i += 1;
+            continue;
+        }
+        let next = layers.get(i + 1).and_then(|l| l.kernel.activation());
+        match next {
+            Some(then) if layer.kernel.fuses_activation() => {
+                steps.push(Step2 {
+                    layer: i,
+                    last: i + 1,
+                    then,
+                });
+                i += 2;
+            }
+            _ => {
+                steps.push(Step2 {
+                    layer: i,
+                    last: i,
+                    then: Activation::Identity,
+                });
+                i += 1;
+            }
+        }
+    }
+    steps
+}
+
+/// Names the layer in an error a kernel returned.
+fn at_layer(err: ShapeError, index: usize, kind: &str) -> ShapeError {
+    match err {
+        ShapeError::OutOfMemory { what, values } => ShapeError::OutOfMemory {
+            what: format!("{what} (layer {index}, {kind})"),
+            values,
+        },
+        other => other,
+    }
+}
+
+/// The output buffer of a step for `samples` samples, allocated fallibly.
+fn output_buffer(
+    layers: &[BoundLayer],
+    step: &Step2,
+    samples: usize,
+) -> Result<DMatrix<f32>, ShapeError> {
+    let (index, layer) = (step.last, &layers[step.last]);
+    // Binding checked that the output's size fits.
+    let rows: usize = layer.output.iter().product();
+    try_zeros(rows, samples, || {
+        format!(
+            "the output of layer {index} ({}), {rows} values × {samples} samples",
+            layer.kind
+        )
+    })
+}
+
+/// Runs one step.
+fn run_step(
+    layers: &[BoundLayer],
+    step: &Step2,
+    x: &DMatrix<f32>,
+) -> Result<DMatrix<f32>, ShapeError> {
+    let layer = &layers[step.layer];
+    let mut y = output_buffer(layers, step, x.ncols())?;
+    layer
+        .kernel
+        .forward(&layer.params, x, &mut y, step.then)
+        .map_err(|e| at_layer(e, step.layer, layer.kind))?;
+    Ok(y)
+}
+
 /// Runs the bound layers on a `features × samples` matrix whose row count was checked. Every
 /// buffer is allocated fallibly: memory that cannot be had is [`ShapeError::OutOfMemory`]
 /// naming the layer and the buffer.
 ///
-/// A dense or convolution layer followed by an activation runs as one step: the product, then
-/// bias and activation in a single pass over the output.
+/// A layer that fuses activations (dense, convolution) followed by an activation runs as one
+/// step: the product, then bias and activation in a single pass over the output.
 pub(crate) fn forward(layers: &[BoundLayer], x: &DMatrix<f32>) -> Result<DMatrix<f32>, ShapeError> {
     let samples = x.ncols();
     let mut cur: Cow<'_, DMatrix<f32>> = Cow::Borrowed(x);
-    let mut i = 0;
-    while let Some(layer) = layers.get(i) {
-        let index = i;
-        // The output buffer of this layer for the whole batch.
-        let buffer = |rows: usize, name: &str| {
-            try_zeros(rows, samples, || {
-                format!(
-                    "the {name} of layer {index} ({}), {rows} values × {samples} samples",
-                    layer.kind
-                )
-            })
-        };
-        // The activation right after a layer with a bias, fused into it.
-        let mut fused = || match layers.get(i + 1).map(|l| l.op) {
-            Some(Op::Act(a)) => {
-                i += 1;
-                a
-            }
-            _ => Activation::Identity,
-        };
-        match layer.op {
-            Op::Dense => {
-                let act = fused();
-                // Binding gives a dense layer its weight and bias, always.
-                debug_assert_eq!(
-                    layer.params.len(),
-                    2,
-                    "a bound dense layer has two parameters"
-                );
-                if let [w, b] = layer.params.as_slice() {
-                    let mut out = buffer(w.value.nrows(), "output")?;
-                    out.gemm(1.0, &w.value, cur.as_ref(), 0.0);
-                    act.apply_with_bias(out.as_mut_slice(), b.value.as_slice());
-                    cur = Cow::Owned(out);
-                }
-            }
-            Op::Conv { geom, out_c } => {
-                let act = fused();
-                debug_assert!(!layer.params.is_empty(), "a bound convolution has a weight");
-                if let Some(w) = layer.params.first() {
-                    let bias = layer.params.get(1).map(|b| b.value.as_slice());
-                    let out_len = out_c * geom.out_h * geom.out_w;
-                    let patches = geom.out_h * geom.out_w;
-                    // The output and the patches live together: both must fit. (An empty output
-                    // needs no patches.)
-                    let out_values = out_len as u128 * samples as u128;
-                    let patch_values = patches as u128 * w.value.ncols() as u128;
-                    let together = if out_values == 0 {
-                        0
-                    } else {
-                        out_values + patch_values
-                    };
-                    if !crate::alloc::fits_in_memory(together) {
-                        return Err(ShapeError::OutOfMemory {
-                            what: format!(
-                                "the output ({out_len} values × {samples} samples) and the patch buffer ({patches} × {} values) of layer {index} ({})",
-                                w.value.ncols(),
-                                layer.kind
-                            ),
-                            values: together,
-                        });
-                    }
-                    let mut out = buffer(out_len, "output")?;
-                    // An empty output (no samples, no channels) needs no patches.
-                    if !out.is_empty() {
-                        let work = try_zeros(patches, w.value.ncols(), || {
-                            format!(
-                                "the patch buffer of layer {index} ({}), {patches} × {} values",
-                                layer.kind,
-                                w.value.ncols()
-                            )
-                        })?;
-                        let mut taps = kernels::Taps::new(&geom, work).ok_or_else(|| {
-                            ShapeError::OutOfMemory {
-                                what: format!(
-                                    "the tap positions of layer {index} ({}), 2 × {} runs",
-                                    layer.kind, geom.kernel
-                                ),
-                                values: 2 * geom.kernel as u128,
-                            }
-                        })?;
-                        kernels::conv2d(
-                            cur.as_ref(),
-                            &w.value,
-                            bias,
-                            &geom,
-                            act,
-                            &mut out,
-                            &mut taps,
-                        );
-                    }
-                    cur = Cow::Owned(out);
-                }
-            }
-            Op::MaxPool(geom) => {
-                let mut out = buffer(geom.c * geom.out_h * geom.out_w, "output")?;
-                kernels::max_pool(cur.as_ref(), &geom, &mut out);
-                cur = Cow::Owned(out);
-            }
-            Op::AvgPool(geom) => {
-                let mut out = buffer(geom.c * geom.out_h * geom.out_w, "output")?;
-                kernels::avg_pool(cur.as_ref(), &geom, &mut out);
-                cur = Cow::Owned(out);
-            }
-            Op::Flatten => {}
-            Op::Act(a) => {
-                let mut out = match cur {
-                    Cow::Owned(m) => m,
-                    Cow::Borrowed(m) => try_clone(m, || {
-                        format!(
-                            "the output of layer {index} ({}), {} values × {samples} samples",
-                            layer.kind,
-                            m.nrows()
-                        )
-                    })?,
-                };
-                a.apply(out.as_mut_slice());
-                cur = Cow::Owned(out);
-            }
+    for step in steps(layers) {
+        let layer = &layers[step.layer];
+        // An activation on a buffer of its own runs in place.
+        if let (Some(a), Cow::Owned(m)) = (layer.kernel.activation(), &mut cur) {
+            a.apply(m.as_mut_slice(), &[], 1);
+            continue;
         }
-        i += 1;
+        cur = Cow::Owned(run_step(layers, &step, cur.as_ref())?);
     }
     match cur {
         Cow::Owned(m) => Ok(m),
@@ -384,4 +359,92 @@ pub(crate) fn forward(layers: &[BoundLayer], x: &DMatrix<f32>) -> Result<DMatrix
             format!("the output, {} values × {samples} samples", m.nrows())
         }),
     }
+}
+
+/// A forward pass kept for the backward pass: every step's output.
+pub(crate) struct Trace {
+    steps: Vec<Step2>,
+    outputs: Vec<DMatrix<f32>>,
+}
+
+impl Trace {
+    /// The net's output (the input when the net computes nothing).
+    pub(crate) fn output<'a>(&'a self, x: &'a DMatrix<f32>) -> &'a DMatrix<f32> {
+        self.outputs.last().unwrap_or(x)
+    }
+}
+
+/// Runs the bound layers on `x`, keeping every step's output.
+pub(crate) fn forward_trace(layers: &[BoundLayer], x: &DMatrix<f32>) -> Result<Trace, ShapeError> {
+    let steps = steps(layers);
+    let mut outputs: Vec<DMatrix<f32>> = Vec::with_capacity(steps.len());
+    for step in &steps {
+        let input = outputs.last().unwrap_or(x);
+        let y = run_step(layers, step, input)?;
+        outputs.push(y);
+    }
+    Ok(Trace { steps, outputs })
+}
+
+/// The gradient of every parameter, in order, given the trace of a forward pass on `x` and
+/// `dy`, the gradient of the loss with respect to the net's output. Every buffer is
+/// allocated fallibly.
+pub(crate) fn backward(
+    layers: &[BoundLayer],
+    x: &DMatrix<f32>,
+    trace: Trace,
+    dy: DMatrix<f32>,
+) -> Result<Vec<DMatrix<f32>>, ShapeError> {
+    let Trace { steps, outputs } = trace;
+    // Every parameter's gradient, zeroed, in order.
+    let mut grads = Vec::new();
+    for p in layers.iter().flat_map(|l| &l.params) {
+        let what = || format!("the gradient of `{}`, shape {}", p.name, Dims(&p.shape));
+        grads.push(try_zeros(p.value.nrows(), p.value.ncols(), what)?);
+    }
+    let mut offsets = Vec::with_capacity(layers.len());
+    let mut offset = 0;
+    for l in layers {
+        offsets.push(offset);
+        offset += l.params.len();
+    }
+    // No step before the first one with parameters needs its input's gradient.
+    let first_learning = steps
+        .iter()
+        .position(|s| !layers[s.layer].params.is_empty())
+        .unwrap_or(steps.len());
+    let mut dy = dy;
+    for (k, step) in steps.iter().enumerate().rev() {
+        if k < first_learning {
+            break;
+        }
+        let layer = &layers[step.layer];
+        let y = &outputs[k];
+        let input = match k.checked_sub(1) {
+            Some(prev) => &outputs[prev],
+            None => x,
+        };
+        step.then.backward(y.as_slice(), dy.as_mut_slice());
+        let start = offsets[step.layer];
+        let mine = &mut grads[start..start + layer.params.len()];
+        let mut dx = if k > first_learning {
+            let (rows, samples) = input.shape();
+            Some(try_zeros(rows, samples, || {
+                format!(
+                    "the input gradient of layer {} ({}), {rows} values × {samples} samples",
+                    step.layer, layer.kind
+                )
+            })?)
+        } else {
+            None
+        };
+        layer
+            .kernel
+            .backward(&layer.params, input, y, &dy, mine, dx.as_mut())
+            .map_err(|e| at_layer(e, step.layer, layer.kind))?;
+        if let Some(dx) = dx {
+            dy = dx;
+        }
+    }
+    Ok(grads)
 }

@@ -7,6 +7,20 @@ use nalgebra::{DMatrix, DMatrixView, DMatrixViewMut, Dyn};
 use crate::layer::Activation;
 use crate::spatial::Geom2d;
 
+/// `m` transposed, as a view of its values (no copy): GEMM reads it through strides.
+///
+/// Only ever the right operand of a GEMM: for small matrices nalgebra's GEMM walks the left
+/// operand's columns as if their rows were contiguous, which a transposed view's are not.
+pub(crate) fn transposed(m: &DMatrix<f32>) -> DMatrixView<'_, f32, Dyn, Dyn> {
+    DMatrixView::from_slice_with_strides_generic(
+        m.as_slice(),
+        Dyn(m.ncols()),
+        Dyn(m.nrows()),
+        Dyn(m.nrows()),
+        Dyn(1),
+    )
+}
+
 /// A 2-d convolution of every column of `x`, with `weight` of shape `out_c × (in_c·k·k)`
 /// (PyTorch's `[out_c, in_c, k, k]` flattened row-major), then `bias` (one per output channel)
 /// and `act`, fused into one pass.
@@ -54,9 +68,63 @@ pub(crate) fn conv2d(
         im2col(image, g, rows, cols, patches.as_mut_slice());
         let mut y = DMatrixViewMut::from_slice(target, pixels, out_c);
         y.gemm(1.0, &*patches, &weight_t, 0.0);
-        for (c, channel) in target.chunks_exact_mut(pixels).enumerate() {
-            let b = bias.and_then(|b| b.get(c)).copied().unwrap_or(0.0);
-            act.apply_plus(channel, b);
+        act.apply(target, bias.unwrap_or_default(), pixels);
+    }
+}
+
+/// The gradients of [`conv2d`] (before its activation), sample by sample: with the sample's
+/// patches `P` (`pixels × taps`, im2col again) and its output gradient `dY`
+/// (`pixels × out_c`), `dWᵀ += Pᵀ·dY`, `db += ` the column sums of `dY`, and, when `dx` is
+/// asked for, the patch gradient `dY·W` scattered back onto the image (col2im). `dw`, `db`
+/// and `dx` are zeroed by the caller; `dpatches` is a `pixels × taps` buffer, used only
+/// for `dx`, and `grad_t` an `out_c × pixels` one.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn conv2d_backward(
+    x: &DMatrix<f32>,
+    weight: &DMatrix<f32>,
+    g: &Geom2d,
+    dy: &DMatrix<f32>,
+    dw: &mut DMatrix<f32>,
+    mut db: Option<&mut DMatrix<f32>>,
+    mut dx: Option<(&mut DMatrix<f32>, &mut DMatrix<f32>)>,
+    taps: &mut Taps,
+    grad_t: &mut DMatrix<f32>,
+) {
+    let pixels = g.out_h * g.out_w;
+    let tap_count = weight.ncols();
+    let out_c = weight.nrows();
+    let Taps {
+        patches,
+        rows,
+        cols,
+    } = taps;
+    if dy.is_empty() || patches.shape() != (pixels, tap_count) || grad_t.shape() != (out_c, pixels)
+    {
+        return;
+    }
+    let in_len = g.c * g.h * g.w;
+    let gradients = dy.as_slice().chunks_exact(out_c * pixels);
+    for (sample, grad) in gradients.enumerate() {
+        let image = x.as_slice().get(sample * in_len..).unwrap_or_default();
+        let image = &image[..in_len.min(image.len())];
+        im2col(image, g, rows, cols, patches.as_mut_slice());
+        let grad_view = DMatrixView::from_slice(grad, pixels, out_c);
+        // dW += dYᵀ·P, with dYᵀ copied (the left operand must be contiguous).
+        grad_view.transpose_to(grad_t);
+        dw.gemm(1.0, &*grad_t, &*patches, 1.0);
+        if let Some(db) = db.as_deref_mut() {
+            for (b, channel) in db.iter_mut().zip(grad.chunks_exact(pixels.max(1))) {
+                *b += channel.iter().sum::<f32>();
+            }
+        }
+        if let Some((dx, dpatches)) = dx.as_mut() {
+            dpatches.gemm(1.0, &grad_view, weight, 0.0);
+            let target = dx
+                .as_mut_slice()
+                .get_mut(sample * in_len..)
+                .unwrap_or_default();
+            let len = in_len.min(target.len());
+            col2im(dpatches.as_slice(), g, rows, cols, &mut target[..len]);
         }
     }
 }
@@ -189,6 +257,34 @@ fn im2col(image: &[f32], g: &Geom2d, rows: &[Run], cols: &[Run], patches: &mut [
 /// `f32::max` skips NaN, and the NaN-aware maximum costs 4 % of a LeNet forward pass, so the
 /// batch is scanned for NaN first (a vectorized pass) and the NaN-aware maximum runs only when
 /// there is one.
+/// The reverse of [`im2col`]: adds every patch value back onto the image value it was read
+/// from (values read from padding are dropped).
+fn col2im(patches: &[f32], g: &Geom2d, rows: &[Run], cols: &[Run], image: &mut [f32]) {
+    let pixels = g.out_h * g.out_w;
+    let mut columns = patches.chunks_exact(pixels.max(1));
+    for plane in image.chunks_exact_mut((g.h * g.w).max(1)).take(g.c) {
+        for row_run in rows {
+            for col in cols {
+                let Some(column) = columns.next() else { return };
+                if col.lo == col.hi {
+                    continue;
+                }
+                for (oi, out_row) in column.chunks_exact(g.out_w.max(1)).enumerate() {
+                    let Some(r) = row_run.at(oi, g.stride) else {
+                        continue;
+                    };
+                    let row = &mut plane[r * g.w..][..g.w];
+                    let values = &out_row[col.lo..col.hi];
+                    let targets = row[col.start..].iter_mut().step_by(g.stride);
+                    for (slot, v) in targets.zip(values) {
+                        *slot += v;
+                    }
+                }
+            }
+        }
+    }
+}
+
 pub(crate) fn max_pool(x: &DMatrix<f32>, g: &Geom2d, out: &mut DMatrix<f32>) {
     if has_nan(x.as_slice()) {
         pool(x, g, out, f32::NEG_INFINITY, nan_max, |m| m);
@@ -242,12 +338,7 @@ fn pool(
     if out.is_empty() || in_plane == 0 {
         return;
     }
-    let rows: Vec<_> = (0..g.out_h)
-        .map(|o| window(o, g.stride, g.padding, g.kernel, g.h))
-        .collect();
-    let cols: Vec<_> = (0..g.out_w)
-        .map(|o| window(o, g.stride, g.padding, g.kernel, g.w))
-        .collect();
+    let (rows, cols) = windows(g);
     let tiled = g.padding == 0 && g.stride == g.kernel;
     let inputs = x.as_slice().chunks_exact(in_plane);
     let outputs = out.as_mut_slice().chunks_exact_mut(out_plane);
@@ -281,6 +372,94 @@ fn pool(
 
 /// The input positions, padding left out, under the window at output position `o`. In
 /// `u128`, where `o·stride + kernel` cannot overflow.
+/// The gradient of [`max_pool`]: each window's output gradient goes to the window's largest
+/// input, the first one on ties and the last NaN when there is one (PyTorch's CPU kernel).
+/// `dx` is zeroed by the caller.
+pub(crate) fn max_pool_backward(
+    x: &DMatrix<f32>,
+    g: &Geom2d,
+    dy: &DMatrix<f32>,
+    dx: &mut DMatrix<f32>,
+) {
+    let (in_plane, out_plane) = (g.h * g.w, g.out_h * g.out_w);
+    if dy.is_empty() || in_plane == 0 {
+        return;
+    }
+    let (rows, cols) = windows(g);
+    let planes = x.as_slice().chunks_exact(in_plane);
+    let targets = dx.as_mut_slice().chunks_exact_mut(in_plane);
+    for ((plane, target), grad) in planes
+        .zip(targets)
+        .zip(dy.as_slice().chunks_exact(out_plane))
+    {
+        let mut grads = grad.iter();
+        for window_rows in &rows {
+            for window_cols in &cols {
+                let Some(d) = grads.next() else { return };
+                let mut best = window_rows.start * g.w + window_cols.start;
+                let mut max = f32::NEG_INFINITY;
+                for r in window_rows.clone() {
+                    for c in window_cols.clone() {
+                        let v = plane[r * g.w + c];
+                        if v > max || v.is_nan() {
+                            max = v;
+                            best = r * g.w + c;
+                        }
+                    }
+                }
+                if let Some(slot) = target.get_mut(best) {
+                    *slot += d;
+                }
+            }
+        }
+    }
+}
+
+/// The gradient of [`avg_pool`]: each window's output gradient, divided by the window's area
+/// (padding included), goes to every input in the window. `dx` is zeroed by the caller.
+pub(crate) fn avg_pool_backward(g: &Geom2d, dy: &DMatrix<f32>, dx: &mut DMatrix<f32>) {
+    let (in_plane, out_plane) = (g.h * g.w, g.out_h * g.out_w);
+    if dy.is_empty() || in_plane == 0 {
+        return;
+    }
+    let area = g.kernel as f64 * g.kernel as f64;
+    let area32 = area as f32;
+    let share = |d: f32| {
+        if area32.is_finite() {
+            d / area32
+        } else {
+            (f64::from(d) / area) as f32
+        }
+    };
+    let (rows, cols) = windows(g);
+    let targets = dx.as_mut_slice().chunks_exact_mut(in_plane);
+    for (target, grad) in targets.zip(dy.as_slice().chunks_exact(out_plane)) {
+        let mut grads = grad.iter();
+        for window_rows in &rows {
+            for window_cols in &cols {
+                let Some(&d) = grads.next() else { return };
+                let d = share(d);
+                for r in window_rows.clone() {
+                    for slot in &mut target[r * g.w..][window_cols.clone()] {
+                        *slot += d;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The input rows and columns of every output row and column of a pooling window.
+fn windows(g: &Geom2d) -> (Vec<core::ops::Range<usize>>, Vec<core::ops::Range<usize>>) {
+    let rows = (0..g.out_h)
+        .map(|o| window(o, g.stride, g.padding, g.kernel, g.h))
+        .collect();
+    let cols = (0..g.out_w)
+        .map(|o| window(o, g.stride, g.padding, g.kernel, g.w))
+        .collect();
+    (rows, cols)
+}
+
 fn window(
     o: usize,
     stride: usize,

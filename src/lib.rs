@@ -99,6 +99,7 @@ mod shape;
 pub mod spatial;
 mod state;
 mod summary;
+pub mod train;
 pub mod weights;
 
 pub use batch::Batch;
@@ -107,6 +108,7 @@ pub use error::ShapeError;
 pub use net::{BindTo, ForwardInit, NamedParams, Net};
 pub use shape::{FromRows, Image, ImageVolume, RunTimeInput, Shape, StaticShape};
 pub use state::{Bound, Init, Unbound, Uninit};
+pub use train::TrainError;
 pub use weights::{LoadError, LoadOptions, SaveError, Weights};
 
 /// The README's examples, compiled and run as doctests.

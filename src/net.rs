@@ -379,11 +379,30 @@ impl<N: Shape, L: Chain<N>> Net<Init<N>, L> {
         &self,
         x: &Batch<M>,
     ) -> Result<Batch<<L as Chain<N>>::Out>, ShapeError> {
+        self.check_batch(x)?;
+        self.run(x.as_matrix())
+    }
+
+    /// Checks that a batch fits the net's input, as [`try_forward`](Net::try_forward) does.
+    pub(crate) fn check_batch<M: Shape>(&self, x: &Batch<M>) -> Result<(), ShapeError> {
         let (found, expected) = (x.features().dims(), self.state.input.dims());
         if found.len() > 1 && expected.len() > 1 && found != expected {
             return Err(ShapeError::ImageShape { expected, found });
         }
-        self.try_forward_matrix(x.as_matrix())
+        self.check_matrix(x.as_matrix())
+    }
+
+    /// Checks that a matrix has the net's input size as its row count.
+    fn check_matrix(&self, x: &DMatrix<f32>) -> Result<(), ShapeError> {
+        // Binding checked that the input's size fits.
+        let expected = self.state.input.checked_flat_size().unwrap_or(0);
+        if x.nrows() != expected {
+            return Err(ShapeError::Features {
+                expected,
+                actual: x.nrows(),
+            });
+        }
+        Ok(())
     }
 
     /// Runs the net on a `features × samples` matrix, checking its row count.
@@ -396,14 +415,7 @@ impl<N: Shape, L: Chain<N>> Net<Init<N>, L> {
         &self,
         x: &DMatrix<f32>,
     ) -> Result<Batch<<L as Chain<N>>::Out>, ShapeError> {
-        // Binding checked that the input's size fits.
-        let expected = self.state.input.checked_flat_size().unwrap_or(0);
-        if x.nrows() != expected {
-            return Err(ShapeError::Features {
-                expected,
-                actual: x.nrows(),
-            });
-        }
+        self.check_matrix(x)?;
         self.run(x)
     }
 

@@ -13,6 +13,9 @@ pub use crate::layer::{
 pub use crate::net::Net;
 pub use crate::shape::{Image, Shape, StaticShape};
 pub use crate::state::{Init, Uninit};
+pub use crate::train::{
+    Adam, CrossEntropy, EpochMetrics, Fit, Grads, History, Labels, Mse, Optimizer, Sgd, TrainError,
+};
 pub use crate::weights::{LoadError, LoadOptions, SaveError, Weights};
 pub use generic_array::GenericArray;
 pub use typenum::consts::*;

@@ -246,3 +246,54 @@ where
     )>,
 {
 }
+
+/// A flat size as the training rules compare it: its decimal digits ([`Num`](crate::decimal::Num))
+/// when static, [`Dyn`](crate::Dyn) when known only at run time.
+pub trait Width {
+    /// The digits, or `Dyn`.
+    type Output;
+}
+
+impl<U, B> Width for typenum::UInt<U, B>
+where
+    typenum::UInt<U, B>: crate::decimal::Decimal,
+{
+    type Output = crate::decimal::Dec<typenum::UInt<U, B>>;
+}
+
+impl Width for crate::Dyn {
+    type Output = crate::Dyn;
+}
+
+/// A number written in decimal digits: a static [`Width`].
+pub trait Digits {}
+
+impl<A, B, C, D, E, F, G, H, I, J> Digits for crate::decimal::Num<A, B, C, D, E, F, G, H, I, J> {}
+
+/// Rule: labels name as many classes as the net has outputs. Checked by the compiler when both
+/// are static, by [`loss_and_grads`](crate::Net::loss_and_grads) when one is a run-time size.
+#[diagnostic::on_unimplemented(
+    message = "shape mismatch: the labels have {Self} classes but the net's output is {Expected} wide",
+    label = "labels of another number of classes than the net's outputs",
+    note = "a net whose last layer has 10 outputs takes `Labels<U10>`: one class per output",
+    note = "sizes are spelled as their decimal digits: `Num<_1, _0>` means 10"
+)]
+pub trait ClassesMatch<Expected> {}
+
+impl<T: Digits> ClassesMatch<T> for T {}
+impl<T> ClassesMatch<crate::Dyn> for T {}
+impl<T: Digits> ClassesMatch<T> for crate::Dyn {}
+
+/// Rule: regression targets are as wide as the net's output. Checked by the compiler when both
+/// are static, by [`loss_and_grads`](crate::Net::loss_and_grads) when one is a run-time size.
+#[diagnostic::on_unimplemented(
+    message = "shape mismatch: the targets have {Self} values per sample but the net's output is {Expected} wide",
+    label = "targets of another width than the net's output",
+    note = "a net whose last layer has 10 outputs takes `Batch<U10>` targets",
+    note = "sizes are spelled as their decimal digits: `Num<_1, _0>` means 10"
+)]
+pub trait TargetWidthMatches<Expected> {}
+
+impl<T: Digits> TargetWidthMatches<T> for T {}
+impl<T> TargetWidthMatches<crate::Dyn> for T {}
+impl<T: Digits> TargetWidthMatches<T> for crate::Dyn {}

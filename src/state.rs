@@ -6,7 +6,7 @@ use std::sync::Arc;
 use nalgebra::DMatrix;
 
 use crate::init::{DefaultInit, Initializer, Role};
-use crate::layer::Op;
+use crate::layer::Kernel;
 use crate::shape::Shape;
 
 /// The state of a net that is declared but not bound: it holds the registered initializer and
@@ -68,7 +68,7 @@ impl<N: Shape> fmt::Debug for Init<N> {
 pub struct BoundLayer {
     pub(crate) kind: &'static str,
     pub(crate) output: Vec<usize>,
-    pub(crate) op: Op,
+    pub(crate) kernel: Arc<dyn Kernel>,
     pub(crate) params: Vec<Param>,
 }
 
@@ -82,15 +82,39 @@ impl fmt::Debug for BoundLayer {
     }
 }
 
-/// One parameter: its name, PyTorch shape, role and values.
+/// One parameter of a bound layer: its name, PyTorch shape, role and values.
+///
+/// A [`Kernel`] reads its layer's parameters through [`value`](Param::value).
 #[derive(Clone, Debug)]
-pub(crate) struct Param {
+pub struct Param {
     pub(crate) name: String,
     pub(crate) shape: Vec<usize>,
     pub(crate) role: Role,
     pub(crate) fan_in: usize,
     pub(crate) fan_out: usize,
     pub(crate) value: DMatrix<f32>,
+}
+
+impl Param {
+    /// Its name, e.g. `"0.weight"`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its shape in PyTorch's order, e.g. `[256, 20]` or `[16, 1, 5, 5]`.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// Its role: weight, bias or another.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// Its values, stored as a `shape[0] × (shape[1]·…)` matrix (a column for a 1-d shape).
+    pub fn value(&self) -> &DMatrix<f32> {
+        &self.value
+    }
 }
 
 pub(crate) mod sealed {

@@ -1,80 +1,158 @@
 //! Element-wise activation layers. They own no parameters and keep the shape.
 
-use super::{sealed, Fault, Layer, LayerOn, Op, PartialShape};
+use nalgebra::DMatrix;
+
+use super::{Fault, Kernel, Layer, LayerOn, Param, PartialShape};
+use crate::error::ShapeError;
 use crate::init::Role;
 use crate::shape::Shape;
 
-/// An element-wise function, applied in place.
-#[doc(hidden)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// An element-wise function: the computation of the activation layers, and what a dense or
+/// convolution layer applies to its output when an activation follows it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Activation {
-    /// max(x, 0)
+    /// `max(x, 0)`; NaN stays NaN, as in PyTorch.
     Relu,
-    /// 1 / (1 + e^(−x))
+    /// `1 / (1 + e^(−x))`.
     Sigmoid,
-    /// tanh(x)
+    /// `tanh(x)`.
     Tanh,
-    /// x
+    /// `x`.
+    #[default]
     Identity,
 }
 
 impl Activation {
-    /// Applies the function to every value.
-    pub(crate) fn apply(self, values: &mut [f32]) {
+    /// The function at one value.
+    #[inline(always)]
+    pub fn at(self, v: f32) -> f32 {
         match self {
-            Activation::Relu => values.iter_mut().for_each(|v| *v = relu(*v)),
-            Activation::Sigmoid => values.iter_mut().for_each(|v| *v = sigmoid(*v)),
-            Activation::Tanh => values.iter_mut().for_each(|v| *v = v.tanh()),
+            Activation::Relu => {
+                if v < 0.0 {
+                    0.0
+                } else {
+                    v
+                }
+            }
+            Activation::Sigmoid => 1.0 / (1.0 + (-v).exp()),
+            Activation::Tanh => v.tanh(),
+            Activation::Identity => v,
+        }
+    }
+
+    /// Its derivative, from the function's output `y`: `y > 0` for ReLU (PyTorch's
+    /// `threshold_backward`, so a NaN output passes the gradient), `y·(1 − y)` for the sigmoid,
+    /// `1 − y²` for tanh.
+    #[inline(always)]
+    pub fn slope_at_output(self, y: f32) -> f32 {
+        match self {
+            Activation::Relu => {
+                if y <= 0.0 {
+                    0.0
+                } else {
+                    1.0
+                }
+            }
+            Activation::Sigmoid => y * (1.0 - y),
+            Activation::Tanh => 1.0 - y * y,
+            Activation::Identity => 1.0,
+        }
+    }
+
+    /// Applies the function in place to `values` plus a bias: value `i` becomes
+    /// `f(value + bias[(i / run) % bias.len()])`, so a bias per row of a column-major
+    /// `rows × samples` matrix is `run = 1`, and a bias per channel of C, H, W samples is
+    /// `run = H·W`. An empty `bias` adds nothing. The one place an activation is written.
+    pub fn apply(self, values: &mut [f32], bias: &[f32], run: usize) {
+        match self {
+            Activation::Relu => biased(values, bias, run, |v| Activation::Relu.at(v)),
+            Activation::Sigmoid => biased(values, bias, run, |v| Activation::Sigmoid.at(v)),
+            Activation::Tanh => biased(values, bias, run, |v| Activation::Tanh.at(v)),
+            Activation::Identity => {
+                if !bias.is_empty() {
+                    biased(values, bias, run, |v| v);
+                }
+            }
+        }
+    }
+
+    /// Multiplies the gradient `dy` in place by the derivative at each output `y`: the gradient
+    /// after the function becomes the gradient before it.
+    pub fn backward(self, y: &[f32], dy: &mut [f32]) {
+        match self {
+            Activation::Relu => slope(y, dy, |y| Activation::Relu.slope_at_output(y)),
+            Activation::Sigmoid => slope(y, dy, |y| Activation::Sigmoid.slope_at_output(y)),
+            Activation::Tanh => slope(y, dy, |y| Activation::Tanh.slope_at_output(y)),
             Activation::Identity => {}
         }
     }
-
-    /// Adds `bias` to every value and applies the function, in one pass.
-    pub(crate) fn apply_plus(self, values: &mut [f32], bias: f32) {
-        match self {
-            Activation::Relu => values.iter_mut().for_each(|v| *v = relu(*v + bias)),
-            Activation::Sigmoid => values.iter_mut().for_each(|v| *v = sigmoid(*v + bias)),
-            Activation::Tanh => values.iter_mut().for_each(|v| *v = (*v + bias).tanh()),
-            Activation::Identity => values.iter_mut().for_each(|v| *v += bias),
-        }
-    }
-
-    /// Adds `bias` to every column of the column-major `values` (`bias.len()` rows) and applies
-    /// the function, in one pass.
-    pub(crate) fn apply_with_bias(self, values: &mut [f32], bias: &[f32]) {
-        match self {
-            Activation::Relu => bias_then(values, bias, relu),
-            Activation::Sigmoid => bias_then(values, bias, sigmoid),
-            Activation::Tanh => bias_then(values, bias, f32::tanh),
-            Activation::Identity => bias_then(values, bias, |v| v),
-        }
-    }
 }
 
-/// `max(v, 0)`, with NaN passed through as PyTorch's `relu` does (`f32::max` would return 0).
+/// The loop of [`Activation::apply`], compiled once per function.
 #[inline(always)]
-fn relu(v: f32) -> f32 {
-    if v < 0.0 {
-        0.0
-    } else {
-        v
-    }
-}
-
-#[inline(always)]
-fn sigmoid(v: f32) -> f32 {
-    1.0 / (1.0 + (-v).exp())
-}
-
-#[inline(always)]
-fn bias_then(values: &mut [f32], bias: &[f32], f: impl Fn(f32) -> f32) {
+fn biased(values: &mut [f32], bias: &[f32], run: usize, f: impl Fn(f32) -> f32) {
     if bias.is_empty() {
+        values.iter_mut().for_each(|v| *v = f(*v));
         return;
     }
-    for column in values.chunks_exact_mut(bias.len()) {
-        for (v, b) in column.iter_mut().zip(bias) {
-            *v = f(*v + b);
+    if run <= 1 {
+        for column in values.chunks_mut(bias.len()) {
+            for (v, b) in column.iter_mut().zip(bias) {
+                *v = f(*v + b);
+            }
         }
+        return;
+    }
+    for block in values.chunks_mut(run.saturating_mul(bias.len())) {
+        for (part, b) in block.chunks_mut(run).zip(bias) {
+            part.iter_mut().for_each(|v| *v = f(*v + b));
+        }
+    }
+}
+
+#[inline(always)]
+fn slope(y: &[f32], dy: &mut [f32], d: impl Fn(f32) -> f32) {
+    for (g, y) in dy.iter_mut().zip(y) {
+        *g *= d(*y);
+    }
+}
+
+/// The bound computation of an activation layer.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ActivationKernel(pub(crate) Activation);
+
+impl Kernel for ActivationKernel {
+    fn forward(
+        &self,
+        _: &[Param],
+        x: &DMatrix<f32>,
+        y: &mut DMatrix<f32>,
+        _: Activation,
+    ) -> Result<(), ShapeError> {
+        y.as_mut_slice().copy_from_slice(x.as_slice());
+        self.0.apply(y.as_mut_slice(), &[], 1);
+        Ok(())
+    }
+
+    fn backward(
+        &self,
+        _: &[Param],
+        _: &DMatrix<f32>,
+        y: &DMatrix<f32>,
+        dy: &DMatrix<f32>,
+        _: &mut [DMatrix<f32>],
+        dx: Option<&mut DMatrix<f32>>,
+    ) -> Result<(), ShapeError> {
+        if let Some(dx) = dx {
+            dx.as_mut_slice().copy_from_slice(dy.as_slice());
+            self.0.backward(y.as_slice(), dx.as_mut_slice());
+        }
+        Ok(())
+    }
+
+    fn activation(&self) -> Option<Activation> {
+        Some(self.0)
     }
 }
 
@@ -85,8 +163,6 @@ macro_rules! activation {
         /// Owns no parameters; its output has the shape of its input.
         #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
         pub struct $name;
-
-        impl sealed::Sealed for $name {}
 
         impl Layer for $name {
             fn kind(&self) -> &'static str {
@@ -101,11 +177,8 @@ macro_rules! activation {
             fn param_shapes(&self, _: Option<&PartialShape>) -> Vec<(Role, PartialShape)> {
                 Vec::new()
             }
-            fn declared_input(&self) -> Option<usize> {
-                None
-            }
-            fn op(&self, _: &[usize]) -> Op {
-                Op::Act(Activation::$name)
+            fn kernel(&self, _: &[usize], _: &[usize]) -> Box<dyn Kernel> {
+                Box::new(ActivationKernel(Activation::$name))
             }
         }
 
@@ -150,13 +223,13 @@ mod tests {
     #[test]
     fn functions_are_right() {
         let mut v = [-1.0, 0.0, 2.0];
-        Activation::Relu.apply(&mut v);
+        Activation::Relu.apply(&mut v, &[], 1);
         assert_eq!(v, [0.0, 0.0, 2.0]);
         let mut v = [0.0f32];
-        Activation::Sigmoid.apply(&mut v);
+        Activation::Sigmoid.apply(&mut v, &[], 1);
         assert_eq!(v, [0.5]);
         let mut v = [1.0f32];
-        Activation::Tanh.apply(&mut v);
+        Activation::Tanh.apply(&mut v, &[], 1);
         assert!((v[0] - 1.0f32.tanh()).abs() < 1e-7);
     }
 
@@ -164,10 +237,14 @@ mod tests {
     fn bias_is_added_per_row_of_each_column() {
         // Two rows, three columns, column-major.
         let mut v = [1.0, -5.0, 2.0, -6.0, 3.0, 7.0];
-        Activation::Relu.apply_with_bias(&mut v, &[1.0, 1.0]);
+        Activation::Relu.apply(&mut v, &[1.0, 1.0], 1);
         assert_eq!(v, [2.0, 0.0, 3.0, 0.0, 4.0, 8.0]);
-        Activation::Identity.apply_with_bias(&mut v, &[]);
+        Activation::Identity.apply(&mut v, &[], 1);
         assert_eq!(v, [2.0, 0.0, 3.0, 0.0, 4.0, 8.0]);
+        // A bias per channel of two-pixel planes.
+        let mut v = [0.0; 8];
+        Activation::Identity.apply(&mut v, &[1.0, -1.0], 2);
+        assert_eq!(v, [1.0, 1.0, -1.0, -1.0, 1.0, 1.0, -1.0, -1.0]);
     }
 
     #[test]

@@ -2,9 +2,14 @@
 
 use typenum::{Unsigned, U0, U1};
 
-use super::{sealed, DeclaresInput, Fault, Infer, Layer, LayerOn, Op, PartialShape};
+use nalgebra::DMatrix;
+
+use super::{Activation, DeclaresInput, Fault, Infer, Kernel, Layer, LayerOn, Param, PartialShape};
+use crate::alloc::{try_zeros, MAX_VALUES};
 use crate::dim::{Dim, Dyn, StaticDim};
+use crate::error::ShapeError;
 use crate::init::Role;
+use crate::kernels::{self, Taps};
 use crate::list::{Follows, Unknown};
 use crate::rules::{Input, Proven, TakesImage};
 use crate::shape::{Image, Shape};
@@ -162,8 +167,6 @@ impl<O: Dim, K: Dim, S: Dim, P: Dim, D: Dim> Conv2d<O, K, S, P, D> {
     }
 }
 
-impl<O: Dim, K: Dim, S: Dim, P: Dim, D: Dim> sealed::Sealed for Conv2d<O, K, S, P, D> {}
-
 impl<O: Dim, K: Dim, S: Dim, P: Dim, D: Dim> Layer for Conv2d<O, K, S, P, D> {
     fn kind(&self) -> &'static str {
         "Conv2d"
@@ -184,10 +187,6 @@ impl<O: Dim, K: Dim, S: Dim, P: Dim, D: Dim> Layer for Conv2d<O, K, S, P, D> {
         shapes
     }
 
-    fn declared_input(&self) -> Option<usize> {
-        None
-    }
-
     /// The patches of one sample (im2col): one row per output pixel, one column per tap.
     fn scratch(&self, input: &[usize], output: &[usize]) -> Vec<(&'static str, Vec<usize>)> {
         let k = self.kernel.size();
@@ -197,14 +196,133 @@ impl<O: Dim, K: Dim, S: Dim, P: Dim, D: Dim> Layer for Conv2d<O, K, S, P, D> {
         }
     }
 
-    fn op(&self, input: &[usize]) -> Op {
-        Op::Conv {
+    fn kernel(&self, input: &[usize], _: &[usize]) -> Box<dyn Kernel> {
+        Box::new(ConvKernel {
             geom: Geom2d::new(input, self.hyper()),
             out_c: self.out.size(),
-        }
+        })
     }
 }
 
+/// The bound computation of [`Conv2d`]: im2col and one GEMM per sample, then bias and the
+/// fused activation.
+#[derive(Clone, Copy, Debug)]
+struct ConvKernel {
+    geom: Geom2d,
+    out_c: usize,
+}
+
+impl ConvKernel {
+    /// The patch buffer of one sample and the tap positions, allocated fallibly.
+    fn taps(&self, taps: usize) -> Result<Taps, ShapeError> {
+        let g = &self.geom;
+        let pixels = g.out_h * g.out_w;
+        let what = || format!("the patch buffer of a Conv2d, {pixels} × {taps} values");
+        let work = try_zeros(pixels, taps, what)?;
+        Taps::new(g, work).ok_or_else(|| ShapeError::OutOfMemory {
+            what: format!("the tap positions of a Conv2d, 2 × {} runs", g.kernel),
+            values: 2 * g.kernel as u128,
+        })
+    }
+
+    /// Checks that the output (or gradient) of `samples` samples and one sample's patches
+    /// fit in memory together.
+    fn fits(&self, taps: usize, samples: usize) -> Result<(), ShapeError> {
+        let g = &self.geom;
+        let (pixels, out_len) = (g.out_h * g.out_w, self.out_c * g.out_h * g.out_w);
+        let out_values = out_len as u128 * samples as u128;
+        let patch_values = pixels as u128 * taps as u128;
+        let together = if out_values == 0 {
+            0
+        } else {
+            out_values + patch_values
+        };
+        if crate::alloc::fits_in_memory(together) && patch_values <= MAX_VALUES as u128 {
+            return Ok(());
+        }
+        Err(ShapeError::OutOfMemory {
+            what: format!(
+                "the output ({out_len} values × {samples} samples) and the patch buffer ({pixels} × {taps} values) of a Conv2d"
+            ),
+            values: together,
+        })
+    }
+}
+
+impl Kernel for ConvKernel {
+    fn forward(
+        &self,
+        params: &[Param],
+        x: &DMatrix<f32>,
+        y: &mut DMatrix<f32>,
+        then: Activation,
+    ) -> Result<(), ShapeError> {
+        let Some(w) = params.first() else {
+            return Ok(());
+        };
+        // An empty output (no samples, no channels) needs no patches.
+        if y.is_empty() {
+            return Ok(());
+        }
+        self.fits(w.value().ncols(), x.ncols())?;
+        let mut taps = self.taps(w.value().ncols())?;
+        let bias = params.get(1).map(|b| b.value().as_slice());
+        kernels::conv2d(x, w.value(), bias, &self.geom, then, y, &mut taps);
+        Ok(())
+    }
+
+    fn backward(
+        &self,
+        params: &[Param],
+        x: &DMatrix<f32>,
+        _: &DMatrix<f32>,
+        dy: &DMatrix<f32>,
+        grads: &mut [DMatrix<f32>],
+        dx: Option<&mut DMatrix<f32>>,
+    ) -> Result<(), ShapeError> {
+        let (Some(w), [dw, rest @ ..]) = (params.first(), grads) else {
+            return Ok(());
+        };
+        if dy.is_empty() {
+            return Ok(());
+        }
+        let tap_count = w.value().ncols();
+        let mut taps = self.taps(tap_count)?;
+        let dx = match dx {
+            Some(dx) => {
+                let pixels = self.geom.out_h * self.geom.out_w;
+                let what =
+                    || format!("the patch gradient of a Conv2d, {pixels} × {tap_count} values");
+                Some((dx, try_zeros(pixels, tap_count, what)?))
+            }
+            None => None,
+        };
+        let mut dx = dx;
+        let pixels = self.geom.out_h * self.geom.out_w;
+        let mut grad_t = try_zeros(self.out_c, pixels, || {
+            format!(
+                "the transposed output gradient of a Conv2d, {} × {pixels} values",
+                self.out_c
+            )
+        })?;
+        kernels::conv2d_backward(
+            x,
+            w.value(),
+            &self.geom,
+            dy,
+            dw,
+            rest.first_mut(),
+            dx.as_mut().map(|(dx, dp)| (&mut **dx, dp)),
+            &mut taps,
+            &mut grad_t,
+        );
+        Ok(())
+    }
+
+    fn fuses_activation(&self) -> bool {
+        true
+    }
+}
 /// An image in, an image out: `O` channels, each axis by [`Window`](crate::spatial::Window). A flat input breaks the
 /// [`TakesImage`] rule; a kernel larger than the padded image breaks
 /// [`WindowFits`](crate::rules::WindowFits).

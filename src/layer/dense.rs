@@ -1,9 +1,14 @@
 //! The dense (fully connected) layer.
 
-use super::{sealed, DeclaresInput, Fault, Layer, LayerOn, Op, PartialShape};
+use nalgebra::DMatrix;
+
+use super::{Activation, DeclaresInput, Fault, Kernel, Layer, LayerOn, Param, PartialShape};
+use crate::alloc::try_zeros;
 use crate::decimal::{Dec, Decimal};
 use crate::dim::{Dim, Dyn, StaticDim};
+use crate::error::ShapeError;
 use crate::init::Role;
+use crate::kernels::transposed;
 use crate::list::{Flattened, Follows, Static, Unknown};
 use crate::rules::{
     AtRunTime, BoundInputMatches, DeclaredInputMatches, FlattenedInputMatches, Input, Proven,
@@ -118,8 +123,6 @@ impl<D: Dim> InputDecl for D {
     }
 }
 
-impl<O: Dim, I: InputDecl> sealed::Sealed for Dense<O, I> {}
-
 impl<O: Dim, I: InputDecl> Layer for Dense<O, I> {
     fn kind(&self) -> &'static str {
         "Dense"
@@ -163,8 +166,63 @@ impl<O: Dim, I: InputDecl> Layer for Dense<O, I> {
         self.input.declared()
     }
 
-    fn op(&self, _: &[usize]) -> Op {
-        Op::Dense
+    fn kernel(&self, _: &[usize], _: &[usize]) -> Box<dyn Kernel> {
+        Box::new(DenseKernel)
+    }
+}
+
+/// The bound computation of [`Dense`]: `y = f(W·x + b)`.
+#[derive(Clone, Copy, Debug)]
+struct DenseKernel;
+
+impl Kernel for DenseKernel {
+    fn forward(
+        &self,
+        params: &[Param],
+        x: &DMatrix<f32>,
+        y: &mut DMatrix<f32>,
+        then: Activation,
+    ) -> Result<(), ShapeError> {
+        // Binding gives a dense layer its weight and bias, always.
+        if let [w, b] = params {
+            y.gemm(1.0, w.value(), x, 0.0);
+            then.apply(y.as_mut_slice(), b.value().as_slice(), 1);
+        }
+        Ok(())
+    }
+
+    fn backward(
+        &self,
+        params: &[Param],
+        x: &DMatrix<f32>,
+        _: &DMatrix<f32>,
+        dy: &DMatrix<f32>,
+        grads: &mut [DMatrix<f32>],
+        dx: Option<&mut DMatrix<f32>>,
+    ) -> Result<(), ShapeError> {
+        if let ([w, _], [dw, db]) = (params, grads) {
+            // dW = dY · Xᵀ, db = the row sums of dY, dX = Wᵀ · dY.
+            dw.gemm(1.0, dy, &transposed(x), 0.0);
+            for column in dy.as_slice().chunks_exact(db.nrows().max(1)) {
+                for (g, d) in db.as_mut_slice().iter_mut().zip(column) {
+                    *g += d;
+                }
+            }
+            if let Some(dx) = dx {
+                // Wᵀ copied: the left operand of a GEMM must be contiguous (see `transposed`).
+                let (rows, cols) = w.value().shape();
+                let mut w_t = try_zeros(cols, rows, || {
+                    format!("the transposed weight of a Dense, {cols} × {rows} values")
+                })?;
+                w.value().transpose_to(&mut w_t);
+                dx.gemm(1.0, &w_t, dy, 0.0);
+            }
+        }
+        Ok(())
+    }
+
+    fn fuses_activation(&self) -> bool {
+        true
     }
 }
 

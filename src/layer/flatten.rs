@@ -1,7 +1,10 @@
 //! The flatten layer.
 
-use super::{sealed, DeclaresInput, Fault, Infer, Layer, LayerOn, Op, PartialShape};
+use nalgebra::DMatrix;
+
+use super::{Activation, DeclaresInput, Fault, Infer, Kernel, Layer, LayerOn, Param, PartialShape};
 use crate::dim::Dyn;
+use crate::error::ShapeError;
 use crate::init::Role;
 use crate::list::{Flattened, Follows, Static, Unknown};
 use crate::rules::Proven;
@@ -26,8 +29,6 @@ use crate::shape::Shape;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Flatten;
 
-impl sealed::Sealed for Flatten {}
-
 impl Layer for Flatten {
     fn kind(&self) -> &'static str {
         "Flatten"
@@ -50,12 +51,44 @@ impl Layer for Flatten {
         Vec::new()
     }
 
-    fn declared_input(&self) -> Option<usize> {
-        None
+    fn kernel(&self, _: &[usize], _: &[usize]) -> Box<dyn Kernel> {
+        Box::new(FlattenKernel)
+    }
+}
+
+/// The bound computation of [`Flatten`]: none, the values are already in C, H, W order.
+#[derive(Clone, Copy, Debug)]
+struct FlattenKernel;
+
+impl Kernel for FlattenKernel {
+    fn forward(
+        &self,
+        _: &[Param],
+        x: &DMatrix<f32>,
+        y: &mut DMatrix<f32>,
+        _: Activation,
+    ) -> Result<(), ShapeError> {
+        y.as_mut_slice().copy_from_slice(x.as_slice());
+        Ok(())
     }
 
-    fn op(&self, _: &[usize]) -> Op {
-        Op::Flatten
+    fn backward(
+        &self,
+        _: &[Param],
+        _: &DMatrix<f32>,
+        _: &DMatrix<f32>,
+        dy: &DMatrix<f32>,
+        _: &mut [DMatrix<f32>],
+        dx: Option<&mut DMatrix<f32>>,
+    ) -> Result<(), ShapeError> {
+        if let Some(dx) = dx {
+            dx.as_mut_slice().copy_from_slice(dy.as_slice());
+        }
+        Ok(())
+    }
+
+    fn is_reshape(&self) -> bool {
+        true
     }
 }
 

@@ -12,6 +12,11 @@ mod pool;
 
 use core::fmt;
 
+use nalgebra::DMatrix;
+
+pub use crate::error::Fault;
+use crate::error::ShapeError;
+
 pub use activation::{Identity, Relu, Sigmoid, Tanh};
 pub use conv::Conv2d;
 pub use dense::{Dense, Infer, InputDecl, InputRule, PushRule};
@@ -20,42 +25,137 @@ pub use pool::{Avg, AvgPool2d, Max, MaxPool2d, Pool2d, PoolKind};
 
 use crate::init::Role;
 use crate::shape::Shape;
-use crate::spatial::Geom2d;
 
-pub(crate) use activation::Activation;
+pub use crate::state::Param;
+pub use activation::Activation;
 
-/// A layer specification: its kind, how it maps shapes, and the parameters it will own.
+/// A layer specification: its kind, how it maps shapes, the parameters it will own, and the
+/// computation it becomes once bound.
 ///
-/// Implemented by the layers of this crate; it is sealed for now, because the bound side of a
-/// layer (its forward computation) is not yet a public interface.
-pub trait Layer: sealed::Sealed + Send + Sync + 'static {
+/// This is the run-time half of a layer; [`LayerOn`], [`DeclaresInput`] and
+/// [`Follows`](crate::list::Follows) are its compile-time half. A layer written outside this
+/// crate implements all four, and the compiler checks it in a net as it checks the layers
+/// here: see `examples/custom_layer.rs` for a layer whose parameter shape follows the
+/// inferred input.
+pub trait Layer: Send + Sync + 'static {
     /// The layer's kind, e.g. `"Dense"`; error messages and summaries show it.
     fn kind(&self) -> &'static str;
 
     /// The output shape, given the input shape as far as it is known (`None`: not even its
     /// rank is known). Sizes that depend on an unknown one are `None`; given a fully known
-    /// input, the output is fully known or the layer reports why the input does not fit.
-    #[doc(hidden)]
+    /// input, the output must be fully known, or the layer reports why the input does not fit.
     fn output_shape(&self, input: Option<&PartialShape>) -> Result<Option<PartialShape>, Fault>;
 
-    /// The shapes of the parameters it will own (PyTorch order), with `None` where a size is not
-    /// known yet.
+    /// The shapes of the parameters it will own (PyTorch order: weight, then bias), with `None`
+    /// where a size is not known yet. A parameter of shape `[d0, d1, …]` is stored as a
+    /// `d0 × (d1·…)` matrix (a column for a 1-d shape).
     fn param_shapes(&self, input: Option<&PartialShape>) -> Vec<(Role, PartialShape)>;
 
     /// The input width this layer declares, if it declares one.
-    fn declared_input(&self) -> Option<usize>;
+    fn declared_input(&self) -> Option<usize> {
+        None
+    }
 
-    /// The computation the layer runs once bound to an input of shape `input`, which
-    /// [`output_shape`](Layer::output_shape) accepted.
-    #[doc(hidden)]
-    fn op(&self, input: &[usize]) -> Op;
+    /// The computation the layer runs once bound to an input of shape `input` (which
+    /// [`output_shape`](Layer::output_shape) accepted, giving `output`).
+    fn kernel(&self, input: &[usize], output: &[usize]) -> Box<dyn Kernel>;
 
     /// The work buffers the layer needs per sample, beyond its input and output, given its
     /// known input and output shapes: their names and shapes, so that binding checks that
     /// they can be allocated.
-    #[doc(hidden)]
     fn scratch(&self, _input: &[usize], _output: &[usize]) -> Vec<(&'static str, Vec<usize>)> {
         Vec::new()
+    }
+}
+
+/// What a bound layer computes: its forward pass and its backward pass.
+///
+/// Every matrix holds one sample per column, `values × samples`; an image sample is its values
+/// in C, H, W order. The parameters come in the order of
+/// [`Layer::param_shapes`], each stored as a `d0 × (d1·…)` matrix.
+///
+/// # Example
+/// A layer that doubles its input:
+/// ```
+/// use lazynet::layer::{Activation, Kernel, Param};
+/// use lazynet::nalgebra::DMatrix;
+/// use lazynet::ShapeError;
+///
+/// #[derive(Debug)]
+/// struct Double;
+///
+/// impl Kernel for Double {
+///     fn forward(&self, _: &[Param], x: &DMatrix<f32>, y: &mut DMatrix<f32>, _: Activation)
+///         -> Result<(), ShapeError> {
+///         y.zip_apply(x, |y, x| *y = 2.0 * x);
+///         Ok(())
+///     }
+///     fn backward(&self, _: &[Param], _: &DMatrix<f32>, _: &DMatrix<f32>, dy: &DMatrix<f32>,
+///         _: &mut [DMatrix<f32>], dx: Option<&mut DMatrix<f32>>) -> Result<(), ShapeError> {
+///         if let Some(dx) = dx {
+///             dx.zip_apply(dy, |d, g| *d = 2.0 * g);
+///         }
+///         Ok(())
+///     }
+/// }
+/// ```
+pub trait Kernel: Send + Sync + fmt::Debug + 'static {
+    /// Computes the output `y` of the batch `x`. `y` is allocated and zeroed, with the layer's
+    /// output size as rows and as many columns as `x`. `then` is
+    /// [`Activation::Identity`] unless [`fuses_activation`](Kernel::fuses_activation) says
+    /// otherwise: then it is the activation that follows this layer, to apply to every value
+    /// of `y` before returning.
+    ///
+    /// # Errors
+    /// Only for what cannot be had: memory for a work buffer
+    /// ([`ShapeError::OutOfMemory`]).
+    fn forward(
+        &self,
+        params: &[Param],
+        x: &DMatrix<f32>,
+        y: &mut DMatrix<f32>,
+        then: Activation,
+    ) -> Result<(), ShapeError>;
+
+    /// Given `dy`, the gradient of the loss with respect to the layer's output, writes the
+    /// gradient of every parameter into `grads` (zeroed, one matrix per parameter, shaped like
+    /// it) and, when `dx` is `Some` (not for the first layer), the gradient with respect to
+    /// the input `x` (zeroed, shaped like `x`).
+    ///
+    /// `y` is the output the forward pass computed. For a layer that fused an activation, `y`
+    /// is the output after it, and `dy` is already the gradient before it.
+    ///
+    /// # Errors
+    /// Only for what cannot be had: memory for a work buffer
+    /// ([`ShapeError::OutOfMemory`]).
+    fn backward(
+        &self,
+        params: &[Param],
+        x: &DMatrix<f32>,
+        y: &DMatrix<f32>,
+        dy: &DMatrix<f32>,
+        grads: &mut [DMatrix<f32>],
+        dx: Option<&mut DMatrix<f32>>,
+    ) -> Result<(), ShapeError>;
+
+    /// Whether [`forward`](Kernel::forward) applies the activation that follows the layer
+    /// (one pass over the output instead of two). `false` unless overridden.
+    fn fuses_activation(&self) -> bool {
+        false
+    }
+
+    /// The element-wise function this layer is, if it is one: a layer before it that
+    /// [fuses](Kernel::fuses_activation) activations applies it instead. `None` unless
+    /// overridden.
+    fn activation(&self) -> Option<Activation> {
+        None
+    }
+
+    /// Whether the output is the input's values unchanged (a reshape such as
+    /// [`Flatten`]): the net then skips the layer, forward and backward. `false` unless
+    /// overridden.
+    fn is_reshape(&self) -> bool {
+        false
     }
 }
 
@@ -65,59 +165,6 @@ pub trait Layer: sealed::Sealed + Send + Sync + 'static {
 pub trait DeclaresInput {
     /// The declaration.
     type Input;
-}
-
-/// The bound computation of a layer. Not a public interface yet.
-#[doc(hidden)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Op {
-    /// `W · X + b`.
-    Dense,
-    /// An element-wise function.
-    Act(Activation),
-    /// A 2-d convolution to `out_c` channels.
-    Conv { geom: Geom2d, out_c: usize },
-    /// Max pooling.
-    MaxPool(Geom2d),
-    /// Average pooling.
-    AvgPool(Geom2d),
-    /// Nothing to compute: the values are already in C, H, W order.
-    Flatten,
-}
-
-/// Why an input does not fit a layer; the net adds the layer's index and kind to make a
-/// [`ShapeError`](crate::ShapeError). Not a public interface.
-#[doc(hidden)]
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Fault {
-    /// A declared input size differs from what reaches the layer.
-    DeclaredInput { expected: usize, actual: usize },
-    /// A kernel spans more than the padded input along an axis.
-    Window {
-        axis: &'static str,
-        span: u128,
-        padded: u128,
-    },
-    /// An output size along an axis that does not fit in a `usize`.
-    Overflow { axis: &'static str, size: u128 },
-    /// A tensor with more values than a `usize` counts.
-    TooLarge {
-        tensor: &'static str,
-        shape: Vec<usize>,
-    },
-    /// A hyper-parameter that must be at least 1 is 0.
-    Zero { name: &'static str },
-    /// Pooling padding larger than half the kernel.
-    PoolPadding { padding: usize, kernel: usize },
-    /// An input of the wrong rank: a flat vector where an image is needed, or the reverse.
-    Rank {
-        needs: &'static str,
-        found: Vec<usize>,
-    },
-}
-
-mod sealed {
-    pub trait Sealed {}
 }
 
 /// A layer whose output size type follows from the input size type `In`.

@@ -4,9 +4,13 @@ use core::marker::PhantomData;
 
 use typenum::{Unsigned, U0, U1};
 
-use super::{sealed, DeclaresInput, Fault, Infer, Layer, LayerOn, Op, PartialShape};
+use nalgebra::DMatrix;
+
+use super::{Activation, DeclaresInput, Fault, Infer, Kernel, Layer, LayerOn, Param, PartialShape};
 use crate::dim::{Dim, Dyn, StaticDim};
+use crate::error::ShapeError;
 use crate::init::Role;
+use crate::kernels;
 use crate::list::{Follows, Unknown};
 use crate::rules::{Input, Proven, TakesImage};
 use crate::shape::{Image, Shape};
@@ -20,9 +24,16 @@ pub trait PoolKind:
 {
     /// `"MaxPool2d"` or `"AvgPool2d"`.
     const KIND: &'static str;
-    /// The bound computation.
+    /// Pools every window of `x` into `y`.
     #[doc(hidden)]
-    fn op(geom: Geom2d) -> Op;
+    fn forward(x: &DMatrix<f32>, geom: &Geom2d, y: &mut DMatrix<f32>);
+    /// The gradient of [`forward`](PoolKind::forward).
+    #[doc(hidden)]
+    fn backward(x: &DMatrix<f32>, geom: &Geom2d, dy: &DMatrix<f32>, dx: &mut DMatrix<f32>);
+}
+
+mod sealed {
+    pub trait Sealed {}
 }
 
 /// The largest value of each window; padding never wins (PyTorch pads with −∞).
@@ -39,15 +50,21 @@ impl sealed::Sealed for Avg {}
 
 impl PoolKind for Max {
     const KIND: &'static str = "MaxPool2d";
-    fn op(geom: Geom2d) -> Op {
-        Op::MaxPool(geom)
+    fn forward(x: &DMatrix<f32>, geom: &Geom2d, y: &mut DMatrix<f32>) {
+        kernels::max_pool(x, geom, y);
+    }
+    fn backward(x: &DMatrix<f32>, geom: &Geom2d, dy: &DMatrix<f32>, dx: &mut DMatrix<f32>) {
+        kernels::max_pool_backward(x, geom, dy, dx);
     }
 }
 
 impl PoolKind for Avg {
     const KIND: &'static str = "AvgPool2d";
-    fn op(geom: Geom2d) -> Op {
-        Op::AvgPool(geom)
+    fn forward(x: &DMatrix<f32>, geom: &Geom2d, y: &mut DMatrix<f32>) {
+        kernels::avg_pool(x, geom, y);
+    }
+    fn backward(_: &DMatrix<f32>, geom: &Geom2d, dy: &DMatrix<f32>, dx: &mut DMatrix<f32>) {
+        kernels::avg_pool_backward(geom, dy, dx);
     }
 }
 
@@ -169,8 +186,6 @@ impl<Kind: PoolKind, K: Dim, S: Dim, P: Dim> Pool2d<Kind, K, S, P> {
     }
 }
 
-impl<Kind: PoolKind, K: Dim, S: Dim, P: Dim> sealed::Sealed for Pool2d<Kind, K, S, P> {}
-
 impl<Kind: PoolKind, K: Dim, S: Dim, P: Dim> Layer for Pool2d<Kind, K, S, P> {
     fn kind(&self) -> &'static str {
         Kind::KIND
@@ -189,12 +204,46 @@ impl<Kind: PoolKind, K: Dim, S: Dim, P: Dim> Layer for Pool2d<Kind, K, S, P> {
         Vec::new()
     }
 
-    fn declared_input(&self) -> Option<usize> {
-        None
+    fn kernel(&self, input: &[usize], _: &[usize]) -> Box<dyn Kernel> {
+        Box::new(PoolKernel::<Kind> {
+            geom: Geom2d::new(input, self.hyper()),
+            kind: PhantomData,
+        })
+    }
+}
+
+/// The bound computation of a pooling layer.
+#[derive(Debug)]
+struct PoolKernel<Kind> {
+    geom: Geom2d,
+    kind: PhantomData<Kind>,
+}
+
+impl<Kind: PoolKind> Kernel for PoolKernel<Kind> {
+    fn forward(
+        &self,
+        _: &[Param],
+        x: &DMatrix<f32>,
+        y: &mut DMatrix<f32>,
+        _: Activation,
+    ) -> Result<(), ShapeError> {
+        Kind::forward(x, &self.geom, y);
+        Ok(())
     }
 
-    fn op(&self, input: &[usize]) -> Op {
-        Kind::op(Geom2d::new(input, self.hyper()))
+    fn backward(
+        &self,
+        _: &[Param],
+        x: &DMatrix<f32>,
+        _: &DMatrix<f32>,
+        dy: &DMatrix<f32>,
+        _: &mut [DMatrix<f32>],
+        dx: Option<&mut DMatrix<f32>>,
+    ) -> Result<(), ShapeError> {
+        if let Some(dx) = dx {
+            Kind::backward(x, &self.geom, dy, dx);
+        }
+        Ok(())
     }
 }
 

@@ -142,11 +142,15 @@ fn locate(header: &[u8], available: usize) -> Option<LoadError> {
 /// the same bytes. As the crate does, the tensors' data is in the order of their names and the
 /// header is padded with spaces to a multiple of 8 bytes.
 pub(super) fn encode_file(layers: &[BoundLayer]) -> Result<Vec<u8>, SaveError> {
-    let params: BTreeMap<&str, &Param> = layers
-        .iter()
-        .flat_map(|l| &l.params)
-        .map(|p| (p.name.as_str(), p))
-        .collect();
+    encode_params(layers.iter().flat_map(|l| &l.params))
+}
+
+/// [`encode_file`] of any tensors, here called parameters: a checkpoint adds the optimizer's
+/// state to the net's parameters.
+pub(crate) fn encode_params<'a>(
+    params: impl Iterator<Item = &'a Param>,
+) -> Result<Vec<u8>, SaveError> {
+    let params: BTreeMap<&str, &Param> = params.map(|p| (p.name.as_str(), p)).collect();
     let mut entries: BTreeMap<&str, serde_json::Value> = BTreeMap::new();
     let mut data_len: usize = 0;
     for (&name, p) in &params {

@@ -60,6 +60,7 @@
 mod error;
 mod file;
 mod format;
+
 mod layout;
 
 use std::borrow::Cow;
@@ -73,6 +74,7 @@ use nalgebra::DMatrix;
 use safetensors::tensor::{Dtype, SafeTensors, TensorInfo};
 
 pub use self::error::{LoadError, SaveError};
+pub(crate) use self::format::encode_params;
 use self::format::{encode_file, explain, header_length, values_of, LEN_BYTES};
 use self::layout::{column_major, Fault};
 use crate::dim::Dyn;
@@ -81,7 +83,7 @@ use crate::layer::PartialShape;
 use crate::list::{Chain, Layers};
 use crate::net::{BindTo, Net};
 use crate::shape::StaticShape;
-use crate::state::{Bound, BoundLayer, Init, Uninit};
+use crate::state::{Bound, BoundLayer, Init, Param, Uninit};
 
 /// How strictly a file must match the net.
 ///
@@ -260,21 +262,10 @@ impl<'a> Weights<'a> {
         let values = params
             .iter()
             .map(|p| {
-                let expected = PartialShape::from_dims(&p.shape);
-                let tensor = self.get(&p.name).ok_or_else(|| LoadError::Missing {
+                self.matrix_like(p)?.ok_or_else(|| LoadError::Missing {
                     name: p.name.clone(),
-                    expected: expected.clone(),
-                })?;
-                tensor.check_shape(&expected)?;
-                // The shape was checked and the crate checked the byte length, so the values
-                // fill the matrix; `decode_matrix` checks again rather than trust it.
-                tensor
-                    .decode_matrix(p.value.nrows(), p.value.ncols())?
-                    .ok_or_else(|| LoadError::Shape {
-                        name: p.name.clone(),
-                        expected,
-                        found: tensor.shape().to_vec(),
-                    })
+                    expected: PartialShape::from_dims(&p.shape),
+                })
             })
             .collect::<Result<Vec<_>, _>>()?;
         if !options.allow_unexpected {
@@ -290,6 +281,26 @@ impl<'a> Weights<'a> {
             }
         }
         Ok(values)
+    }
+
+    /// The tensor named as `p`, checked against its shape and laid out as its value; `None`
+    /// when the file has no tensor of that name.
+    pub(crate) fn matrix_like(&self, p: &Param) -> Result<Option<DMatrix<f32>>, LoadError> {
+        let expected = PartialShape::from_dims(&p.shape);
+        let Some(tensor) = self.get(&p.name) else {
+            return Ok(None);
+        };
+        tensor.check_shape(&expected)?;
+        // The shape was checked and the crate checked the byte length, so the values fill the
+        // matrix; `decode_matrix` checks again rather than trust it.
+        tensor
+            .decode_matrix(p.value.nrows(), p.value.ncols())?
+            .map(Some)
+            .ok_or_else(|| LoadError::Shape {
+                name: p.name.clone(),
+                expected,
+                found: tensor.shape().to_vec(),
+            })
     }
 
     /// The input size the file gives an unbound net: the second size of the first weight
@@ -450,50 +461,7 @@ impl<S: Bound, L: Layers> Net<S, L> {
     /// [`SaveError::Io`] when the file cannot be written; [`SaveError::OutOfMemory`] when
     /// memory for its bytes cannot be had.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<(), SaveError> {
-        let path = path.as_ref();
-        let bytes = self.save_to_bytes()?;
-        let io = |source: std::io::Error| SaveError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        // A symbolic link is written through, as `File::create` does: the file it points to
-        // is replaced, and the link stays. (A link to nothing is replaced by the file.)
-        let resolved = match std::fs::symlink_metadata(path) {
-            Ok(meta) if meta.file_type().is_symlink() => std::fs::canonicalize(path).ok(),
-            _ => None,
-        };
-        let path = resolved.as_deref().unwrap_or(path);
-        let dir = match path.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir,
-            _ => Path::new("."),
-        };
-        let mut builder = tempfile::Builder::new();
-        #[cfg(unix)]
-        {
-            use std::fs::Permissions;
-            use std::os::unix::fs::PermissionsExt;
-            // The mode `File::create` asks for; the kernel takes the umask off it.
-            builder.permissions(Permissions::from_mode(0o666));
-        }
-        let mut file = builder.tempfile_in(dir).map_err(io)?;
-        #[cfg(unix)]
-        {
-            use std::fs::Permissions;
-            use std::os::unix::fs::PermissionsExt;
-            // A file that is replaced keeps its permissions, as with `File::create`.
-            if let Ok(existing) = std::fs::metadata(path) {
-                if existing.is_file() {
-                    let mode = existing.permissions().mode() & 0o777;
-                    file.as_file()
-                        .set_permissions(Permissions::from_mode(mode))
-                        .map_err(io)?;
-                }
-            }
-        }
-        file.write_all(&bytes).map_err(io)?;
-        file.as_file().sync_all().map_err(io)?;
-        file.persist(path).map_err(|err| io(err.error))?;
-        Ok(())
+        write_file(path.as_ref(), &self.save_to_bytes()?)
     }
 
     /// The bytes [`save`](Net::save) writes.
@@ -632,4 +600,51 @@ impl<L: Layers> Net<Uninit, L> {
         net.load_weights(weights, options)?;
         Ok(net)
     }
+}
+
+/// Writes `bytes` to `path` as [`Net::save`] does: through a temporary file renamed over it,
+/// with `File::create`'s permissions, through a symbolic link.
+pub(crate) fn write_file(path: &Path, bytes: &[u8]) -> Result<(), SaveError> {
+    let io = |source: std::io::Error| SaveError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    // A symbolic link is written through, as `File::create` does: the file it points to
+    // is replaced, and the link stays. (A link to nothing is replaced by the file.)
+    let resolved = match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => std::fs::canonicalize(path).ok(),
+        _ => None,
+    };
+    let path = resolved.as_deref().unwrap_or(path);
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let mut builder = tempfile::Builder::new();
+    #[cfg(unix)]
+    {
+        use std::fs::Permissions;
+        use std::os::unix::fs::PermissionsExt;
+        // The mode `File::create` asks for; the kernel takes the umask off it.
+        builder.permissions(Permissions::from_mode(0o666));
+    }
+    let mut file = builder.tempfile_in(dir).map_err(io)?;
+    #[cfg(unix)]
+    {
+        use std::fs::Permissions;
+        use std::os::unix::fs::PermissionsExt;
+        // A file that is replaced keeps its permissions, as with `File::create`.
+        if let Ok(existing) = std::fs::metadata(path) {
+            if existing.is_file() {
+                let mode = existing.permissions().mode() & 0o777;
+                file.as_file()
+                    .set_permissions(Permissions::from_mode(mode))
+                    .map_err(io)?;
+            }
+        }
+    }
+    file.write_all(bytes).map_err(io)?;
+    file.as_file().sync_all().map_err(io)?;
+    file.persist(path).map_err(|err| io(err.error))?;
+    Ok(())
 }

@@ -1,0 +1,43 @@
+//! [`Grads`]: the gradient of every parameter of a net.
+
+use nalgebra::DMatrix;
+
+/// The gradient of the loss with respect to every parameter of a net, in the order, with the
+/// names and shapes, of [`Net::named_params`](crate::Net::named_params). Made by
+/// [`Net::loss_and_grads`](crate::Net::loss_and_grads), used by an optimizer's `step`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Grads {
+    pub(crate) names: Vec<String>,
+    pub(crate) values: Vec<DMatrix<f32>>,
+}
+
+impl Grads {
+    /// Every gradient with its parameter's name, in order: `("0.weight", dW)`, …, each shaped
+    /// as its parameter (`out × in` for a dense weight, a column for a bias).
+    pub fn named_grads(&self) -> impl ExactSizeIterator<Item = (&str, &DMatrix<f32>)> + '_ {
+        self.names.iter().map(String::as_str).zip(&self.values)
+    }
+
+    /// The gradient of the parameter `name`.
+    pub fn get(&self, name: &str) -> Option<&DMatrix<f32>> {
+        let i = self.names.iter().position(|n| n == name)?;
+        self.values.get(i)
+    }
+
+    /// The number of gradients (of parameters).
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    /// Whether there are none: the net has no parameters.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// The first parameter whose gradient holds NaN or an infinity, if any.
+    pub fn first_not_finite(&self) -> Option<&str> {
+        self.named_grads()
+            .find(|(_, g)| g.iter().any(|v| !v.is_finite()))
+            .map(|(name, _)| name)
+    }
+}
