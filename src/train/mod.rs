@@ -23,7 +23,7 @@
 //! let (first, grads) = net.loss_and_grads(&x, &labels, CrossEntropy)?;
 //! assert_eq!(grads.named_grads().next().map(|(n, g)| (n, g.shape())), Some(("0.weight", (64, 20))));
 //! adam.step(&mut net, &grads)?;
-//! for _ in 0..20 {
+//! for _ in 0..50 {
 //!     let (_, grads) = net.loss_and_grads(&x, &labels, CrossEntropy)?;
 //!     adam.step(&mut net, &grads)?;
 //! }
