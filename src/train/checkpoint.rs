@@ -7,7 +7,7 @@ use crate::list::Chain;
 use crate::net::Net;
 use crate::shape::Shape;
 use crate::state::{Bound, Init, Param};
-use crate::weights::{encode_params, write_file, LoadOptions, Weights};
+use crate::weights::{encode_params, write_file, LoadError, LoadOptions, Weights};
 
 impl<N: Shape, L: Chain<N>> Net<Init<N>, L> {
     /// Saves the parameters and the optimizer's state to one safetensors file: the
@@ -55,6 +55,21 @@ impl<N: Shape, L: Chain<N>> Net<Init<N>, L> {
             .flat_map(|l| &l.params)
             .collect();
         let state = optimizer.read_state(&params, &weights)?;
+        // Every tensor belongs to the net or (checked by `read_state`) to the optimizer.
+        let extra: Vec<(String, Vec<usize>)> = weights
+            .names()
+            .filter(|n| !n.starts_with("optim.") && !params.iter().any(|p| p.name() == *n))
+            .map(|n| {
+                let shape = weights
+                    .get(n)
+                    .map(|t| t.shape().to_vec())
+                    .unwrap_or_default();
+                (n.to_owned(), shape)
+            })
+            .collect();
+        if !extra.is_empty() {
+            return Err(LoadError::Unexpected { tensors: extra }.into());
+        }
         self.load_weights(&weights, LoadOptions::new().allow_unexpected(true))?;
         optimizer.set_state(state);
         Ok(())

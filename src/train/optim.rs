@@ -224,7 +224,7 @@ fn same_shape(p: &Param, state: &DMatrix<f32>) -> Result<(), TrainError> {
 /// assert!(loss < 1e-4, "{loss}");
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Adam {
     lr: f64,
     betas: (f64, f64),
@@ -456,7 +456,7 @@ impl Optimizer for Adam {
 /// let sgd = Sgd::new(0.1).momentum(0.9).weight_decay(1e-4);
 /// assert_eq!(sgd.lr(), 0.1);
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Sgd {
     lr: f64,
     momentum: f64,

@@ -6,5 +6,6 @@ mod conv;
 mod props;
 mod robust;
 mod strategies;
+mod train;
 mod ui;
 mod weights;
