@@ -37,7 +37,19 @@ impl Grads {
     /// The first parameter whose gradient holds NaN or an infinity, if any.
     pub fn first_not_finite(&self) -> Option<&str> {
         self.named_grads()
-            .find(|(_, g)| g.iter().any(|v| !v.is_finite()))
+            .find(|(_, g)| not_finite(g.as_slice()))
             .map(|(name, _)| name)
     }
+}
+
+/// Whether any value is NaN or infinite (all exponent bits set), in blocks of integer
+/// operations the compiler vectorizes.
+fn not_finite(values: &[f32]) -> bool {
+    const EXPONENT: u32 = 0x7f80_0000;
+    values.chunks(256).any(|block| {
+        block
+            .iter()
+            .fold(0u32, |acc, v| acc | u32::from(v.to_bits() & EXPONENT == EXPONENT))
+            != 0
+    })
 }

@@ -359,19 +359,14 @@ impl Optimizer for Adam {
             let bias2_sqrt = bias2.sqrt() as f32;
             let (b1, b2, eps) = ((1.0 - beta1) as f32, beta2 as f32, self.eps as f32);
             let one_minus_b2 = (1.0 - beta2) as f32;
-            let values = p.value.as_mut_slice().iter_mut();
-            let moments = s
-                .exp_avg
-                .as_mut_slice()
-                .iter_mut()
-                .zip(s.exp_avg_sq.as_mut_slice());
-            for ((w, g), (m, v)) in values.zip(g.as_slice()).zip(moments) {
-                let g = if wd != 0.0 { g + wd * *w } else { *g };
-                *m += b1 * (g - *m);
-                *v = *v * b2 + one_minus_b2 * g * g;
-                let denom = v.sqrt() / bias2_sqrt + eps;
-                *w -= step_size * (*m / denom);
-            }
+            let inv_bias2_sqrt = 1.0 / bias2_sqrt;
+            let w = p.value.as_mut_slice();
+            let (g, m, v) = (
+                g.as_slice(),
+                s.exp_avg.as_mut_slice(),
+                s.exp_avg_sq.as_mut_slice(),
+            );
+            adam_update(w, g, m, v, wd, [b1, b2, one_minus_b2, inv_bias2_sqrt, eps, step_size]);
         }
         Ok(())
     }
@@ -442,6 +437,40 @@ impl Optimizer for Adam {
         if let Ok(state) = state.downcast::<BTreeMap<String, AdamState>>() {
             self.state = *state;
         }
+    }
+}
+
+/// One Adam update of a parameter, its gradient and moments (slices of one length), with the
+/// weight decay `wd` added to the gradient.
+fn adam_update(w: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], wd: f32, k: [f32; 6]) {
+    // As PyTorch: no decay term at all when the decay is 0 (an infinite weight stays finite
+    // in the gradient).
+    if wd == 0.0 {
+        adam_loop::<false>(w, g, m, v, wd, k);
+    } else {
+        adam_loop::<true>(w, g, m, v, wd, k);
+    }
+}
+
+/// [`adam_update`]'s loop, compiled with and without decay.
+#[inline(always)]
+fn adam_loop<const DECAY: bool>(
+    w: &mut [f32],
+    g: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    wd: f32,
+    k: [f32; 6],
+) {
+    let [b1, b2, one_minus_b2, inv_bias2_sqrt, eps, step_size] = k;
+    let n = w.len().min(g.len()).min(m.len()).min(v.len());
+    let (w, g, m, v) = (&mut w[..n], &g[..n], &mut m[..n], &mut v[..n]);
+    for i in 0..n {
+        let g = if DECAY { g[i] + wd * w[i] } else { g[i] };
+        m[i] += b1 * (g - m[i]);
+        v[i] = v[i] * b2 + one_minus_b2 * g * g;
+        let denom = v[i].sqrt() * inv_bias2_sqrt + eps;
+        w[i] -= step_size * m[i] / denom;
     }
 }
 
