@@ -82,17 +82,23 @@ fn mlp(c: &mut Criterion) {
         .unwrap_or_else(|e| panic!("{e}"));
     let mut adam = Adam::new(1e-3);
     let mut sgd = Sgd::new(1e-2).momentum(0.9);
-    let mut baseline = [Gemms::new(256, 64, BATCH, true), Gemms::new(10, 256, BATCH, false)];
+    let mut baseline = [
+        Gemms::new(256, 64, BATCH, true),
+        Gemms::new(10, 256, BATCH, false),
+    ];
 
     let mut group = c.benchmark_group("train_mlp_64_256_10_b64");
     group.throughput(Throughput::Elements(BATCH as u64));
-    group.bench_function("nalgebra_gemms", |b| b.iter(|| baseline_step(&mut baseline)));
+    group.bench_function("nalgebra_gemms", |b| {
+        b.iter(|| baseline_step(&mut baseline))
+    });
     group.bench_function("lazynet_adam", |b| {
         b.iter(|| {
             let (loss, grads) = net
                 .loss_and_grads(black_box(&x), &labels, CrossEntropy)
                 .unwrap_or_else(|e| panic!("{e}"));
-            adam.step(&mut net, &grads).unwrap_or_else(|e| panic!("{e}"));
+            adam.step(&mut net, &grads)
+                .unwrap_or_else(|e| panic!("{e}"));
             loss
         })
     });
@@ -140,13 +146,16 @@ fn lenet(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("train_lenet_1x28x28_b64");
     group.throughput(Throughput::Elements(BATCH as u64));
-    group.bench_function("nalgebra_gemms", |b| b.iter(|| baseline_step(&mut baseline)));
+    group.bench_function("nalgebra_gemms", |b| {
+        b.iter(|| baseline_step(&mut baseline))
+    });
     group.bench_function("lazynet_adam", |b| {
         b.iter(|| {
             let (loss, grads) = net
                 .loss_and_grads(black_box(&x), &labels, CrossEntropy)
                 .unwrap_or_else(|e| panic!("{e}"));
-            adam.step(&mut net, &grads).unwrap_or_else(|e| panic!("{e}"));
+            adam.step(&mut net, &grads)
+                .unwrap_or_else(|e| panic!("{e}"));
             loss
         })
     });

@@ -2,7 +2,7 @@
 
 use thiserror::Error;
 
-use crate::init::Dims;
+use crate::partial::Dims;
 
 /// A shape mismatch found at run time.
 ///

@@ -9,8 +9,6 @@
 //! (statically, at run time, through `forward_init`, or declared eagerly with `with_input`),
 //! and a layer's weights do not change when another layer's shape does.
 
-use core::fmt;
-
 use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
 
@@ -39,32 +37,7 @@ impl Role {
     }
 }
 
-/// A parameter's shape in PyTorch order (`[out, in]` for a dense weight, `[out]` for a bias),
-/// displayed as a Python tuple: `(256, 20)`, `(256,)`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Dims<'a>(pub &'a [usize]);
-
-impl fmt::Display for Dims<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write_tuple(f, self.0.iter().map(|d| d as &dyn fmt::Display))
-    }
-}
-
-/// Writes items as a Python tuple: `(a, b)`, `(a,)`, `()`.
-pub(crate) fn write_tuple<'a>(
-    f: &mut fmt::Formatter<'_>,
-    items: impl ExactSizeIterator<Item = &'a dyn fmt::Display>,
-) -> fmt::Result {
-    let one = items.len() == 1;
-    f.write_str("(")?;
-    for (i, item) in items.enumerate() {
-        if i > 0 {
-            f.write_str(", ")?;
-        }
-        write!(f, "{item}")?;
-    }
-    f.write_str(if one { ",)" } else { ")" })
-}
+pub use crate::partial::Dims;
 
 /// What an initializer is told about the parameter it fills.
 #[derive(Clone, Copy, Debug)]

@@ -82,24 +82,45 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
-mod alloc;
-mod batch;
+// The compile-time side: sizes, shapes, the rules the compiler checks, the layer list.
+#[path = "compile_time/decimal.rs"]
 pub mod decimal;
+#[path = "compile_time/dim.rs"]
 mod dim;
-mod error;
-mod exec;
-pub mod init;
-mod kernels;
-pub mod layer;
+#[path = "compile_time/list.rs"]
 pub mod list;
+#[path = "compile_time/partial.rs"]
+mod partial;
+#[path = "compile_time/rules.rs"]
+pub mod rules;
+#[path = "compile_time/shape.rs"]
+mod shape;
+#[path = "compile_time/spatial.rs"]
+pub mod spatial;
+
+// The run-time side: bound layers, buffers, the forward and backward walks, the kernels;
+// training in `train`.
+#[path = "run_time/alloc.rs"]
+mod alloc;
+#[path = "run_time/exec.rs"]
+mod exec;
+#[path = "run_time/kernels.rs"]
+mod kernels;
+#[path = "run_time/state.rs"]
+mod state;
+pub mod train;
+
+// Where the two meet: each layer's file holds its shape rule, its type-level rule and its
+// forward and backward computation.
+pub mod layer;
+
+// The net, its data, initializers, errors, summaries and weight files.
+mod batch;
+mod error;
+pub mod init;
 mod net;
 pub mod prelude;
-pub mod rules;
-mod shape;
-pub mod spatial;
-mod state;
 mod summary;
-pub mod train;
 pub mod weights;
 
 pub use batch::Batch;

@@ -2,10 +2,10 @@
 
 use core::fmt;
 
-use crate::init::Dims;
-use crate::layer::PartialShape;
 use crate::list::Layers;
 use crate::net::Net;
+use crate::partial::Dims;
+use crate::partial::PartialShape;
 use crate::shape::Shape;
 use crate::state::{Init, Uninit};
 

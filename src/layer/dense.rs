@@ -87,13 +87,6 @@ impl Dense<Dyn> {
     }
 }
 
-impl<O: Dim, I: Dim> Dense<O, I> {
-    /// The declared input dimension.
-    pub fn declared_dim(&self) -> I {
-        self.input
-    }
-}
-
 impl<O: Dim> Dense<O> {
     /// Declares the input size at run time; the net that holds it is bound with `try_bind`,
     /// which checks the size.

@@ -47,9 +47,8 @@ impl Grads {
 fn not_finite(values: &[f32]) -> bool {
     const EXPONENT: u32 = 0x7f80_0000;
     values.chunks(256).any(|block| {
-        block
-            .iter()
-            .fold(0u32, |acc, v| acc | u32::from(v.to_bits() & EXPONENT == EXPONENT))
-            != 0
+        block.iter().fold(0u32, |acc, v| {
+            acc | u32::from(v.to_bits() & EXPONENT == EXPONENT)
+        }) != 0
     })
 }

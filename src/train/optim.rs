@@ -366,7 +366,14 @@ impl Optimizer for Adam {
                 s.exp_avg.as_mut_slice(),
                 s.exp_avg_sq.as_mut_slice(),
             );
-            adam_update(w, g, m, v, wd, [b1, b2, one_minus_b2, inv_bias2_sqrt, eps, step_size]);
+            adam_update(
+                w,
+                g,
+                m,
+                v,
+                wd,
+                [b1, b2, one_minus_b2, inv_bias2_sqrt, eps, step_size],
+            );
         }
         Ok(())
     }
@@ -616,7 +623,7 @@ impl Optimizer for Sgd {
         let (lr, wd) = (self.lr as f32, self.weight_decay as f32);
         let keep = (1.0 - self.dampening) as f32;
         for (p, g) in params.iter_mut().zip(grads) {
-            let first = new.iter().any(|n| *n == p.name);
+            let first = new.contains(&p.name);
             let mut buffer = if with_momentum {
                 self.buffers.get_mut(&p.name).map(|(_, b)| b)
             } else {

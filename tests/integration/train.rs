@@ -216,6 +216,13 @@ fn fit_is_deterministic_and_learns() -> Result<(), Box<dyn std::error::Error>> {
     let mut b = mlp();
     let ha = a.fit(&x, &labels, CrossEntropy, &mut Adam::new(1e-2), &fit)?;
     let hb = b.fit(&x, &labels, CrossEntropy, &mut Adam::new(1e-2), &fit)?;
+    let metrics = |h: &History| -> Vec<_> {
+        h.epochs()
+            .iter()
+            .map(|e| (e.loss, e.accuracy, e.val_loss, e.val_accuracy))
+            .collect()
+    };
+    assert_eq!(metrics(&ha), metrics(&hb));
     assert_eq!(snapshot(&a), snapshot(&b));
     assert_eq!(ha.epochs().len(), 5);
     let first = ha.epochs()[0];

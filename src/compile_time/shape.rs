@@ -30,9 +30,6 @@ pub trait Shape: Copy + Default + fmt::Debug + Send + Sync + 'static {
     /// The number of values in one sample, as a dimension: static when every size is.
     type Flat: Dim;
 
-    /// Whether the compiler knows every size.
-    const FULLY_STATIC: bool;
-
     /// The sizes: `[20]`, or `[channels, height, width]`.
     fn dims(&self) -> Vec<usize>;
 
@@ -77,7 +74,6 @@ pub trait Shape: Copy + Default + fmt::Debug + Send + Sync + 'static {
 /// A flat vector of features.
 impl<D: Dim> Shape for D {
     type Flat = D;
-    const FULLY_STATIC: bool = D::IS_STATIC;
 
     fn dims(&self) -> Vec<usize> {
         vec![self.size()]
@@ -140,7 +136,6 @@ pub type ImageVolume<C, H, W> = <C as VolumeOf<H, W>>::Out;
 
 impl<C: Dim + VolumeOf<H, W>, H: Dim, W: Dim> Shape for Image<C, H, W> {
     type Flat = ImageVolume<C, H, W>;
-    const FULLY_STATIC: bool = C::IS_STATIC && H::IS_STATIC && W::IS_STATIC;
 
     fn dims(&self) -> Vec<usize> {
         vec![self.channels.size(), self.height.size(), self.width.size()]

@@ -23,7 +23,8 @@ use typenum::{UInt, UTerm, B1, U2};
 
 use crate::decimal::{Dec, Decimal};
 use crate::dim::{Dim, Dyn};
-use crate::layer::{Fault, PartialShape};
+use crate::error::Fault;
+use crate::partial::PartialShape;
 use crate::rules::{Input, PaddingFitsKernel, TakesImage, WindowFits};
 
 /// A list of sizes that are all static; see [`Join`].
@@ -31,6 +32,7 @@ use crate::rules::{Input, PaddingFitsKernel, TakesImage, WindowFits};
 pub struct Fixed<T>(PhantomData<T>);
 
 /// Sorts a dimension into static (`Fixed<N>`) and run-time ([`Dyn`]).
+#[doc(hidden)]
 pub trait Lift {
     /// `Fixed<Self>` or [`Dyn`].
     type Lifted;
@@ -49,11 +51,13 @@ impl Lift for Dyn {
 }
 
 /// `Self` lifted: `Fixed<Self>` or [`Dyn`].
+#[doc(hidden)]
 pub type Lifted<A> = <A as Lift>::Lifted;
 
 /// Joins two lifted sizes: `Fixed<(A, B)>` when both are static, [`Dyn`] otherwise. Joining
 /// all the sizes a formula reads picks the typenum formula or the run-time one in a single
 /// step, without an impl for every mix of static and run-time sizes.
+#[doc(hidden)]
 pub trait Join<B> {
     /// `Fixed<(A, B)>` or [`Dyn`].
     type Output;
@@ -72,6 +76,7 @@ impl<B> Join<B> for Dyn {
 }
 
 /// `A` joined with `B`.
+#[doc(hidden)]
 pub type Joined<A, B> = <A as Join<B>>::Output;
 
 /// The number of values of an image: `C·H·W` when all three are static, [`Dyn`] otherwise.

@@ -29,9 +29,11 @@ macro_rules! digits {
 }
 
 /// A decimal digit type (`_0` … `_9`).
+#[doc(hidden)]
 pub trait Digit {}
 
 /// Maps typenum `U0` … `U9` to a digit type.
+#[doc(hidden)]
 pub trait ToDigit {
     /// The digit.
     type Digit: Digit;
@@ -62,6 +64,7 @@ pub struct Num<A, B = __, C = __, D = __, E = __, F = __, G = __, H = __, I = __
 );
 
 /// Appends a digit to a [`Num`].
+#[doc(hidden)]
 pub trait Push<X> {
     /// The longer number.
     type Output;

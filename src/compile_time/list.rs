@@ -195,8 +195,6 @@ where
 pub trait FirstInput: Layers {
     /// The declared input dimension.
     type Input: Dim;
-    /// Its value.
-    fn first_input(&self) -> Self::Input;
 }
 
 /// When the list holds one layer: a dense layer that declares its input.
@@ -205,9 +203,6 @@ where
     Dense<O, I>: Layer,
 {
     type Input = I;
-    fn first_input(&self) -> I {
-        self.last.declared_dim()
-    }
 }
 
 /// More layers follow the first: look further in.
@@ -216,7 +211,4 @@ where
     Cons<PP, PH, PK>: FirstInput,
 {
     type Input = <Cons<PP, PH, PK> as FirstInput>::Input;
-    fn first_input(&self) -> Self::Input {
-        self.prev.first_input()
-    }
 }
