@@ -6,5 +6,6 @@ mod conv;
 mod props;
 mod robust;
 mod strategies;
+mod train_fixtures;
 mod ui;
 mod weights;
