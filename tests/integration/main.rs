@@ -7,5 +7,6 @@ mod props;
 mod robust;
 mod strategies;
 mod train;
+mod train_fixtures;
 mod ui;
 mod weights;
