@@ -501,6 +501,24 @@ mod tests {
     }
 
     #[test]
+    fn max_pool_gradients_go_to_the_first_maximum_and_the_last_nan() {
+        // One 2×2 window per case: [a, b; c, d].
+        let g = Geom2d::new(&[1, 2, 2], [2, 2, 0, 1]);
+        let grad = |x: [f32; 4]| {
+            let x = DMatrix::from_column_slice(4, 1, &x);
+            let mut dx = DMatrix::zeros(4, 1);
+            max_pool_backward(&x, &g, &DMatrix::from_element(1, 1, 1.0), &mut dx);
+            dx.as_slice().to_vec()
+        };
+        assert_eq!(grad([1.0, 3.0, 3.0, 2.0]), [0.0, 1.0, 0.0, 0.0]);
+        assert_eq!(grad([5.0, 5.0, 5.0, 5.0]), [1.0, 0.0, 0.0, 0.0]);
+        let nan = f32::NAN;
+        assert_eq!(grad([nan, 9.0, nan, 1.0]), [0.0, 0.0, 1.0, 0.0]);
+        let inf = f32::NEG_INFINITY;
+        assert_eq!(grad([inf, inf, inf, inf]), [1.0, 0.0, 0.0, 0.0]);
+    }
+
+    #[test]
     fn no_input_channels_give_the_bias() {
         let g = Geom2d::new(&[0, 3, 3], [2, 1, 0, 1]);
         let mut y = DMatrix::zeros(8, 2);
