@@ -226,6 +226,28 @@ pub enum ShapeError {
         found: usize,
     },
 
+    /// A parameter's values that are not laid out as its shape says.
+    #[error(
+        "parameter `{name}` has shape {} but the values given are {}",
+        Dims(expected),
+        Dims(found)
+    )]
+    ParamShape {
+        /// The parameter's name.
+        name: String,
+        /// Its shape in PyTorch's order.
+        expected: Vec<usize>,
+        /// The shape of the values given, as a matrix `rows × cols`.
+        found: Vec<usize>,
+    },
+
+    /// A parameter name the net does not have.
+    #[error("the net has no parameter `{name}`")]
+    NoParam {
+        /// The name.
+        name: String,
+    },
+
     /// A loss of a batch of no samples: its mean is not defined.
     #[error("the batch is empty: a loss needs at least one sample")]
     EmptyBatch,

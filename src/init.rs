@@ -20,14 +20,19 @@ pub enum Role {
     Weight,
     /// A bias vector (`0.bias`).
     Bias,
+    /// Another learnable parameter, named by its suffix: `Role::Named("gain")` is `0.gain`.
+    /// Initializers that tell weights from biases ([`WeightBias`], the fan-based ones) treat
+    /// it as a weight; one of your own can tell it by [`ParamInfo::name`].
+    Named(&'static str),
 }
 
 impl Role {
-    /// The suffix of the parameter's name: `"weight"` or `"bias"`.
+    /// The suffix of the parameter's name: `"weight"`, `"bias"` or the given one.
     pub fn suffix(self) -> &'static str {
         match self {
             Role::Weight => "weight",
             Role::Bias => "bias",
+            Role::Named(suffix) => suffix,
         }
     }
 
@@ -522,8 +527,8 @@ impl<W, B> WeightBias<W, B> {
 impl<W: Initializer, B: Initializer> Initializer for WeightBias<W, B> {
     fn init(&self, param: &ParamInfo<'_>, rng: &mut InitRng, values: &mut [f32]) {
         match param.role {
-            Role::Weight => self.weight.init(param, rng, values),
             Role::Bias => self.bias.init(param, rng, values),
+            Role::Weight | Role::Named(_) => self.weight.init(param, rng, values),
         }
     }
 }

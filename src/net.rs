@@ -286,6 +286,48 @@ impl<S, L: Layers> Net<S, L> {
         }
     }
 
+    /// Replaces the values of the parameter `name` (stored as [`named_params`](Net::named_params)
+    /// gives them: `out × in` for a dense weight, a column for a bias). On an error the net is
+    /// unchanged.
+    ///
+    /// # Errors
+    /// [`ShapeError::NoParam`] when the net has no parameter of that name;
+    /// [`ShapeError::ParamShape`] when `value` has another shape.
+    ///
+    /// ```
+    /// use lazynet::nalgebra::DMatrix;
+    /// use lazynet::prelude::*;
+    ///
+    /// let mut net = Net::new().push(Dense::<U2>::new()).bind::<U3>();
+    /// net.set_param("0.bias", DMatrix::from_column_slice(2, 1, &[1.0, -1.0]))?;
+    /// assert!(net.set_param("0.weight", DMatrix::zeros(3, 2)).is_err());
+    /// assert!(net.set_param("1.weight", DMatrix::zeros(2, 3)).is_err());
+    /// # Ok::<(), ShapeError>(())
+    /// ```
+    pub fn set_param(&mut self, name: &str, value: DMatrix<f32>) -> Result<(), ShapeError>
+    where
+        S: Bound,
+    {
+        let param = self
+            .state
+            .bound_layers_mut()
+            .iter_mut()
+            .flat_map(|l| &mut l.params)
+            .find(|p| p.name == name)
+            .ok_or_else(|| ShapeError::NoParam {
+                name: name.to_owned(),
+            })?;
+        if param.value.shape() != value.shape() {
+            return Err(ShapeError::ParamShape {
+                name: name.to_owned(),
+                expected: param.shape.clone(),
+                found: vec![value.nrows(), value.ncols()],
+            });
+        }
+        param.value = value;
+        Ok(())
+    }
+
     /// Every parameter's shape in PyTorch order: `[[256, 20], [256], [10, 256], [10]]`.
     pub fn param_shapes(&self) -> Vec<Vec<usize>>
     where

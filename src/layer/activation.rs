@@ -2,10 +2,9 @@
 
 use nalgebra::DMatrix;
 
-use super::{Fault, Kernel, Layer, LayerOn, Param, PartialShape};
+use super::{Fault, Kernel, Layer, Param, PartialShape};
 use crate::error::ShapeError;
 use crate::init::Role;
-use crate::shape::Shape;
 
 /// An element-wise function: the computation of the activation layers, and what a dense or
 /// convolution layer applies to its output when an activation follows it.
@@ -182,20 +181,7 @@ macro_rules! activation {
             }
         }
 
-        /// Follows anything; produces what it receives.
-        impl<Prev> crate::list::Follows<Prev> for $name {
-            type Known = Prev;
-        }
-
-        impl super::DeclaresInput for $name {
-            type Input = super::Infer;
-        }
-
-        /// Any input, flat or an image; the output has its shape.
-        impl<In: Shape, Known> LayerOn<In, Known> for $name {
-            type Out = In;
-            type Checks = crate::rules::Proven;
-        }
+        crate::keeps_shape!($name);
     };
 }
 

@@ -61,6 +61,14 @@ pub trait Layer: Send + Sync + 'static {
     /// [`output_shape`](Layer::output_shape) accepted, giving `output`).
     fn kernel(&self, input: &[usize], output: &[usize]) -> Box<dyn Kernel>;
 
+    /// The fan-in and fan-out its parameters' initializers see (PyTorch's
+    /// `_calculate_fan_in_and_fan_out`), given the known input and output shapes. `None` (the
+    /// default) reads them from the first parameter, as PyTorch does: a `[out, in, k…]` weight
+    /// has fan-in `in·k…` and fan-out `out·k…`; a 1-d one has fan-in 0.
+    fn fans(&self, _input: &[usize], _output: &[usize]) -> Option<(usize, usize)> {
+        None
+    }
+
     /// The work buffers the layer needs per sample, beyond its input and output, given its
     /// known input and output shapes: their names and shapes, so that binding checks that
     /// they can be allocated.
@@ -158,6 +166,74 @@ pub trait Kernel: Send + Sync + fmt::Debug + 'static {
     fn is_reshape(&self) -> bool {
         false
     }
+}
+
+/// Writes the compile-time half of a layer that takes any input, flat or an image, declares
+/// no input size and keeps the shape (as the activations do): its [`DeclaresInput`],
+/// [`Follows`](crate::list::Follows) and [`LayerOn`] implementations. A layer that changes the
+/// shape, or declares its input, writes them itself (see `examples/custom_layer.rs`).
+///
+/// # Example
+/// ```
+/// use lazynet::layer::{Activation, Fault, Kernel, Layer, Param, PartialShape};
+/// use lazynet::nalgebra::DMatrix;
+/// use lazynet::prelude::*;
+///
+/// /// `y = 2x`.
+/// #[derive(Clone, Copy, Debug)]
+/// struct Double;
+///
+/// impl Layer for Double {
+///     fn kind(&self) -> &'static str { "Double" }
+///     fn output_shape(&self, input: Option<&PartialShape>)
+///         -> Result<Option<PartialShape>, Fault> { Ok(input.cloned()) }
+///     fn param_shapes(&self, _: Option<&PartialShape>) -> Vec<(Role, PartialShape)> { vec![] }
+///     fn kernel(&self, _: &[usize], _: &[usize]) -> Box<dyn Kernel> { Box::new(DoubleKernel) }
+/// }
+///
+/// #[derive(Debug)]
+/// struct DoubleKernel;
+///
+/// impl Kernel for DoubleKernel {
+///     fn forward(&self, _: &[Param], x: &DMatrix<f32>, y: &mut DMatrix<f32>, _: Activation)
+///         -> Result<(), ShapeError> {
+///         y.zip_apply(x, |y, x| *y = 2.0 * x);
+///         Ok(())
+///     }
+///     fn backward(&self, _: &[Param], _: &DMatrix<f32>, _: &DMatrix<f32>, dy: &DMatrix<f32>,
+///         _: &mut [DMatrix<f32>], dx: Option<&mut DMatrix<f32>>) -> Result<(), ShapeError> {
+///         if let Some(dx) = dx {
+///             dx.zip_apply(dy, |d, g| *d = 2.0 * g);
+///         }
+///         Ok(())
+///     }
+/// }
+///
+/// lazynet::keeps_shape!(Double);
+///
+/// let net = Net::new().push(Double).push(Dense::<U2>::new()).bind::<U3>();
+/// let y = net.forward(&Batch::<U3>::from_fn(1, |f, _| f as f32));
+/// assert_eq!(y.samples(), 1);
+/// ```
+#[macro_export]
+macro_rules! keeps_shape {
+    ($layer:ty) => {
+        /// Follows anything; produces what it receives.
+        impl<Prev> $crate::list::Follows<Prev> for $layer {
+            type Known = Prev;
+        }
+
+        /// Declares no input size.
+        impl $crate::layer::DeclaresInput for $layer {
+            type Input = $crate::layer::Infer;
+        }
+
+        /// Any input, flat or an image; the output has its shape.
+        impl<In: $crate::Shape, Known> $crate::layer::LayerOn<In, Known> for $layer {
+            type Out = In;
+            type Checks = $crate::rules::Proven;
+        }
+    };
 }
 
 /// The input size a layer declares, as a type: [`Infer`] when it declares none, a typenum

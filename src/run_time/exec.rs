@@ -130,11 +130,14 @@ pub(crate) fn build(layers: &[&dyn Layer], input: &[usize]) -> Result<Vec<BoundL
         // PyTorch's fans, read from the weight (the first parameter): a dense `[out, in]` has
         // fan-in `in`; a convolution `[out, in, k, k]` has `in·k·k`. A bias shares them. The
         // weight fits, so these products do not overflow.
-        let (fan_in, fan_out) = params.first().map_or((0, 0), |(_, _, w)| {
-            let field = w.iter().skip(2).product::<usize>();
-            let size = |i: usize| w.get(i).copied().unwrap_or(0) * field;
-            (size(1), size(0))
-        });
+        let from_weight = || {
+            params.first().map_or((0, 0), |(_, _, w)| {
+                let field = w.iter().skip(2).product::<usize>();
+                let size = |i: usize| w.get(i).copied().unwrap_or(0) * field;
+                (size(1), size(0))
+            })
+        };
+        let (fan_in, fan_out) = step.layer.fans(&input, &output).unwrap_or_else(from_weight);
         let params: Vec<Planned> = params
             .into_iter()
             .map(|(role, name, shape)| Planned {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use nalgebra::DMatrix;
 
+use crate::error::ShapeError;
 use crate::init::{DefaultInit, Initializer, Role};
 use crate::layer::Kernel;
 use crate::shape::Shape;
@@ -96,6 +97,53 @@ pub struct Param {
 }
 
 impl Param {
+    /// A parameter named `name` of PyTorch shape `shape` holding `value`, stored as a
+    /// `shape[0] × (shape[1]·…)` matrix (a column for a 1-d shape): for testing a [`Kernel`]
+    /// on its own.
+    ///
+    /// # Errors
+    /// [`ShapeError::ParamShape`] when `value` is not laid out as `shape` says.
+    ///
+    /// # Example
+    /// ```
+    /// use lazynet::layer::Param;
+    /// use lazynet::nalgebra::DMatrix;
+    /// use lazynet::prelude::*;
+    ///
+    /// let gain = Param::new("0.gain", &[3], Role::Named("gain"), DMatrix::from_element(3, 1, 1.0))?;
+    /// assert_eq!(gain.value().nrows(), 3);
+    /// assert!(Param::new("0.weight", &[2, 3], Role::Weight, DMatrix::zeros(3, 2)).is_err());
+    /// # Ok::<(), ShapeError>(())
+    /// ```
+    pub fn new(
+        name: impl Into<String>,
+        shape: &[usize],
+        role: Role,
+        value: DMatrix<f32>,
+    ) -> Result<Self, ShapeError> {
+        let name = name.into();
+        let rows = shape.first().copied().unwrap_or(1);
+        let cols = shape
+            .iter()
+            .skip(1)
+            .try_fold(1usize, |n, d| n.checked_mul(*d));
+        if Some(value.shape()) != cols.map(|c| (rows, c)) {
+            return Err(ShapeError::ParamShape {
+                name,
+                expected: shape.to_vec(),
+                found: vec![value.nrows(), value.ncols()],
+            });
+        }
+        Ok(Param {
+            name,
+            shape: shape.to_vec(),
+            role,
+            fan_in: 0,
+            fan_out: 0,
+            value,
+        })
+    }
+
     /// Its name, e.g. `"0.weight"`.
     pub fn name(&self) -> &str {
         &self.name
