@@ -241,6 +241,17 @@ pub enum ShapeError {
         found: Vec<usize>,
     },
 
+    /// A layer names two of its parameters alike (two of the same [`Role`](crate::init::Role)).
+    #[error("layer {layer} ({kind}) has two parameters named `{name}`; give them distinct roles (`Role::Named`)")]
+    DuplicateParam {
+        /// The layer's index.
+        layer: usize,
+        /// The layer's kind.
+        kind: &'static str,
+        /// The name given twice.
+        name: String,
+    },
+
     /// A parameter name the net does not have.
     #[error("the net has no parameter `{name}`")]
     NoParam {

@@ -110,6 +110,13 @@ pub(crate) fn build(layers: &[&dyn Layer], input: &[usize]) -> Result<Vec<BoundL
         let mut params = Vec::new();
         for (role, shape) in step.layer.param_shapes(step.input.as_ref()) {
             let name = role.param_name(index);
+            if params.iter().any(|(_, n, _)| *n == name) {
+                return Err(ShapeError::DuplicateParam {
+                    layer: index,
+                    kind,
+                    name,
+                });
+            }
             let shape = shape.known().unwrap_or_default();
             if !fits(&shape) {
                 return Err(too_large(format!("parameter `{name}`"), shape));
