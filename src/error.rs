@@ -252,11 +252,44 @@ pub enum ShapeError {
         name: String,
     },
 
+    /// A sample index past the end of a batch or of labels.
+    #[error("sample {index} is past the end: there are {samples} samples")]
+    SampleIndex {
+        /// The index.
+        index: usize,
+        /// The number of samples.
+        samples: usize,
+    },
+
+    /// A layer's kernel or a loss written outside the crate returned a result of another
+    /// shape than its contract says.
+    #[error("{what} broke its contract: {detail}")]
+    Contract {
+        /// Which: `layer 2 (Gain)`, `the loss cross-entropy`.
+        what: String,
+        /// What it returned, and what it should have.
+        detail: String,
+    },
+
     /// A parameter name the net does not have.
     #[error("the net has no parameter `{name}`")]
     NoParam {
         /// The name.
         name: String,
+    },
+
+    /// Image targets of another image shape than the net's image output, though as many
+    /// values.
+    #[error(
+        "the targets are images of shape {} but the net outputs images of shape {}",
+        Dims(found),
+        Dims(expected)
+    )]
+    TargetImageShape {
+        /// The net's output shape.
+        expected: Vec<usize>,
+        /// The targets' shape.
+        found: Vec<usize>,
     },
 
     /// A loss of a batch of no samples: its mean is not defined.

@@ -261,7 +261,7 @@ pub(crate) fn initialize_fresh(layers: &mut [BoundLayer], init: &dyn Initializer
 /// One step of a forward pass: a layer, and the activation after it that it fuses (the
 /// identity when none). Reshapes are no steps: their output is their input.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Step2 {
+pub(crate) struct Stage {
     /// The layer that computes.
     pub(crate) layer: usize,
     /// The layer whose output the step's output is (the fused activation's, or `layer`).
@@ -271,7 +271,7 @@ pub(crate) struct Step2 {
 }
 
 /// The steps of a forward pass through `layers`.
-pub(crate) fn steps(layers: &[BoundLayer]) -> Vec<Step2> {
+pub(crate) fn steps(layers: &[BoundLayer]) -> Vec<Stage> {
     let mut steps = Vec::with_capacity(layers.len());
     let mut i = 0;
     while let Some(layer) = layers.get(i) {
@@ -282,7 +282,7 @@ pub(crate) fn steps(layers: &[BoundLayer]) -> Vec<Step2> {
         let next = layers.get(i + 1).and_then(|l| l.kernel.activation());
         match next {
             Some(then) if layer.kernel.fuses_activation() => {
-                steps.push(Step2 {
+                steps.push(Stage {
                     layer: i,
                     last: i + 1,
                     then,
@@ -290,7 +290,7 @@ pub(crate) fn steps(layers: &[BoundLayer]) -> Vec<Step2> {
                 i += 2;
             }
             _ => {
-                steps.push(Step2 {
+                steps.push(Stage {
                     layer: i,
                     last: i,
                     then: Activation::Identity,
@@ -300,6 +300,23 @@ pub(crate) fn steps(layers: &[BoundLayer]) -> Vec<Step2> {
         }
     }
     steps
+}
+
+/// The error of a kernel that left a buffer of another shape than it was given.
+fn broke(
+    index: usize,
+    kind: &str,
+    what: &str,
+    expected: (usize, usize),
+    found: (usize, usize),
+) -> ShapeError {
+    ShapeError::Contract {
+        what: format!("layer {index} ({kind})"),
+        detail: format!(
+            "{what} is {} × {} but must stay {} × {}",
+            found.0, found.1, expected.0, expected.1
+        ),
+    }
 }
 
 /// Names the layer in an error a kernel returned.
@@ -316,7 +333,7 @@ fn at_layer(err: ShapeError, index: usize, kind: &str) -> ShapeError {
 /// The output buffer of a step for `samples` samples, allocated fallibly.
 fn output_buffer(
     layers: &[BoundLayer],
-    step: &Step2,
+    step: &Stage,
     samples: usize,
 ) -> Result<DMatrix<f32>, ShapeError> {
     let (index, layer) = (step.last, &layers[step.last]);
@@ -333,15 +350,25 @@ fn output_buffer(
 /// Runs one step.
 fn run_step(
     layers: &[BoundLayer],
-    step: &Step2,
+    step: &Stage,
     x: &DMatrix<f32>,
 ) -> Result<DMatrix<f32>, ShapeError> {
     let layer = &layers[step.layer];
     let mut y = output_buffer(layers, step, x.ncols())?;
+    let shape = y.shape();
     layer
         .kernel
         .forward(&layer.params, x, &mut y, step.then)
         .map_err(|e| at_layer(e, step.layer, layer.kind))?;
+    if y.shape() != shape {
+        return Err(broke(
+            step.layer,
+            layer.kind,
+            "its output",
+            shape,
+            y.shape(),
+        ));
+    }
     Ok(y)
 }
 
@@ -373,7 +400,7 @@ pub(crate) fn forward(layers: &[BoundLayer], x: &DMatrix<f32>) -> Result<DMatrix
 
 /// A forward pass kept for the backward pass: every step's output.
 pub(crate) struct Trace {
-    steps: Vec<Step2>,
+    steps: Vec<Stage>,
     outputs: Vec<DMatrix<f32>>,
 }
 
@@ -452,6 +479,32 @@ pub(crate) fn backward(
             .kernel
             .backward(&layer.params, input, y, &dy, mine, dx.as_mut())
             .map_err(|e| at_layer(e, step.layer, layer.kind))?;
+        // A kernel written outside the crate may have replaced a buffer by one of another
+        // shape; the layers before it would then fail inside a GEMM.
+        for (g, p) in mine.iter().zip(&layer.params) {
+            if g.shape() != p.value.shape() {
+                let what = format!("the gradient of `{}`", p.name);
+                return Err(broke(
+                    step.layer,
+                    layer.kind,
+                    &what,
+                    p.value.shape(),
+                    g.shape(),
+                ));
+            }
+        }
+        if let Some(dx) = &dx {
+            if dx.shape() != input.shape() {
+                let what = "its input gradient";
+                return Err(broke(
+                    step.layer,
+                    layer.kind,
+                    what,
+                    input.shape(),
+                    dx.shape(),
+                ));
+            }
+        }
         if let Some(dx) = dx {
             dy = dx;
         }

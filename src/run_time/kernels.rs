@@ -251,12 +251,6 @@ fn im2col(image: &[f32], g: &Geom2d, rows: &[Run], cols: &[Run], patches: &mut [
     }
 }
 
-/// Max pooling of every column of `x` into `out`; padding never wins, and a NaN in a window
-/// is its maximum (PyTorch's CPU kernel: `val > max || isnan(val)`), so NaN propagates.
-///
-/// `f32::max` skips NaN, and the NaN-aware maximum costs 4 % of a LeNet forward pass, so the
-/// batch is scanned for NaN first (a vectorized pass) and the NaN-aware maximum runs only when
-/// there is one.
 /// The reverse of [`im2col`]: adds every patch value back onto the image value it was read
 /// from (values read from padding are dropped).
 fn col2im(patches: &[f32], g: &Geom2d, rows: &[Run], cols: &[Run], image: &mut [f32]) {
@@ -285,6 +279,12 @@ fn col2im(patches: &[f32], g: &Geom2d, rows: &[Run], cols: &[Run], image: &mut [
     }
 }
 
+/// Max pooling of every column of `x` into `out`; padding never wins, and a NaN in a window
+/// is its maximum (PyTorch's CPU kernel: `val > max || isnan(val)`), so NaN propagates.
+///
+/// `f32::max` skips NaN, and the NaN-aware maximum costs 4 % of a LeNet forward pass, so the
+/// batch is scanned for NaN first (a vectorized pass) and the NaN-aware maximum runs only when
+/// there is one.
 pub(crate) fn max_pool(x: &DMatrix<f32>, g: &Geom2d, out: &mut DMatrix<f32>) {
     if has_nan(x.as_slice()) {
         pool(x, g, out, f32::NEG_INFINITY, nan_max, |m| m);
@@ -370,8 +370,6 @@ fn pool(
     }
 }
 
-/// The input positions, padding left out, under the window at output position `o`. In
-/// `u128`, where `o·stride + kernel` cannot overflow.
 /// The gradient of [`max_pool`]: each window's output gradient goes to the window's largest
 /// input, the first one on ties and the last NaN when there is one (PyTorch's CPU kernel).
 /// `dx` is zeroed by the caller.
@@ -460,6 +458,8 @@ fn windows(g: &Geom2d) -> (Vec<core::ops::Range<usize>>, Vec<core::ops::Range<us
     (rows, cols)
 }
 
+/// The input positions, padding left out, under the window at output position `o`. In
+/// `u128`, where `o·stride + kernel` cannot overflow.
 fn window(
     o: usize,
     stride: usize,

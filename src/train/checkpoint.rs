@@ -2,12 +2,17 @@
 
 use std::path::Path;
 
+use nalgebra::DMatrix;
+
+use super::optim::ValueRef;
 use super::{Optimizer, TrainError};
+use crate::alloc::try_clone;
+use crate::init::{Dims, Role};
 use crate::list::Chain;
 use crate::net::Net;
 use crate::shape::Shape;
 use crate::state::{Bound, Init, Param};
-use crate::weights::{encode_params, write_file, LoadError, LoadOptions, Weights};
+use crate::weights::{encode_params, write_file, LoadOptions, Weights};
 
 impl<N: Shape, L: Chain<N>> Net<Init<N>, L> {
     /// Saves the parameters and the optimizer's state to one safetensors file: the
@@ -27,9 +32,42 @@ impl<N: Shape, L: Chain<N>> Net<Init<N>, L> {
         path: impl AsRef<Path>,
         optimizer: &O,
     ) -> Result<(), TrainError> {
-        let state = optimizer.state_tensors();
-        let params = self.state().bound_layers().iter().flat_map(|l| &l.params);
-        let bytes = encode_params(params.chain(&state))?;
+        let params: Vec<&Param> = self
+            .state()
+            .bound_layers()
+            .iter()
+            .flat_map(|l| &l.params)
+            .collect();
+        let mut state = Vec::new();
+        for t in optimizer.state_tensors() {
+            // The state must belong to this net: a checkpoint that `load_checkpoint` refuses
+            // is not written.
+            let owner = params.iter().find(|p| p.name() == t.param);
+            let fits = match (&t.value, owner) {
+                (ValueRef::Matrix(m), Some(p)) => {
+                    p.shape() == t.shape && p.value().shape() == m.shape()
+                }
+                (ValueRef::Step(_), Some(_)) => true,
+                (_, None) => false,
+            };
+            if !fits {
+                return Err(TrainError::Checkpoint {
+                    reason: format!(
+                        "the optimizer keeps `{}` state of shape {} for `{}`, which this net does not have with that shape: it was stepped on another net",
+                        t.what,
+                        Dims(t.shape),
+                        t.param
+                    ),
+                });
+            }
+            let name = format!("optim.{}.{}", t.param, t.what);
+            let value = match t.value {
+                ValueRef::Matrix(m) => try_clone(m, || format!("a copy of `{name}`"))?,
+                ValueRef::Step(step) => DMatrix::from_element(1, 1, step as f32),
+            };
+            state.push(Param::new(name, t.shape, Role::Weight, value)?);
+        }
+        let bytes = encode_params(params.into_iter().chain(&state))?;
         write_file(path.as_ref(), &bytes)?;
         Ok(())
     }
@@ -56,19 +94,17 @@ impl<N: Shape, L: Chain<N>> Net<Init<N>, L> {
             .collect();
         let state = optimizer.read_state(&params, &weights)?;
         // Every tensor belongs to the net or (checked by `read_state`) to the optimizer.
-        let extra: Vec<(String, Vec<usize>)> = weights
+        let extra: Vec<&str> = weights
             .names()
             .filter(|n| !n.starts_with("optim.") && !params.iter().any(|p| p.name() == *n))
-            .map(|n| {
-                let shape = weights
-                    .get(n)
-                    .map(|t| t.shape().to_vec())
-                    .unwrap_or_default();
-                (n.to_owned(), shape)
-            })
             .collect();
         if !extra.is_empty() {
-            return Err(LoadError::Unexpected { tensors: extra }.into());
+            return Err(TrainError::Checkpoint {
+                reason: format!(
+                    "tensors of neither the net nor the optimizer: {}",
+                    extra.join(", ")
+                ),
+            });
         }
         self.load_weights(&weights, LoadOptions::new().allow_unexpected(true))?;
         optimizer.set_state(state);

@@ -6,8 +6,8 @@ use std::time::Instant;
 use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
 
-use super::{Loss, Optimizer, TargetFor, TrainError};
-use crate::alloc::{try_vec, try_zeros};
+use super::{Loss, Optimizer, Target, TargetFor, TrainError};
+use crate::alloc::try_vec;
 use crate::batch::Batch;
 use crate::error::ShapeError;
 use crate::list::Chain;
@@ -52,7 +52,7 @@ pub struct Fit<'a, M: Shape, T> {
 
 /// Validation data: a batch and its labels or targets, evaluated after every epoch.
 #[derive(Clone, Debug)]
-pub struct Validation<'a, M: Shape, T> {
+struct Validation<'a, M: Shape, T> {
     x: &'a Batch<M>,
     target: &'a T,
 }
@@ -165,8 +165,10 @@ impl core::fmt::Display for EpochMetrics {
 
 /// The order of `n` samples in epoch `epoch`: a Fisher–Yates shuffle from `(seed, epoch)`.
 fn order(n: usize, seed: u64, epoch: usize, shuffle: bool) -> Result<Vec<usize>, TrainError> {
-    let mut order = try_vec(n)
-        .ok_or_else(|| TrainError::Setting(format!("cannot allocate the order of {n} samples")))?;
+    let mut order = try_vec(n).ok_or_else(|| ShapeError::OutOfMemory {
+        what: format!("the order of {n} samples"),
+        values: n as u128,
+    })?;
     order.extend(0..n);
     if shuffle {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -180,25 +182,6 @@ fn order(n: usize, seed: u64, epoch: usize, shuffle: bool) -> Result<Vec<usize>,
     Ok(order)
 }
 
-/// The columns of `x` at `indices`, as a batch.
-fn gather<M: Shape>(x: &Batch<M>, indices: &[usize]) -> Result<Batch<M>, TrainError> {
-    let rows = x.as_matrix().nrows();
-    let mut data = try_zeros(rows, indices.len(), || {
-        format!("a batch of {} samples of {rows} values", indices.len())
-    })?;
-    let source = x.as_matrix().as_slice();
-    for (column, &i) in data
-        .as_mut_slice()
-        .chunks_exact_mut(rows.max(1))
-        .zip(indices)
-    {
-        if let Some(values) = source.get(i * rows..(i + 1) * rows) {
-            column.copy_from_slice(values);
-        }
-    }
-    Ok(Batch::from_parts(data, x.features()))
-}
-
 impl<N: Shape, L: Chain<N>> Net<Init<N>, L> {
     /// Trains the net: for every epoch, the samples shuffled (from the fit's seed and the
     /// epoch), one optimizer step per batch, then the validation data evaluated. Returns every
@@ -209,8 +192,10 @@ impl<N: Shape, L: Chain<N>> Net<Init<N>, L> {
     ///
     /// # Errors
     /// * [`TrainError::LossNotFinite`] naming the epoch and step where the loss stopped being
-    ///   finite; the weights are those after the step before;
-    /// * [`TrainError::Setting`] for a batch size of 0;
+    ///   finite, with the history of the epochs before; the weights are those after the step
+    ///   before;
+    /// * [`TrainError::Setting`] for a batch size of 0, or a first epoch so large that the
+    ///   epoch numbers overflow;
     /// * the errors of [`loss_and_grads`](Net::loss_and_grads) and of the optimizer's `step`
     ///   (checked on the whole data before the first step: labels that do not fit fail at
     ///   once).
@@ -235,35 +220,88 @@ impl<N: Shape, L: Chain<N>> Net<Init<N>, L> {
         }
         self.check_batch(x)?;
         let samples = x.samples();
-        super::check_target(self.output_width(), samples, target)?;
+        super::check_target(&self.output_dims(), samples, target)?;
         if let Some(v) = &fit.validation {
             self.check_batch(v.x)?;
-            super::check_target(self.output_width(), v.x.samples(), v.target)?;
+            super::check_target(&self.output_dims(), v.x.samples(), v.target)?;
         }
+        let Some(last_epoch) = fit.first_epoch.checked_add(fit.epochs) else {
+            return Err(TrainError::Setting(format!(
+                "first epoch {} plus {} epochs is past the largest epoch number",
+                fit.first_epoch, fit.epochs
+            )));
+        };
         let steps = samples.div_ceil(fit.batch_size);
         let bar = progress_bar(fit.progress, steps);
         let mut history = History::default();
-        for e in 0..fit.epochs {
-            let epoch = fit.first_epoch + e + 1;
+        let result = self.epochs(
+            x,
+            target,
+            loss,
+            optimizer,
+            fit,
+            last_epoch,
+            &bar,
+            &mut history,
+        );
+        if let Some(bar) = bar {
+            match result {
+                Ok(()) => bar.finish_and_clear(),
+                Err(_) => bar.abandon(),
+            }
+        }
+        match result {
+            Ok(()) => Ok(history),
+            Err(TrainError::LossNotFinite {
+                epoch, step, loss, ..
+            }) => Err(TrainError::LossNotFinite {
+                epoch,
+                step,
+                loss,
+                history,
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The epochs of [`fit`](Net::fit), recording each into `history`.
+    #[allow(clippy::too_many_arguments)]
+    fn epochs<M, T, F, O>(
+        &mut self,
+        x: &Batch<M>,
+        target: &T,
+        loss: F,
+        optimizer: &mut O,
+        fit: &Fit<'_, M, T>,
+        last_epoch: usize,
+        bar: &Option<indicatif::ProgressBar>,
+        history: &mut History,
+    ) -> Result<(), TrainError>
+    where
+        M: Shape,
+        T: TargetFor<<<L as Chain<N>>::Out as Shape>::Flat>,
+        F: Loss<T>,
+        O: Optimizer,
+    {
+        let samples = x.samples();
+        for epoch in fit.first_epoch + 1..=last_epoch {
             let start = Instant::now();
             let order = order(samples, fit.seed, epoch - 1, fit.shuffle)?;
             let (mut total, mut correct, mut counted) = (0.0f64, 0usize, false);
-            if let Some(bar) = &bar {
+            if let Some(bar) = bar {
                 bar.reset();
                 bar.set_prefix(format!("epoch {epoch}"));
             }
             for (s, indices) in order.chunks(fit.batch_size).enumerate() {
-                let xb = gather(x, indices)?;
+                let xb = x.select(indices)?;
                 let tb = target.select(indices)?;
                 let (value, grads, hits) = self.loss_grads_correct(&xb, &tb, loss)?;
                 if !value.is_finite() {
-                    if let Some(bar) = &bar {
-                        bar.abandon();
-                    }
                     return Err(TrainError::LossNotFinite {
                         epoch,
                         step: s + 1,
                         loss: value,
+                        history: History::default(),
                     });
                 }
                 optimizer.step(self, &grads)?;
@@ -272,7 +310,7 @@ impl<N: Shape, L: Chain<N>> Net<Init<N>, L> {
                     correct += h;
                     counted = true;
                 }
-                if let Some(bar) = &bar {
+                if let Some(bar) = bar {
                     bar.inc(1);
                     bar.set_message(format!("loss {value:.4}"));
                 }
@@ -292,17 +330,14 @@ impl<N: Shape, L: Chain<N>> Net<Init<N>, L> {
                 val_accuracy,
                 seconds: start.elapsed().as_secs_f64(),
             };
-            match &bar {
+            match bar {
                 Some(bar) => bar.println(metrics.to_string()),
                 None if fit.progress => eprintln!("{metrics}"),
                 None => {}
             }
             history.epochs.push(metrics);
         }
-        if let Some(bar) = bar {
-            bar.finish_and_clear();
-        }
-        Ok(history)
+        Ok(())
     }
 
     /// The loss of a batch and, for labels, the fraction of samples classified right, from one
@@ -322,7 +357,7 @@ impl<N: Shape, L: Chain<N>> Net<Init<N>, L> {
         F: Loss<T>,
     {
         self.check_batch(x)?;
-        super::check_target(self.output_width(), x.samples(), target)?;
+        super::check_target(&self.output_dims(), x.samples(), target)?;
         let y = crate::exec::forward(self.state().bound_layers(), x.as_matrix())?;
         let (value, _) = loss.loss_and_grad(&y, target)?;
         let accuracy = target

@@ -77,14 +77,25 @@ impl<C: Dim> Labels<C> {
         self.labels.is_empty()
     }
 
-    /// The labels of the samples at `indices` (which are in range), in that order.
-    pub(crate) fn select(&self, indices: &[usize]) -> Self {
-        Labels {
-            classes: self.classes,
-            labels: indices
-                .iter()
-                .filter_map(|&i| self.labels.get(i).copied())
-                .collect(),
+    /// The labels of the samples at `indices`, in that order.
+    ///
+    /// # Errors
+    /// [`ShapeError::SampleIndex`] for an index past the end.
+    pub(crate) fn select(&self, indices: &[usize]) -> Result<Self, ShapeError> {
+        let mut labels = crate::alloc::try_vec(indices.len()).ok_or(ShapeError::OutOfMemory {
+            what: format!("{} labels", indices.len()),
+            values: indices.len() as u128,
+        })?;
+        for &index in indices {
+            let label = self.labels.get(index).ok_or(ShapeError::SampleIndex {
+                index,
+                samples: self.labels.len(),
+            })?;
+            labels.push(*label);
         }
+        Ok(Labels {
+            classes: self.classes,
+            labels,
+        })
     }
 }

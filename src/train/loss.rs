@@ -21,10 +21,17 @@ pub trait Target: Sized {
     /// Its values per sample: the number of classes of labels, the width of targets.
     fn width(&self) -> usize;
 
-    /// The targets of the samples at `indices` (each in range), in that order.
+    /// The shape of one sample's targets when they are images (`[c, h, w]`), checked against
+    /// an image output's shape; `None` for labels and flat targets.
+    fn image_dims(&self) -> Option<Vec<usize>> {
+        None
+    }
+
+    /// The targets of the samples at `indices`, in that order.
     ///
     /// # Errors
-    /// [`ShapeError::OutOfMemory`] when memory for them cannot be had.
+    /// [`ShapeError::SampleIndex`] for an index past the end; [`ShapeError::OutOfMemory`]
+    /// when memory for them cannot be had.
     fn select(&self, indices: &[usize]) -> Result<Self, ShapeError>;
 
     /// How many samples of the output `y` (`width × samples`) are classified right, for
@@ -46,7 +53,7 @@ impl<C: Dim> Target for Labels<C> {
     }
 
     fn select(&self, indices: &[usize]) -> Result<Self, ShapeError> {
-        Ok(Labels::select(self, indices))
+        Labels::select(self, indices)
     }
 
     fn correct(&self, y: &DMatrix<f32>) -> Option<usize> {
@@ -85,17 +92,23 @@ impl<S: Shape> Target for Batch<S> {
         self.as_matrix().nrows()
     }
 
+    fn image_dims(&self) -> Option<Vec<usize>> {
+        let dims = self.features().dims();
+        (dims.len() > 1).then_some(dims)
+    }
+
     fn select(&self, indices: &[usize]) -> Result<Self, ShapeError> {
         let rows = self.as_matrix().nrows();
         let mut data = try_zeros(rows, indices.len(), || {
             format!("{rows} values × {} samples of targets", indices.len())
         })?;
-        let source = self.as_matrix().as_slice();
-        let columns = data.as_mut_slice().chunks_exact_mut(rows.max(1));
-        for (column, &i) in columns.zip(indices) {
-            if let Some(values) = source.get(i * rows..(i + 1) * rows) {
-                column.copy_from_slice(values);
+        let samples = Batch::samples(self);
+        for (j, &index) in indices.iter().enumerate() {
+            if index >= samples {
+                return Err(ShapeError::SampleIndex { index, samples });
             }
+            data.column_mut(j)
+                .copy_from(&self.as_matrix().column(index));
         }
         Ok(Batch::from_parts(data, self.features()))
     }

@@ -41,7 +41,7 @@ mod optim;
 
 use thiserror::Error;
 
-pub use fit::{EpochMetrics, Fit, History, Validation};
+pub use fit::{EpochMetrics, Fit, History};
 pub use grads::Grads;
 pub use labels::Labels;
 pub use loss::{CrossEntropy, Loss, Mse, Target, TargetFor};
@@ -82,6 +82,8 @@ pub enum TrainError {
         step: usize,
         /// The loss.
         loss: f32,
+        /// The metrics of the epochs finished before.
+        history: History,
     },
 
     /// Gradients that do not belong to the net: another number of parameters, another name or
@@ -108,6 +110,15 @@ pub enum TrainError {
     /// A fit setting that cannot work: a batch size of 0, say.
     #[error("{0}")]
     Setting(String),
+
+    /// A checkpoint whose optimizer state does not fit: a step count that is not a whole
+    /// number, a state of another shape, a tensor of neither the net nor the optimizer, or an
+    /// optimizer whose state belongs to another net.
+    #[error("checkpoint: {reason}")]
+    Checkpoint {
+        /// What does not fit.
+        reason: String,
+    },
 
     /// A checkpoint could not be written.
     #[error("cannot save the checkpoint: {0}")]
@@ -159,7 +170,7 @@ impl<N: Shape, L: Chain<N>> Net<Init<N>, L> {
         F: Loss<T>,
     {
         self.check_batch(x)?;
-        check_target(self.output_width(), x.samples(), target)?;
+        check_target(&self.output_dims(), x.samples(), target)?;
         let (value, grads, _) = self.loss_grads_correct(x, target, loss)?;
         Ok((value, grads))
     }
@@ -178,6 +189,18 @@ impl<N: Shape, L: Chain<N>> Net<Init<N>, L> {
         let y = trace.output(x);
         let correct = target.correct(y);
         let (value, dy) = loss.loss_and_grad(y, target)?;
+        if dy.shape() != y.shape() {
+            return Err(ShapeError::Contract {
+                what: format!("the loss {}", loss.name()),
+                detail: format!(
+                    "its gradient is {} × {} but the output is {} × {}",
+                    dy.nrows(),
+                    dy.ncols(),
+                    y.nrows(),
+                    y.ncols()
+                ),
+            });
+        }
         let values = exec::backward(layers, x, trace, dy)?;
         let names = layers
             .iter()
@@ -186,19 +209,15 @@ impl<N: Shape, L: Chain<N>> Net<Init<N>, L> {
             .collect();
         Ok((value, Grads { names, values }, correct))
     }
-
-    /// The number of values the net produces per sample.
-    pub(crate) fn output_width(&self) -> usize {
-        self.output_dims().iter().product()
-    }
 }
 
 /// Checks labels or targets against the net's output width and the batch's sample count.
 pub(crate) fn check_target<T: Target>(
-    width: usize,
+    output: &[usize],
     samples: usize,
     target: &T,
 ) -> Result<(), ShapeError> {
+    let width = output.iter().product();
     if samples == 0 {
         return Err(ShapeError::EmptyBatch);
     }
@@ -215,6 +234,16 @@ pub(crate) fn check_target<T: Target>(
             expected: width,
             found: target.width(),
         });
+    }
+    // Image targets for an image output must line up value for value, as an image batch
+    // must fit an image net.
+    if let Some(found) = target.image_dims() {
+        if output.len() > 1 && found != output {
+            return Err(ShapeError::TargetImageShape {
+                expected: output.to_vec(),
+                found,
+            });
+        }
     }
     Ok(())
 }

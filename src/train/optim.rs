@@ -6,18 +6,69 @@ use nalgebra::DMatrix;
 
 use super::{Grads, TrainError};
 use crate::alloc::try_zeros;
-use crate::init::{Dims, Role};
+use crate::init::Dims;
 use crate::list::Layers;
 use crate::net::Net;
 use crate::state::{Bound, Param};
-use crate::weights::{LoadError, Weights};
+use crate::weights::Weights;
 
+/// The methods an optimizer implements, out of users' reach: they skip the checks
+/// [`Optimizer::step`] makes.
 mod sealed {
-    pub trait Sealed {}
+    use nalgebra::DMatrix;
+
+    use super::{StateTensor, TrainError};
+    use crate::state::Param;
+    use crate::weights::Weights;
+
+    pub trait Sealed {
+        /// Checks the hyper-parameters, as the `f32` values the update uses.
+        fn check_hyper(&self) -> Result<(), TrainError>;
+
+        /// Checks that the state kept for `params` has their shapes, and allocates the state
+        /// of new ones, changing nothing.
+        fn prepare(&self, params: &[&mut Param]) -> Result<Box<dyn core::any::Any>, TrainError>;
+
+        /// Applies checked, finite gradients with the state `prepare` made. Cannot fail.
+        fn apply(
+            &mut self,
+            fresh: Box<dyn core::any::Any>,
+            params: &mut [&mut Param],
+            grads: &[DMatrix<f32>],
+        );
+
+        /// The state, as tensors named `optim.{param}.{what}`, for a checkpoint.
+        fn state_tensors(&self) -> Vec<StateTensor<'_>>;
+
+        /// Reads the state of `params` from a checkpoint, without changing `self`.
+        fn read_state(
+            &self,
+            params: &[&Param],
+            weights: &Weights<'_>,
+        ) -> Result<Box<dyn core::any::Any>, TrainError>;
+
+        /// Takes a state `read_state` returned.
+        fn set_state(&mut self, state: Box<dyn core::any::Any>);
+    }
+}
+
+/// One tensor of an optimizer's state, for a checkpoint: the parameter it belongs to, its
+/// name's suffix, its PyTorch shape and its values.
+pub struct StateTensor<'a> {
+    pub(crate) param: &'a str,
+    pub(crate) what: &'static str,
+    pub(crate) shape: &'a [usize],
+    pub(crate) value: ValueRef<'a>,
+}
+
+/// A state tensor's values: a matrix laid out as its parameter, or the step count.
+pub enum ValueRef<'a> {
+    Matrix(&'a DMatrix<f32>),
+    Step(u64),
 }
 
 /// An optimizer: it updates a bound net's parameters from their gradients, keeping its state
-/// (moments, momentum buffers) per parameter name.
+/// (moments, momentum buffers) per parameter name. Implemented by [`Adam`] and [`Sgd`].
 ///
 /// Only a bound net has parameters, so only a bound net can be stepped: stepping a
 /// declaration is a compile error.
@@ -46,40 +97,10 @@ pub trait Optimizer: sealed::Sealed {
         let mut params: Vec<&mut Param> = layers.iter_mut().flat_map(|l| &mut l.params).collect();
         check_grads(&params, grads)?;
         self.check_hyper()?;
-        self.apply(&mut params, &grads.values)
+        let fresh = self.prepare(&params)?;
+        self.apply(fresh, &mut params, &grads.values);
+        Ok(())
     }
-
-    /// The name in error messages, `"Adam"` or `"SGD"`.
-    #[doc(hidden)]
-    fn name(&self) -> &'static str;
-
-    /// Checks the hyper-parameters.
-    #[doc(hidden)]
-    fn check_hyper(&self) -> Result<(), TrainError>;
-
-    /// Applies checked, finite gradients, all or nothing.
-    #[doc(hidden)]
-    fn apply(
-        &mut self,
-        params: &mut [&mut Param],
-        grads: &[DMatrix<f32>],
-    ) -> Result<(), TrainError>;
-
-    /// The state, as tensors named `optim.{param}.{what}`, for a checkpoint.
-    #[doc(hidden)]
-    fn state_tensors(&self) -> Vec<Param>;
-
-    /// Reads the state of `params` from a checkpoint, without changing `self`.
-    #[doc(hidden)]
-    fn read_state(
-        &self,
-        params: &[&Param],
-        weights: &Weights<'_>,
-    ) -> Result<Box<dyn std::any::Any>, LoadError>;
-
-    /// Takes a state [`read_state`](Optimizer::read_state) returned.
-    #[doc(hidden)]
-    fn set_state(&mut self, state: Box<dyn std::any::Any>);
 }
 
 /// Checks that `grads` belong to `params` and are finite.
@@ -114,51 +135,54 @@ fn check_grads(params: &[&mut Param], grads: &Grads) -> Result<(), TrainError> {
     Ok(())
 }
 
-/// A state tensor shaped like `p`, named `optim.{p}.{what}`.
-fn state_param(p_name: &str, shape: &[usize], what: &str, value: DMatrix<f32>) -> Param {
-    Param {
-        name: format!("optim.{p_name}.{what}"),
-        shape: shape.to_vec(),
-        role: Role::Weight,
-        fan_in: 0,
-        fan_out: 0,
-        value,
-    }
-}
-
 /// Reads `optim.{p}.{what}`, shaped like `p`; `None` when absent.
 fn read_like(
     weights: &Weights<'_>,
     p: &Param,
     what: &str,
-) -> Result<Option<DMatrix<f32>>, LoadError> {
-    let like = state_param(
-        &p.name,
-        &p.shape,
-        what,
-        DMatrix::zeros(p.value.nrows(), p.value.ncols()),
-    );
-    weights.matrix_like(&like)
+) -> Result<Option<DMatrix<f32>>, TrainError> {
+    let name = format!("optim.{}.{what}", p.name);
+    Ok(weights.matrix_for(&name, &p.shape, p.value.nrows(), p.value.ncols())?)
 }
 
+/// Reads the step count `optim.{p}.step`, a 1-element tensor holding a whole number of at
+/// most 2^24 (as PyTorch stores it, in `f32`); `None` when absent.
+fn read_step(weights: &Weights<'_>, p: &Param) -> Result<Option<u64>, TrainError> {
+    let name = format!("optim.{}.step", p.name);
+    let Some(step) = weights.matrix_for(&name, &[1], 1, 1)? else {
+        return Ok(None);
+    };
+    let value = step.get(0).copied().unwrap_or(f32::NAN);
+    if value >= 0.0 && value.fract() == 0.0 && value <= MAX_STEP as f32 {
+        Ok(Some(value as u64))
+    } else {
+        Err(TrainError::Checkpoint {
+            reason: format!(
+                "tensor `{name}` holds {value}; a step count is a whole number from 0 to {MAX_STEP}"
+            ),
+        })
+    }
+}
+
+/// The most steps a checkpoint stores exactly: 2^24, the last whole number of a run of them
+/// that an `f32` (PyTorch's type for it) holds.
+const MAX_STEP: u64 = 1 << 24;
+
 /// Checks that every `optim.` tensor of a checkpoint was read.
-fn no_other_state(weights: &Weights<'_>, read: &[String]) -> Result<(), LoadError> {
-    let extra: Vec<(String, Vec<usize>)> = weights
+fn no_other_state(weights: &Weights<'_>, read: &[String]) -> Result<(), TrainError> {
+    let extra: Vec<&str> = weights
         .names()
         .filter(|n| n.starts_with("optim.") && !read.iter().any(|r| r == n))
-        .map(|n| {
-            let shape = weights
-                .get(n)
-                .map(|t| t.shape().to_vec())
-                .unwrap_or_default();
-            (n.to_owned(), shape)
-        })
         .collect();
     if extra.is_empty() {
-        Ok(())
-    } else {
-        Err(LoadError::Unexpected { tensors: extra })
+        return Ok(());
     }
+    Err(TrainError::Checkpoint {
+        reason: format!(
+            "optimizer state this optimizer does not keep for this net: {}",
+            extra.join(", ")
+        ),
+    })
 }
 
 /// A zeroed matrix like `p`'s value, allocated fallibly.
@@ -189,19 +213,23 @@ fn hyper(
 }
 
 /// Checks that a state kept under `p`'s name has its shape.
-fn same_shape(p: &Param, state: &DMatrix<f32>) -> Result<(), TrainError> {
-    if state.shape() == p.value.shape() {
+fn same_shape(p: &Param, shape: &[usize], state: &DMatrix<f32>) -> Result<(), TrainError> {
+    if shape == p.shape.as_slice() && state.shape() == p.value.shape() {
         return Ok(());
     }
     Err(TrainError::GradsMismatch {
         reason: format!(
-            "the state kept for `{}` is {} × {} but the parameter is {}: was the optimizer used on another net?",
+            "the state kept for `{}` has shape {} but the parameter has {}: was the optimizer used on another net?",
             p.name,
-            state.nrows(),
-            state.ncols(),
+            Dims(shape),
             Dims(&p.shape)
         ),
     })
+}
+
+/// Whether a hyper-parameter is at least 0 and finite as the `f32` the update uses.
+fn nonnegative(v: f64) -> bool {
+    v >= 0.0 && (v as f32).is_finite()
 }
 
 /// Adam, as PyTorch's `torch.optim.Adam`: bias-corrected first and second moments, betas
@@ -259,7 +287,8 @@ impl Adam {
         self
     }
 
-    /// The term added to the denominator, at least 0.
+    /// The term added to the denominator, at least 0. With 0, a parameter whose gradients have
+    /// all been 0 gets NaN (0 / 0), as in PyTorch.
     pub fn eps(mut self, eps: f64) -> Self {
         self.eps = eps;
         self
@@ -287,52 +316,34 @@ impl Adam {
     }
 }
 
-impl sealed::Sealed for Adam {}
+impl Optimizer for Adam {}
 
-impl Optimizer for Adam {
-    fn name(&self) -> &'static str {
-        "Adam"
-    }
-
+impl sealed::Sealed for Adam {
     fn check_hyper(&self) -> Result<(), TrainError> {
         let (b1, b2) = self.betas;
         let n = "Adam";
-        hyper(
-            n,
-            "learning rate",
-            self.lr,
-            self.lr >= 0.0 && self.lr.is_finite(),
-            "finite and at least 0",
-        )?;
+        let finite = "at least 0 and finite in f32";
+        hyper(n, "learning rate", self.lr, nonnegative(self.lr), finite)?;
         hyper(n, "beta1", b1, (0.0..1.0).contains(&b1), "in [0, 1)")?;
         hyper(n, "beta2", b2, (0.0..1.0).contains(&b2), "in [0, 1)")?;
-        hyper(
-            n,
-            "eps",
-            self.eps,
-            self.eps >= 0.0 && self.eps.is_finite(),
-            "finite and at least 0",
-        )?;
+        hyper(n, "eps", self.eps, nonnegative(self.eps), finite)?;
         let wd = self.weight_decay;
-        hyper(
-            n,
-            "weight decay",
-            wd,
-            wd >= 0.0 && wd.is_finite(),
-            "finite and at least 0",
-        )
+        hyper(n, "weight decay", wd, nonnegative(wd), finite)
     }
 
-    fn apply(
-        &mut self,
-        params: &mut [&mut Param],
-        grads: &[DMatrix<f32>],
-    ) -> Result<(), TrainError> {
-        // New states are allocated, and kept ones checked, before anything changes.
-        let mut fresh = Vec::new();
-        for p in params.iter() {
+    fn prepare(&self, params: &[&mut Param]) -> Result<Box<dyn core::any::Any>, TrainError> {
+        let mut fresh: Vec<(String, AdamState)> = Vec::new();
+        for p in params {
             match self.state.get(&p.name) {
-                Some(s) => same_shape(p, &s.exp_avg)?,
+                Some(s) => {
+                    same_shape(p, &s.shape, &s.exp_avg)?;
+                    if s.step >= MAX_STEP {
+                        return Err(TrainError::Setting(format!(
+                            "`{}` has had {MAX_STEP} Adam steps, the most a checkpoint stores exactly",
+                            p.name
+                        )));
+                    }
+                }
                 None => fresh.push((
                     p.name.clone(),
                     AdamState {
@@ -344,7 +355,18 @@ impl Optimizer for Adam {
                 )),
             }
         }
-        self.state.extend(fresh);
+        Ok(Box::new(fresh))
+    }
+
+    fn apply(
+        &mut self,
+        fresh: Box<dyn core::any::Any>,
+        params: &mut [&mut Param],
+        grads: &[DMatrix<f32>],
+    ) {
+        if let Ok(fresh) = fresh.downcast::<Vec<(String, AdamState)>>() {
+            self.state.extend(*fresh);
+        }
         let (beta1, beta2) = self.betas;
         let wd = self.weight_decay as f32;
         for (p, g) in params.iter_mut().zip(grads) {
@@ -356,44 +378,36 @@ impl Optimizer for Adam {
             let bias1 = 1.0 - beta1.powf(t);
             let bias2 = 1.0 - beta2.powf(t);
             let step_size = (self.lr / bias1) as f32;
-            let bias2_sqrt = bias2.sqrt() as f32;
-            let (b1, b2, eps) = ((1.0 - beta1) as f32, beta2 as f32, self.eps as f32);
-            let one_minus_b2 = (1.0 - beta2) as f32;
-            let inv_bias2_sqrt = 1.0 / bias2_sqrt;
-            let w = p.value.as_mut_slice();
-            let (g, m, v) = (
-                g.as_slice(),
-                s.exp_avg.as_mut_slice(),
-                s.exp_avg_sq.as_mut_slice(),
-            );
-            adam_update(
-                w,
-                g,
-                m,
-                v,
-                wd,
-                [b1, b2, one_minus_b2, inv_bias2_sqrt, eps, step_size],
-            );
+            let inv_bias2_sqrt = (1.0 / bias2.sqrt()) as f32;
+            let k = [
+                (1.0 - beta1) as f32,
+                beta2 as f32,
+                (1.0 - beta2) as f32,
+                inv_bias2_sqrt,
+                self.eps as f32,
+                step_size,
+            ];
+            let (m, v) = (s.exp_avg.as_mut_slice(), s.exp_avg_sq.as_mut_slice());
+            adam_update(p.value.as_mut_slice(), g.as_slice(), m, v, wd, k);
         }
-        Ok(())
     }
 
-    fn state_tensors(&self) -> Vec<Param> {
+    fn state_tensors(&self) -> Vec<StateTensor<'_>> {
         let mut out = Vec::new();
         for (name, s) in &self.state {
-            out.push(state_param(name, &s.shape, "exp_avg", s.exp_avg.clone()));
-            out.push(state_param(
-                name,
-                &s.shape,
+            let tensor = |what, shape, value| StateTensor {
+                param: name,
+                what,
+                shape,
+                value,
+            };
+            out.push(tensor("exp_avg", &s.shape, ValueRef::Matrix(&s.exp_avg)));
+            out.push(tensor(
                 "exp_avg_sq",
-                s.exp_avg_sq.clone(),
+                &s.shape,
+                ValueRef::Matrix(&s.exp_avg_sq),
             ));
-            out.push(state_param(
-                name,
-                &[1],
-                "step",
-                DMatrix::from_element(1, 1, s.step as f32),
-            ));
+            out.push(tensor("step", &[1], ValueRef::Step(s.step)));
         }
         out
     }
@@ -402,34 +416,43 @@ impl Optimizer for Adam {
         &self,
         params: &[&Param],
         weights: &Weights<'_>,
-    ) -> Result<Box<dyn std::any::Any>, LoadError> {
+    ) -> Result<Box<dyn core::any::Any>, TrainError> {
         let mut state = BTreeMap::new();
         let mut read = Vec::new();
         for p in params {
-            let step_like = state_param(&p.name, &[1], "step", DMatrix::zeros(1, 1));
-            let Some(step) = weights.matrix_like(&step_like)? else {
-                continue;
+            let exp_avg = read_like(weights, p, "exp_avg")?;
+            let exp_avg_sq = read_like(weights, p, "exp_avg_sq")?;
+            let step = read_step(weights, p)?;
+            let (Some(exp_avg), Some(exp_avg_sq), Some(step)) = (exp_avg, exp_avg_sq, step) else {
+                let present = ["exp_avg", "exp_avg_sq", "step"]
+                    .map(|what| format!("optim.{}.{what}", p.name));
+                let (have, lack): (Vec<&String>, Vec<&String>) = present
+                    .iter()
+                    .partition(|n| weights.get(n.as_str()).is_some());
+                if have.is_empty() {
+                    continue;
+                }
+                return Err(TrainError::Checkpoint {
+                    reason: format!(
+                        "the Adam state of `{}` is incomplete: the file has {} but not {}",
+                        p.name,
+                        have.iter()
+                            .map(|s| s.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        lack.iter()
+                            .map(|s| s.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                });
             };
-            let missing = |what: &str| LoadError::Missing {
-                name: format!("optim.{}.{what}", p.name),
-                expected: crate::layer::PartialShape::from_dims(&p.shape),
-            };
-            let exp_avg = read_like(weights, p, "exp_avg")?.ok_or_else(|| missing("exp_avg"))?;
-            let exp_avg_sq =
-                read_like(weights, p, "exp_avg_sq")?.ok_or_else(|| missing("exp_avg_sq"))?;
-            let step = step.get(0).copied().unwrap_or(0.0);
-            let step = if step >= 0.0 && step.fract() == 0.0 && step < 16_777_216.0 {
-                step as u64
-            } else {
-                0
-            };
-            for what in ["step", "exp_avg", "exp_avg_sq"] {
-                read.push(format!("optim.{}.{what}", p.name));
-            }
+            read.extend(["exp_avg", "exp_avg_sq", "step"].map(|w| format!("optim.{}.{w}", p.name)));
+            let shape = p.shape.clone();
             state.insert(
                 p.name.clone(),
                 AdamState {
-                    shape: p.shape.clone(),
+                    shape,
                     step,
                     exp_avg,
                     exp_avg_sq,
@@ -440,7 +463,7 @@ impl Optimizer for Adam {
         Ok(Box::new(state))
     }
 
-    fn set_state(&mut self, state: Box<dyn std::any::Any>) {
+    fn set_state(&mut self, state: Box<dyn core::any::Any>) {
         if let Ok(state) = state.downcast::<BTreeMap<String, AdamState>>() {
             self.state = *state;
         }
@@ -499,7 +522,7 @@ pub struct Sgd {
     dampening: f64,
     weight_decay: f64,
     nesterov: bool,
-    buffers: BTreeMap<String, (Vec<usize>, DMatrix<f32>)>,
+    buffers: BTreeMap<String, Buffer>,
 }
 
 impl Sgd {
@@ -550,44 +573,29 @@ impl Sgd {
     }
 }
 
-impl sealed::Sealed for Sgd {}
+impl Optimizer for Sgd {}
 
-impl Optimizer for Sgd {
-    fn name(&self) -> &'static str {
-        "SGD"
-    }
-
+impl sealed::Sealed for Sgd {
     fn check_hyper(&self) -> Result<(), TrainError> {
         let n = "SGD";
-        let ok = |v: f64| v >= 0.0 && v.is_finite();
-        hyper(
-            n,
-            "learning rate",
-            self.lr,
-            ok(self.lr),
-            "finite and at least 0",
-        )?;
+        let finite = "at least 0 and finite in f32";
+        hyper(n, "learning rate", self.lr, nonnegative(self.lr), finite)?;
         hyper(
             n,
             "momentum",
             self.momentum,
-            ok(self.momentum),
-            "finite and at least 0",
+            nonnegative(self.momentum),
+            finite,
         )?;
         hyper(
             n,
             "dampening",
             self.dampening,
-            ok(self.dampening),
-            "finite and at least 0",
+            nonnegative(self.dampening),
+            finite,
         )?;
-        hyper(
-            n,
-            "weight decay",
-            self.weight_decay,
-            ok(self.weight_decay),
-            "finite and at least 0",
-        )?;
+        let wd = self.weight_decay;
+        hyper(n, "weight decay", wd, nonnegative(wd), finite)?;
         let nesterov_ok = !self.nesterov || (self.momentum > 0.0 && self.dampening == 0.0);
         hyper(
             n,
@@ -598,19 +606,12 @@ impl Optimizer for Sgd {
         )
     }
 
-    fn apply(
-        &mut self,
-        params: &mut [&mut Param],
-        grads: &[DMatrix<f32>],
-    ) -> Result<(), TrainError> {
-        let momentum = self.momentum as f32;
-        let with_momentum = self.momentum != 0.0;
-        // New buffers are allocated, and kept ones checked, before anything changes.
-        let mut fresh = Vec::new();
-        if with_momentum {
-            for p in params.iter() {
+    fn prepare(&self, params: &[&mut Param]) -> Result<Box<dyn core::any::Any>, TrainError> {
+        let mut fresh: Vec<(String, Buffer)> = Vec::new();
+        if self.momentum != 0.0 {
+            for p in params {
                 match self.buffers.get(&p.name) {
-                    Some((_, b)) => same_shape(p, b)?,
+                    Some((shape, b)) => same_shape(p, shape, b)?,
                     None => fresh.push((
                         p.name.clone(),
                         (p.shape.clone(), zeros_like(p, "momentum buffer")?),
@@ -618,37 +619,48 @@ impl Optimizer for Sgd {
                 }
             }
         }
+        Ok(Box::new(fresh))
+    }
+
+    fn apply(
+        &mut self,
+        fresh: Box<dyn core::any::Any>,
+        params: &mut [&mut Param],
+        grads: &[DMatrix<f32>],
+    ) {
+        let fresh = fresh
+            .downcast::<Vec<(String, Buffer)>>()
+            .map(|f| *f)
+            .unwrap_or_default();
         let new: Vec<String> = fresh.iter().map(|(n, _)| n.clone()).collect();
         self.buffers.extend(fresh);
-        let (lr, wd) = (self.lr as f32, self.weight_decay as f32);
+        let (lr, wd, momentum) = (
+            self.lr as f32,
+            self.weight_decay as f32,
+            self.momentum as f32,
+        );
         let keep = (1.0 - self.dampening) as f32;
         for (p, g) in params.iter_mut().zip(grads) {
-            let first = new.contains(&p.name);
-            let mut buffer = if with_momentum {
-                self.buffers.get_mut(&p.name).map(|(_, b)| b)
+            let (w, g) = (p.value.as_mut_slice(), g.as_slice());
+            let buffer = if self.momentum != 0.0 {
+                self.buffers.get_mut(&p.name).map(|(_, b)| b.as_mut_slice())
             } else {
                 None
             };
-            let values = p.value.as_mut_slice().iter_mut().zip(g.as_slice());
-            for (i, (w, g)) in values.enumerate() {
-                let mut d = if wd != 0.0 { g + wd * *w } else { *g };
-                if let Some(b) = buffer
-                    .as_deref_mut()
-                    .and_then(|b| b.as_mut_slice().get_mut(i))
-                {
-                    *b = if first { d } else { *b * momentum + keep * d };
-                    d = if self.nesterov { d + momentum * *b } else { *b };
-                }
-                *w -= lr * d;
-            }
+            let first = new.contains(&p.name);
+            sgd_update(w, g, buffer, first, [lr, wd, momentum, keep], self.nesterov);
         }
-        Ok(())
     }
 
-    fn state_tensors(&self) -> Vec<Param> {
+    fn state_tensors(&self) -> Vec<StateTensor<'_>> {
         self.buffers
             .iter()
-            .map(|(name, (shape, b))| state_param(name, shape, "momentum_buffer", b.clone()))
+            .map(|(name, (shape, b))| StateTensor {
+                param: name,
+                what: "momentum_buffer",
+                shape,
+                value: ValueRef::Matrix(b),
+            })
             .collect()
     }
 
@@ -656,7 +668,7 @@ impl Optimizer for Sgd {
         &self,
         params: &[&Param],
         weights: &Weights<'_>,
-    ) -> Result<Box<dyn std::any::Any>, LoadError> {
+    ) -> Result<Box<dyn core::any::Any>, TrainError> {
         let mut buffers = BTreeMap::new();
         let mut read = Vec::new();
         for p in params {
@@ -669,9 +681,46 @@ impl Optimizer for Sgd {
         Ok(Box::new(buffers))
     }
 
-    fn set_state(&mut self, state: Box<dyn std::any::Any>) {
-        if let Ok(state) = state.downcast::<BTreeMap<String, (Vec<usize>, DMatrix<f32>)>>() {
+    fn set_state(&mut self, state: Box<dyn core::any::Any>) {
+        if let Ok(state) = state.downcast::<BTreeMap<String, Buffer>>() {
             self.buffers = *state;
+        }
+    }
+}
+
+/// A momentum buffer: its parameter's PyTorch shape and its values.
+type Buffer = (Vec<usize>, DMatrix<f32>);
+
+/// One SGD update of a parameter `w` from its gradient `g` (slices of one length): weight
+/// decay, then momentum through `buffer` (set to the gradient on its `first` step), then
+/// `w −= lr·d`. `k` is `[lr, weight decay, momentum, 1 − dampening]`.
+fn sgd_update(
+    w: &mut [f32],
+    g: &[f32],
+    buffer: Option<&mut [f32]>,
+    first: bool,
+    k: [f32; 4],
+    nesterov: bool,
+) {
+    let [lr, wd, momentum, keep] = k;
+    let n = w.len().min(g.len());
+    let (w, g) = (&mut w[..n], &g[..n]);
+    let decayed = |i: usize, w: f32| if wd != 0.0 { g[i] + wd * w } else { g[i] };
+    match buffer {
+        None => {
+            for (i, w) in w.iter_mut().enumerate() {
+                *w -= lr * decayed(i, *w);
+            }
+        }
+        Some(b) => {
+            let len = n.min(b.len());
+            let b = &mut b[..len];
+            for i in 0..len {
+                let d = decayed(i, w[i]);
+                b[i] = if first { d } else { b[i] * momentum + keep * d };
+                let d = if nesterov { d + momentum * b[i] } else { b[i] };
+                w[i] -= lr * d;
+            }
         }
     }
 }

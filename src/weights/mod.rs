@@ -286,18 +286,30 @@ impl<'a> Weights<'a> {
     /// The tensor named as `p`, checked against its shape and laid out as its value; `None`
     /// when the file has no tensor of that name.
     pub(crate) fn matrix_like(&self, p: &Param) -> Result<Option<DMatrix<f32>>, LoadError> {
-        let expected = PartialShape::from_dims(&p.shape);
-        let Some(tensor) = self.get(&p.name) else {
+        self.matrix_for(&p.name, &p.shape, p.value.nrows(), p.value.ncols())
+    }
+
+    /// The tensor `name`, checked against `shape` and laid out as a `rows × cols` matrix;
+    /// `None` when the file has no tensor of that name.
+    pub(crate) fn matrix_for(
+        &self,
+        name: &str,
+        shape: &[usize],
+        rows: usize,
+        cols: usize,
+    ) -> Result<Option<DMatrix<f32>>, LoadError> {
+        let expected = PartialShape::from_dims(shape);
+        let Some(tensor) = self.get(name) else {
             return Ok(None);
         };
         tensor.check_shape(&expected)?;
         // The shape was checked and the crate checked the byte length, so the values fill the
         // matrix; `decode_matrix` checks again rather than trust it.
         tensor
-            .decode_matrix(p.value.nrows(), p.value.ncols())?
+            .decode_matrix(rows, cols)?
             .map(Some)
             .ok_or_else(|| LoadError::Shape {
-                name: p.name.clone(),
+                name: name.to_owned(),
                 expected,
                 found: tensor.shape().to_vec(),
             })
