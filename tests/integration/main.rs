@@ -1,6 +1,9 @@
 //! lazynet's integration tests: one crate, one module per concern.
 
 mod api;
+mod attack;
+mod attack_grads;
+mod attack_zero;
 mod batch;
 mod conv;
 mod layers;
