@@ -3,6 +3,7 @@
 mod api;
 mod batch;
 mod conv;
+mod gradcheck;
 mod props;
 mod robust;
 mod strategies;
