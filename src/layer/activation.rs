@@ -62,7 +62,8 @@ impl Activation {
     /// Applies the function in place to `values` plus a bias: value `i` becomes
     /// `f(value + bias[(i / run) % bias.len()])`, so a bias per row of a column-major
     /// `rows × samples` matrix is `run = 1`, and a bias per channel of C, H, W samples is
-    /// `run = H·W`. An empty `bias` adds nothing. The one place an activation is written.
+    /// `run = H·W`; `values` holds whole blocks of `run · bias.len()` (a remainder is left
+    /// unchanged). An empty `bias` adds nothing. The one place an activation is written.
     pub fn apply(self, values: &mut [f32], bias: &[f32], run: usize) {
         match self {
             Activation::Relu => biased(values, bias, run, |v| Activation::Relu.at(v)),
@@ -95,16 +96,18 @@ fn biased(values: &mut [f32], bias: &[f32], run: usize, f: impl Fn(f32) -> f32) 
         values.iter_mut().for_each(|v| *v = f(*v));
         return;
     }
+    // Exact chunks: the length known to the loop lets it vectorize. Callers pass whole
+    // columns (dense) or whole samples (convolution), so nothing is left over.
     if run <= 1 {
-        for column in values.chunks_mut(bias.len()) {
+        for column in values.chunks_exact_mut(bias.len()) {
             for (v, b) in column.iter_mut().zip(bias) {
                 *v = f(*v + b);
             }
         }
         return;
     }
-    for block in values.chunks_mut(run.saturating_mul(bias.len())) {
-        for (part, b) in block.chunks_mut(run).zip(bias) {
+    for block in values.chunks_exact_mut(run.saturating_mul(bias.len())) {
+        for (part, b) in block.chunks_exact_mut(run).zip(bias) {
             part.iter_mut().for_each(|v| *v = f(*v + b));
         }
     }

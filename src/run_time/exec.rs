@@ -271,35 +271,30 @@ pub(crate) struct Stage {
 }
 
 /// The steps of a forward pass through `layers`.
-pub(crate) fn steps(layers: &[BoundLayer]) -> Vec<Stage> {
-    let mut steps = Vec::with_capacity(layers.len());
+pub(crate) fn steps(layers: &[BoundLayer]) -> impl Iterator<Item = Stage> + '_ {
     let mut i = 0;
-    while let Some(layer) = layers.get(i) {
+    core::iter::from_fn(move || loop {
+        let layer = layers.get(i)?;
         if layer.kernel.is_reshape() {
             i += 1;
             continue;
         }
         let next = layers.get(i + 1).and_then(|l| l.kernel.activation());
-        match next {
-            Some(then) if layer.kernel.fuses_activation() => {
-                steps.push(Stage {
-                    layer: i,
-                    last: i + 1,
-                    then,
-                });
-                i += 2;
-            }
-            _ => {
-                steps.push(Stage {
-                    layer: i,
-                    last: i,
-                    then: Activation::Identity,
-                });
-                i += 1;
-            }
-        }
-    }
-    steps
+        let stage = match next {
+            Some(then) if layer.kernel.fuses_activation() => Stage {
+                layer: i,
+                last: i + 1,
+                then,
+            },
+            _ => Stage {
+                layer: i,
+                last: i,
+                then: Activation::Identity,
+            },
+        };
+        i = stage.last + 1;
+        return Some(stage);
+    })
 }
 
 /// The error of a kernel that left a buffer of another shape than it was given.
@@ -413,7 +408,7 @@ impl Trace {
 
 /// Runs the bound layers on `x`, keeping every step's output.
 pub(crate) fn forward_trace(layers: &[BoundLayer], x: &DMatrix<f32>) -> Result<Trace, ShapeError> {
-    let steps = steps(layers);
+    let steps: Vec<Stage> = steps(layers).collect();
     let mut outputs: Vec<DMatrix<f32>> = Vec::with_capacity(steps.len());
     for step in &steps {
         let input = outputs.last().unwrap_or(x);

@@ -217,6 +217,7 @@ fn runs(g: &Geom2d, out: usize, size: usize) -> Option<Vec<Run>> {
 /// Writes the patches of one image into `patches`, a `(out_h·out_w) × (in_c·k·k)` column-major
 /// matrix: the column of tap (channel, kernel row, kernel column) holds, for every output
 /// pixel, the input value under that tap, with zeros for the padding.
+#[inline(always)]
 fn im2col(image: &[f32], g: &Geom2d, rows: &[Run], cols: &[Run], patches: &mut [f32]) {
     let pixels = g.out_h * g.out_w;
     let mut columns = patches.chunks_exact_mut(pixels.max(1));
