@@ -380,29 +380,45 @@ pub(crate) fn max_pool_backward(
     dy: &DMatrix<f32>,
     dx: &mut DMatrix<f32>,
 ) {
+    // As in the forward pass, the NaN-aware comparison runs only when there is a NaN.
+    if has_nan(x.as_slice()) {
+        max_pool_backward_with::<true>(x, g, dy, dx);
+    } else {
+        max_pool_backward_with::<false>(x, g, dy, dx);
+    }
+}
+
+/// [`max_pool_backward`], compiled with and without the NaN test.
+fn max_pool_backward_with<const NAN: bool>(
+    x: &DMatrix<f32>,
+    g: &Geom2d,
+    dy: &DMatrix<f32>,
+    dx: &mut DMatrix<f32>,
+) {
     let (in_plane, out_plane) = (g.h * g.w, g.out_h * g.out_w);
-    if dy.is_empty() || in_plane == 0 {
+    if dy.is_empty() || in_plane == 0 || out_plane == 0 {
         return;
     }
     let (rows, cols) = windows(g);
     let planes = x.as_slice().chunks_exact(in_plane);
     let targets = dx.as_mut_slice().chunks_exact_mut(in_plane);
-    for ((plane, target), grad) in planes
-        .zip(targets)
-        .zip(dy.as_slice().chunks_exact(out_plane))
-    {
-        let mut grads = grad.iter();
-        for window_rows in &rows {
-            for window_cols in &cols {
-                let Some(d) = grads.next() else { return };
+    let grads = dy.as_slice().chunks_exact(out_plane);
+    for ((plane, target), grad) in planes.zip(targets).zip(grads) {
+        for (window_rows, grad_row) in rows.iter().zip(grad.chunks_exact(g.out_w)) {
+            for (window_cols, &d) in cols.iter().zip(grad_row) {
+                // PyTorch starts at the window's first position with −∞, so a window of −∞
+                // sends its gradient to its first value.
                 let mut best = window_rows.start * g.w + window_cols.start;
                 let mut max = f32::NEG_INFINITY;
                 for r in window_rows.clone() {
-                    for c in window_cols.clone() {
-                        let v = plane[r * g.w + c];
-                        if v > max || v.is_nan() {
+                    let start = r * g.w + window_cols.start;
+                    let Some(line) = plane.get(start..start + window_cols.len()) else {
+                        continue;
+                    };
+                    for (k, &v) in line.iter().enumerate() {
+                        if v > max || (NAN && v.is_nan()) {
                             max = v;
-                            best = r * g.w + c;
+                            best = start + k;
                         }
                     }
                 }
