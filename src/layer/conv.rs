@@ -4,7 +4,10 @@ use typenum::{Unsigned, U0, U1};
 
 use nalgebra::DMatrix;
 
-use super::{Activation, DeclaresInput, Fault, Infer, Kernel, Layer, LayerOn, Param, PartialShape};
+use super::{
+    check_buffers, param_count, Activation, DeclaresInput, Fault, Infer, Kernel, Layer, LayerOn,
+    Param, PartialShape,
+};
 use crate::alloc::{try_zeros, MAX_VALUES};
 use crate::dim::{Dim, Dyn, StaticDim};
 use crate::error::ShapeError;
@@ -249,6 +252,37 @@ impl ConvKernel {
     }
 }
 
+impl ConvKernel {
+    /// The weight, after checking the parameters: a weight `out_c × (in_c·k·k)` and an optional
+    /// bias `out_c × 1`.
+    fn check_params<'a>(&self, params: &'a [Param]) -> Result<&'a Param, ShapeError> {
+        let g = &self.geom;
+        let (Some(w), 1..=2) = (params.first(), params.len()) else {
+            return Err(param_count("Conv2d", params.len(), 2));
+        };
+        let mut buffers = vec![(
+            "the weight",
+            w.value().shape(),
+            (self.out_c, g.c * g.kernel * g.kernel),
+        )];
+        if let Some(b) = params.get(1) {
+            buffers.push(("the bias", b.value().shape(), (self.out_c, 1)));
+        }
+        check_buffers("Conv2d", &buffers)?;
+        Ok(w)
+    }
+
+    /// The input's shape for `n` samples.
+    fn input(&self, n: usize) -> (usize, usize) {
+        (self.geom.c * self.geom.h * self.geom.w, n)
+    }
+
+    /// The output's shape for `n` samples.
+    fn output(&self, n: usize) -> (usize, usize) {
+        (self.out_c * self.geom.out_h * self.geom.out_w, n)
+    }
+}
+
 impl Kernel for ConvKernel {
     fn forward(
         &self,
@@ -257,9 +291,15 @@ impl Kernel for ConvKernel {
         y: &mut DMatrix<f32>,
         then: Activation,
     ) -> Result<(), ShapeError> {
-        let Some(w) = params.first() else {
-            return Ok(());
-        };
+        let w = self.check_params(params)?;
+        let n = x.ncols();
+        check_buffers(
+            "Conv2d",
+            &[
+                ("the input", x.shape(), self.input(n)),
+                ("the output", y.shape(), self.output(n)),
+            ],
+        )?;
         // An empty output (no samples, no channels) needs no patches.
         if y.is_empty() {
             return Ok(());
@@ -280,8 +320,24 @@ impl Kernel for ConvKernel {
         grads: &mut [DMatrix<f32>],
         dx: Option<&mut DMatrix<f32>>,
     ) -> Result<(), ShapeError> {
-        let (Some(w), [dw, rest @ ..]) = (params.first(), grads) else {
-            return Ok(());
+        let w = self.check_params(params)?;
+        if grads.len() != params.len() {
+            return Err(param_count("Conv2d", grads.len(), params.len()));
+        }
+        let n = x.ncols();
+        let mut buffers = vec![
+            ("the input", x.shape(), self.input(n)),
+            ("the output gradient", dy.shape(), self.output(n)),
+        ];
+        for (g, p) in grads.iter().zip(params) {
+            buffers.push(("a parameter gradient", g.shape(), p.value().shape()));
+        }
+        if let Some(dx) = &dx {
+            buffers.push(("the input gradient", dx.shape(), self.input(n)));
+        }
+        check_buffers("Conv2d", &buffers)?;
+        let [dw, rest @ ..] = grads else {
+            return Err(param_count("Conv2d", 0, params.len()));
         };
         if dy.is_empty() {
             return Ok(());

@@ -2,7 +2,10 @@
 
 use nalgebra::DMatrix;
 
-use super::{Activation, DeclaresInput, Fault, Kernel, Layer, LayerOn, Param, PartialShape};
+use super::{
+    check_buffers, param_count, Activation, DeclaresInput, Fault, Kernel, Layer, LayerOn, Param,
+    PartialShape,
+};
 use crate::alloc::try_zeros;
 use crate::decimal::{Dec, Decimal};
 use crate::dim::{Dim, Dyn, StaticDim};
@@ -176,11 +179,21 @@ impl Kernel for DenseKernel {
         y: &mut DMatrix<f32>,
         then: Activation,
     ) -> Result<(), ShapeError> {
-        // Binding gives a dense layer its weight and bias, always.
-        if let [w, b] = params {
-            y.gemm(1.0, w.value(), x, 0.0);
-            then.apply(y.as_mut_slice(), b.value().as_slice(), 1);
-        }
+        let [w, b] = params else {
+            return Err(param_count("Dense", params.len(), 2));
+        };
+        let (out, inp) = w.value().shape();
+        let n = x.ncols();
+        check_buffers(
+            "Dense",
+            &[
+                ("the bias", b.value().shape(), (out, 1)),
+                ("the input", x.shape(), (inp, n)),
+                ("the output", y.shape(), (out, n)),
+            ],
+        )?;
+        y.gemm(1.0, w.value(), x, 0.0);
+        then.apply(y.as_mut_slice(), b.value().as_slice(), 1);
         Ok(())
     }
 
@@ -193,23 +206,36 @@ impl Kernel for DenseKernel {
         grads: &mut [DMatrix<f32>],
         dx: Option<&mut DMatrix<f32>>,
     ) -> Result<(), ShapeError> {
-        if let ([w, _], [dw, db]) = (params, grads) {
-            // dW = dY · Xᵀ, db = the row sums of dY, dX = Wᵀ · dY.
-            dw.gemm(1.0, dy, &transposed(x), 0.0);
-            for column in dy.as_slice().chunks_exact(db.nrows().max(1)) {
-                for (g, d) in db.as_mut_slice().iter_mut().zip(column) {
-                    *g += d;
-                }
+        let ([w, b], [dw, db]) = (params, &mut *grads) else {
+            return Err(param_count("Dense", params.len().min(grads.len()), 2));
+        };
+        let (out, inp) = w.value().shape();
+        let n = x.ncols();
+        let mut buffers = vec![
+            ("the bias", b.value().shape(), (out, 1)),
+            ("the input", x.shape(), (inp, n)),
+            ("the output gradient", dy.shape(), (out, n)),
+            ("the weight gradient", dw.shape(), (out, inp)),
+            ("the bias gradient", db.shape(), (out, 1)),
+        ];
+        if let Some(dx) = &dx {
+            buffers.push(("the input gradient", dx.shape(), (inp, n)));
+        }
+        check_buffers("Dense", &buffers)?;
+        // dW = dY · Xᵀ, db = the row sums of dY, dX = Wᵀ · dY.
+        dw.gemm(1.0, dy, &transposed(x), 0.0);
+        for column in dy.as_slice().chunks_exact(out.max(1)) {
+            for (g, d) in db.as_mut_slice().iter_mut().zip(column) {
+                *g += d;
             }
-            if let Some(dx) = dx {
-                // Wᵀ copied: the left operand of a GEMM must be contiguous (see `transposed`).
-                let (rows, cols) = w.value().shape();
-                let mut w_t = try_zeros(cols, rows, || {
-                    format!("the transposed weight of a Dense, {cols} × {rows} values")
-                })?;
-                w.value().transpose_to(&mut w_t);
-                dx.gemm(1.0, &w_t, dy, 0.0);
-            }
+        }
+        if let Some(dx) = dx {
+            // Wᵀ copied: the left operand of a GEMM must be contiguous (see `transposed`).
+            let mut w_t = try_zeros(inp, out, || {
+                format!("the transposed weight of a Dense, {inp} × {out} values")
+            })?;
+            w.value().transpose_to(&mut w_t);
+            dx.gemm(1.0, &w_t, dy, 0.0);
         }
         Ok(())
     }

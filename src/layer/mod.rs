@@ -168,6 +168,36 @@ pub trait Kernel: Send + Sync + fmt::Debug + 'static {
     }
 }
 
+/// Checks the buffers a kernel was given against the shapes it needs: each entry is a name, the
+/// shape found and the shape needed. A kernel called outside a net (through
+/// [`Layer::kernel`] and [`Param::new`]) with other shapes gets [`ShapeError::Contract`]
+/// instead of a panic in a GEMM.
+pub(crate) fn check_buffers(
+    kind: &str,
+    buffers: &[(&str, (usize, usize), (usize, usize))],
+) -> Result<(), ShapeError> {
+    for &(what, found, needed) in buffers {
+        if found != needed {
+            return Err(ShapeError::Contract {
+                what: format!("a call to the {kind} kernel"),
+                detail: format!(
+                    "{what} is {} × {} but must be {} × {}",
+                    found.0, found.1, needed.0, needed.1
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The error of a kernel given another number of parameters than its layer owns.
+pub(crate) fn param_count(kind: &str, found: usize, needed: usize) -> ShapeError {
+    ShapeError::Contract {
+        what: format!("a call to the {kind} kernel"),
+        detail: format!("it was given {found} parameters or gradients but takes {needed}"),
+    }
+}
+
 /// Writes the compile-time half of a layer that takes any input, flat or an image, declares
 /// no input size and keeps the shape (as the activations do): its [`DeclaresInput`],
 /// [`Follows`](crate::list::Follows) and [`LayerOn`] implementations. A layer that changes the

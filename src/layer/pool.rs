@@ -6,6 +6,7 @@ use typenum::{Unsigned, U0, U1};
 
 use nalgebra::DMatrix;
 
+use super::check_buffers;
 use super::{Activation, DeclaresInput, Fault, Infer, Kernel, Layer, LayerOn, Param, PartialShape};
 use crate::dim::{Dim, Dyn, StaticDim};
 use crate::error::ShapeError;
@@ -212,6 +213,22 @@ impl<Kind: PoolKind, K: Dim, S: Dim, P: Dim> Layer for Pool2d<Kind, K, S, P> {
     }
 }
 
+impl<Kind: PoolKind> PoolKernel<Kind> {
+    /// The input's shape for `n` samples.
+    fn input(&self, n: usize) -> (usize, usize) {
+        (self.geom.c * self.geom.h * self.geom.w, n)
+    }
+
+    /// The output's shape for `n` samples.
+    fn output(&self, n: usize) -> (usize, usize) {
+        (self.geom.c * self.geom.out_h * self.geom.out_w, n)
+    }
+
+    fn check(&self, buffers: &[(&str, (usize, usize), (usize, usize))]) -> Result<(), ShapeError> {
+        check_buffers(Kind::KIND, buffers)
+    }
+}
+
 /// The bound computation of a pooling layer.
 #[derive(Debug)]
 struct PoolKernel<Kind> {
@@ -227,6 +244,11 @@ impl<Kind: PoolKind> Kernel for PoolKernel<Kind> {
         y: &mut DMatrix<f32>,
         _: Activation,
     ) -> Result<(), ShapeError> {
+        let n = x.ncols();
+        self.check(&[
+            ("the input", x.shape(), self.input(n)),
+            ("the output", y.shape(), self.output(n)),
+        ])?;
         Kind::forward(x, &self.geom, y);
         Ok(())
     }
@@ -241,6 +263,12 @@ impl<Kind: PoolKind> Kernel for PoolKernel<Kind> {
         dx: Option<&mut DMatrix<f32>>,
     ) -> Result<(), ShapeError> {
         if let Some(dx) = dx {
+            let n = x.ncols();
+            self.check(&[
+                ("the input", x.shape(), self.input(n)),
+                ("the output gradient", dy.shape(), self.output(n)),
+                ("the input gradient", dx.shape(), self.input(n)),
+            ])?;
             Kind::backward(x, &self.geom, dy, dx);
         }
         Ok(())

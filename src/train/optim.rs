@@ -153,20 +153,21 @@ fn read_step(weights: &Weights<'_>, p: &Param) -> Result<Option<u64>, TrainError
         return Ok(None);
     };
     let value = step.get(0).copied().unwrap_or(f32::NAN);
-    if value >= 0.0 && value.fract() == 0.0 && value <= MAX_STEP as f32 {
+    // Past 2^24 an `f32` holds only some whole numbers; each is a count (PyTorch's own
+    // `f32` count stops growing there).
+    if value >= 0.0 && value.fract() == 0.0 && value < MAX_STEP {
         Ok(Some(value as u64))
     } else {
         Err(TrainError::Checkpoint {
             reason: format!(
-                "tensor `{name}` holds {value}; a step count is a whole number from 0 to {MAX_STEP}"
+                "tensor `{name}` holds {value}; a step count is a whole number from 0 up"
             ),
         })
     }
 }
 
-/// The most steps a checkpoint stores exactly: 2^24, the last whole number of a run of them
-/// that an `f32` (PyTorch's type for it) holds.
-const MAX_STEP: u64 = 1 << 24;
+/// Past the largest `u64`: no step count reaches it.
+const MAX_STEP: f32 = 18_446_744_073_709_551_616.0;
 
 /// Checks that every `optim.` tensor of a checkpoint was read.
 fn no_other_state(weights: &Weights<'_>, read: &[String]) -> Result<(), TrainError> {
@@ -335,15 +336,7 @@ impl sealed::Sealed for Adam {
         let mut fresh: Vec<(String, AdamState)> = Vec::new();
         for p in params {
             match self.state.get(&p.name) {
-                Some(s) => {
-                    same_shape(p, &s.shape, &s.exp_avg)?;
-                    if s.step >= MAX_STEP {
-                        return Err(TrainError::Setting(format!(
-                            "`{}` has had {MAX_STEP} Adam steps, the most a checkpoint stores exactly",
-                            p.name
-                        )));
-                    }
-                }
+                Some(s) => same_shape(p, &s.shape, &s.exp_avg)?,
                 None => fresh.push((
                     p.name.clone(),
                     AdamState {
@@ -373,12 +366,13 @@ impl sealed::Sealed for Adam {
             let Some(s) = self.state.get_mut(&p.name) else {
                 continue;
             };
-            s.step += 1;
+            s.step = s.step.saturating_add(1);
             let t = s.step as f64;
             let bias1 = 1.0 - beta1.powf(t);
             let bias2 = 1.0 - beta2.powf(t);
             let step_size = (self.lr / bias1) as f32;
             let inv_bias2_sqrt = (1.0 / bias2.sqrt()) as f32;
+            // `[1 − β1, β2, 1 − β2, 1/√(1 − β2^t), eps, lr/(1 − β1^t)]`.
             let k = [
                 (1.0 - beta1) as f32,
                 beta2 as f32,
@@ -492,12 +486,12 @@ fn adam_loop<const DECAY: bool>(
     wd: f32,
     k: [f32; 6],
 ) {
-    let [b1, b2, one_minus_b2, inv_bias2_sqrt, eps, step_size] = k;
+    let [one_minus_b1, b2, one_minus_b2, inv_bias2_sqrt, eps, step_size] = k;
     let n = w.len().min(g.len()).min(m.len()).min(v.len());
     let (w, g, m, v) = (&mut w[..n], &g[..n], &mut m[..n], &mut v[..n]);
     for i in 0..n {
         let g = if DECAY { g[i] + wd * w[i] } else { g[i] };
-        m[i] += b1 * (g - m[i]);
+        m[i] += one_minus_b1 * (g - m[i]);
         v[i] = v[i] * b2 + one_minus_b2 * g * g;
         let denom = v[i].sqrt() * inv_bias2_sqrt + eps;
         w[i] -= step_size * m[i] / denom;

@@ -141,3 +141,79 @@ fn two_parameters_of_one_name_are_an_error() {
         Some("layer 0 (Affine) has two parameters named `0.weight`; give them distinct roles (`Role::Named`)")
     );
 }
+
+/// The crate's kernels, called on their own with buffers of other shapes than their layer was
+/// bound to: an error naming the buffer, never a panic.
+#[test]
+fn kernels_called_alone_with_other_shapes_are_errors() -> Result<(), ShapeError> {
+    let contract = |r: Result<(), ShapeError>| matches!(r, Err(ShapeError::Contract { .. }));
+    let w = Param::new("0.weight", &[2, 3], Role::Weight, DMatrix::zeros(2, 3))?;
+    let b = Param::new("0.bias", &[2], Role::Bias, DMatrix::zeros(2, 1))?;
+    let dense = Dense::<U2>::new().kernel(&[3], &[2]);
+    let params = [w, b];
+    let x = DMatrix::zeros(4, 5);
+    let mut y = DMatrix::zeros(2, 5);
+    assert!(contract(dense.forward(
+        &params,
+        &x,
+        &mut y,
+        Activation::Relu
+    )));
+    assert!(contract(dense.forward(
+        &params[..1],
+        &DMatrix::zeros(3, 5),
+        &mut y,
+        Activation::Identity
+    )));
+    let mut grads = [DMatrix::zeros(2, 3), DMatrix::zeros(2, 1)];
+    let mut dx = DMatrix::zeros(3, 4);
+    let x = DMatrix::zeros(3, 5);
+    let r = dense.backward(&params, &x, &y, &y, &mut grads, Some(&mut dx));
+    assert!(contract(r), "an input gradient of another shape");
+
+    let relu = Relu.kernel(&[3], &[3]);
+    assert!(contract(relu.forward(
+        &[],
+        &x,
+        &mut DMatrix::zeros(2, 5),
+        Activation::Identity
+    )));
+    let pool = MaxPool2d::<U2>::new().kernel(&[1, 4, 4], &[1, 2, 2]);
+    let mut out = DMatrix::zeros(4, 2);
+    assert!(contract(pool.forward(
+        &[],
+        &DMatrix::zeros(15, 2),
+        &mut out,
+        Activation::Identity
+    )));
+    let conv = Conv2d::<U2, U3>::new().kernel(&[1, 4, 4], &[2, 2, 2]);
+    let cw = Param::new(
+        "0.weight",
+        &[2, 1, 3, 3],
+        Role::Weight,
+        DMatrix::zeros(2, 9),
+    )?;
+    let wrong = Param::new(
+        "0.weight",
+        &[2, 1, 2, 2],
+        Role::Weight,
+        DMatrix::zeros(2, 4),
+    )?;
+    let mut cy = DMatrix::zeros(8, 3);
+    assert!(contract(conv.forward(
+        &[wrong],
+        &DMatrix::zeros(16, 3),
+        &mut cy,
+        Activation::Identity
+    )));
+    assert!(contract(conv.forward(
+        &[cw.clone()],
+        &DMatrix::zeros(15, 3),
+        &mut cy,
+        Activation::Identity
+    )));
+    assert!(conv
+        .forward(&[cw], &DMatrix::zeros(16, 3), &mut cy, Activation::Identity)
+        .is_ok());
+    Ok(())
+}
