@@ -172,10 +172,7 @@ pub trait Kernel: Send + Sync + fmt::Debug + 'static {
 /// shape found and the shape needed. A kernel called outside a net (through
 /// [`Layer::kernel`] and [`Param::new`]) with other shapes gets [`ShapeError::Contract`]
 /// instead of a panic in a GEMM.
-pub(crate) fn check_buffers(
-    kind: &str,
-    buffers: &[(&str, (usize, usize), (usize, usize))],
-) -> Result<(), ShapeError> {
+pub(crate) fn check_buffers(kind: &str, buffers: &[Buffer<'_>]) -> Result<(), ShapeError> {
     for &(what, found, needed) in buffers {
         if found != needed {
             return Err(ShapeError::Contract {
@@ -189,6 +186,9 @@ pub(crate) fn check_buffers(
     }
     Ok(())
 }
+
+/// A buffer to check: its name, the shape found and the shape needed.
+pub(crate) type Buffer<'a> = (&'a str, (usize, usize), (usize, usize));
 
 /// The error of a kernel given another number of parameters than its layer owns.
 pub(crate) fn param_count(kind: &str, found: usize, needed: usize) -> ShapeError {
