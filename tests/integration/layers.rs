@@ -207,7 +207,7 @@ fn kernels_called_alone_with_other_shapes_are_errors() -> Result<(), ShapeError>
         Activation::Identity
     )));
     assert!(contract(conv.forward(
-        &[cw.clone()],
+        std::slice::from_ref(&cw),
         &DMatrix::zeros(15, 3),
         &mut cy,
         Activation::Identity
