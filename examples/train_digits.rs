@@ -5,7 +5,8 @@
 //!
 //! Run with `cargo run --release --example train_digits` (one seed per model), or
 //! `cargo run --release --example train_digits -- --seeds 5` to train each model from five
-//! seeds and print the median test accuracy.
+//! seeds and print the median test accuracy; it fails when a median is below its goal (97.5 %
+//! for the MLP, 98.5 % for the CNN). CI runs it so.
 
 use std::error::Error;
 use std::io::{BufRead, BufReader};
@@ -165,16 +166,28 @@ fn main() -> Result<(), Box<dyn Error>> {
 
     if seeds > 1 {
         println!("\n## {seeds} seeds\n");
-        for (name, runs) in [
-            ("MLP", accuracies(&mlp_runs)),
-            ("CNN", accuracies(&cnn_runs)),
+        // The goals: a median test accuracy of at least 97.5 % for the MLP and 98.5 % for the
+        // CNN. Falling short is an error, so CI (which runs `--seeds 5`) notices.
+        for (name, runs, goal) in [
+            ("MLP", accuracies(&mlp_runs), 0.975),
+            ("CNN", accuracies(&cnn_runs), 0.985),
         ] {
             let each: Vec<String> = runs.iter().map(|a| format!("{:.2}%", 100.0 * a)).collect();
+            let median = median(&runs);
             println!(
-                "{name}: {}; median {:.2}%",
+                "{name}: {}; median {:.2}% (goal {:.1}%)",
                 each.join(", "),
-                100.0 * median(&runs)
+                100.0 * median,
+                100.0 * goal
             );
+            if median < goal {
+                return Err(format!(
+                    "{name}: median test accuracy {:.2}% is below the goal of {:.1}%",
+                    100.0 * median,
+                    100.0 * goal
+                )
+                .into());
+            }
         }
     }
     println!("\ntotal time {:.1} s", start.elapsed().as_secs_f64());

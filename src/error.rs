@@ -227,18 +227,16 @@ pub enum ShapeError {
     },
 
     /// A parameter's values that are not laid out as its shape says.
-    #[error(
-        "parameter `{name}` has shape {} but the values given are {}",
-        Dims(expected),
-        Dims(found)
-    )]
+    #[error("parameter `{name}` of shape {} is stored as {} × {} values, but the values given are {} × {}", Dims(shape), expected.0, expected.1, found.0, found.1)]
     ParamShape {
         /// The parameter's name.
         name: String,
         /// Its shape in PyTorch's order.
-        expected: Vec<usize>,
-        /// The shape of the values given, as a matrix `rows × cols`.
-        found: Vec<usize>,
+        shape: Vec<usize>,
+        /// The matrix it is stored as: `shape[0] × (shape[1]·…)`.
+        expected: (usize, usize),
+        /// The matrix given.
+        found: (usize, usize),
     },
 
     /// A layer names two of its parameters alike (two of the same [`Role`](crate::init::Role)).

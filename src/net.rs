@@ -320,8 +320,9 @@ impl<S, L: Layers> Net<S, L> {
         if param.value.shape() != value.shape() {
             return Err(ShapeError::ParamShape {
                 name: name.to_owned(),
-                expected: param.shape.clone(),
-                found: vec![value.nrows(), value.ncols()],
+                shape: param.shape.clone(),
+                expected: param.value.shape(),
+                found: value.shape(),
             });
         }
         param.value = value;

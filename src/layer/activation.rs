@@ -40,9 +40,9 @@ impl Activation {
         }
     }
 
-    /// Its derivative, from the function's output `y`: `y > 0` for ReLU (PyTorch's
-    /// `threshold_backward`, so a NaN output passes the gradient), `y·(1 − y)` for the sigmoid,
-    /// `1 − y²` for tanh.
+    /// Its derivative, from the function's output `y`: for ReLU 0 where `y ≤ 0` and 1
+    /// elsewhere, NaN included (PyTorch's `threshold_backward`, so a NaN output passes the
+    /// gradient); `y·(1 − y)` for the sigmoid; `1 − y²` for tanh.
     #[inline(always)]
     pub fn slope_at_output(self, y: f32) -> f32 {
         match self {

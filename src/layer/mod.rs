@@ -116,8 +116,9 @@ pub trait Kernel: Send + Sync + fmt::Debug + 'static {
     /// of `y` before returning.
     ///
     /// # Errors
-    /// Only for what cannot be had: memory for a work buffer
-    /// ([`ShapeError::OutOfMemory`]).
+    /// [`ShapeError::OutOfMemory`] when memory for a work buffer cannot be had;
+    /// [`ShapeError::Contract`] when the buffers do not have the shapes the layer was bound
+    /// to (a kernel called on its own).
     fn forward(
         &self,
         params: &[Param],
@@ -135,8 +136,7 @@ pub trait Kernel: Send + Sync + fmt::Debug + 'static {
     /// is the output after it, and `dy` is already the gradient before it.
     ///
     /// # Errors
-    /// Only for what cannot be had: memory for a work buffer
-    /// ([`ShapeError::OutOfMemory`]).
+    /// As [`forward`](Kernel::forward).
     fn backward(
         &self,
         params: &[Param],
@@ -154,7 +154,9 @@ pub trait Kernel: Send + Sync + fmt::Debug + 'static {
     }
 
     /// The element-wise function this layer is, if it is one: a layer before it that
-    /// [fuses](Kernel::fuses_activation) activations applies it instead. `None` unless
+    /// [fuses](Kernel::fuses_activation) activations applies it instead, and the forward pass
+    /// of inference may apply it in place instead of calling [`forward`](Kernel::forward), so
+    /// a kernel that returns `Some` must compute exactly that function. `None` unless
     /// overridden.
     fn activation(&self) -> Option<Activation> {
         None

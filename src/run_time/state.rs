@@ -130,8 +130,9 @@ impl Param {
         if Some(value.shape()) != cols.map(|c| (rows, c)) {
             return Err(ShapeError::ParamShape {
                 name,
-                expected: shape.to_vec(),
-                found: vec![value.nrows(), value.ncols()],
+                shape: shape.to_vec(),
+                expected: (rows, cols.unwrap_or(usize::MAX)),
+                found: value.shape(),
             });
         }
         Ok(Param {

@@ -74,7 +74,9 @@ impl<N: Shape, L: Chain<N>> Net<Init<N>, L> {
 
     /// Loads a checkpoint [`save_checkpoint`](Net::save_checkpoint) wrote: the parameters
     /// into the net, the state into the optimizer. All or nothing: on an error neither
-    /// changed.
+    /// changed. The optimizer's state becomes the file's: a file with none (one
+    /// [`save`](Net::save) wrote, or saved before the first step) starts it afresh, as a new
+    /// optimizer would.
     ///
     /// # Errors
     /// [`TrainError::Load`] when the file cannot be read, is not a safetensors file, or its

@@ -196,9 +196,11 @@ impl<N: Shape, L: Chain<N>> Net<Init<N>, L> {
     ///   before;
     /// * [`TrainError::Setting`] for a batch size of 0, or a first epoch so large that the
     ///   epoch numbers overflow;
-    /// * the errors of [`loss_and_grads`](Net::loss_and_grads) and of the optimizer's `step`
-    ///   (checked on the whole data before the first step: labels that do not fit fail at
-    ///   once).
+    /// * [`TrainError::Step`] naming the epoch and step whose optimizer step was refused
+    ///   (gradients that are not finite though the loss is, a bad hyper-parameter), with the
+    ///   history of the epochs before;
+    /// * the errors of [`loss_and_grads`](Net::loss_and_grads) (checked on the whole data
+    ///   before the first step: labels that do not fit fail at once).
     pub fn fit<M, T, F, O>(
         &mut self,
         x: &Batch<M>,
@@ -260,6 +262,17 @@ impl<N: Shape, L: Chain<N>> Net<Init<N>, L> {
                 loss,
                 history,
             }),
+            Err(TrainError::Step {
+                epoch,
+                step,
+                source,
+                ..
+            }) => Err(TrainError::Step {
+                epoch,
+                step,
+                history,
+                source,
+            }),
             Err(e) => Err(e),
         }
     }
@@ -304,7 +317,14 @@ impl<N: Shape, L: Chain<N>> Net<Init<N>, L> {
                         history: History::default(),
                     });
                 }
-                optimizer.step(self, &grads)?;
+                optimizer
+                    .step(self, &grads)
+                    .map_err(|source| TrainError::Step {
+                        epoch,
+                        step: s + 1,
+                        history: History::default(),
+                        source: Box::new(source),
+                    })?;
                 total += f64::from(value) * indices.len() as f64;
                 if let Some(h) = hits {
                     correct += h;

@@ -86,6 +86,20 @@ pub enum TrainError {
         history: History,
     },
 
+    /// An optimizer step of a fit was refused (gradients that are not finite though the loss
+    /// is, say).
+    #[error("epoch {epoch}, step {step}: {source}; training stopped, the weights are those after the step before")]
+    Step {
+        /// The epoch, counting from 1.
+        epoch: usize,
+        /// The step within the epoch, counting from 1.
+        step: usize,
+        /// The metrics of the epochs finished before.
+        history: History,
+        /// Why the step was refused.
+        source: Box<TrainError>,
+    },
+
     /// Gradients that do not belong to the net: another number of parameters, another name or
     /// shape.
     #[error("the gradients do not fit the net: {reason}")]

@@ -27,7 +27,7 @@ fn compile_errors_match_their_snapshots() {
     }
     let t = trybuild::TestCases::new();
     for topic in [
-        "mismatch", "unbound", "bound", "runtime", "size", "conv", "images", "train",
+        "mismatch", "unbound", "bound", "runtime", "size", "conv", "images", "train", "custom",
     ] {
         t.compile_fail(format!("ui-tests/{topic}/*.rs"));
     }
