@@ -227,25 +227,16 @@ impl<N: Shape, L: Chain<N>> Net<Init<N>, L> {
             self.check_batch(v.x)?;
             super::check_target(&self.output_dims(), v.x.samples(), v.target)?;
         }
-        let Some(last_epoch) = fit.first_epoch.checked_add(fit.epochs) else {
+        if fit.first_epoch.checked_add(fit.epochs).is_none() {
             return Err(TrainError::Setting(format!(
                 "first epoch {} plus {} epochs is past the largest epoch number",
                 fit.first_epoch, fit.epochs
             )));
-        };
+        }
         let steps = samples.div_ceil(fit.batch_size);
         let bar = progress_bar(fit.progress, steps);
         let mut history = History::default();
-        let result = self.epochs(
-            x,
-            target,
-            loss,
-            optimizer,
-            fit,
-            last_epoch,
-            &bar,
-            &mut history,
-        );
+        let result = self.epochs(x, target, loss, optimizer, fit, &bar, &mut history);
         if let Some(bar) = bar {
             match result {
                 Ok(()) => bar.finish_and_clear(),
@@ -286,7 +277,6 @@ impl<N: Shape, L: Chain<N>> Net<Init<N>, L> {
         loss: F,
         optimizer: &mut O,
         fit: &Fit<'_, M, T>,
-        last_epoch: usize,
         bar: &Option<indicatif::ProgressBar>,
         history: &mut History,
     ) -> Result<(), TrainError>
@@ -297,7 +287,8 @@ impl<N: Shape, L: Chain<N>> Net<Init<N>, L> {
         O: Optimizer,
     {
         let samples = x.samples();
-        for epoch in fit.first_epoch + 1..=last_epoch {
+        // `first_epoch + epochs` was checked, so no epoch number overflows.
+        for epoch in (1..=fit.epochs).map(|e| fit.first_epoch + e) {
             let start = Instant::now();
             let order = order(samples, fit.seed, epoch - 1, fit.shuffle)?;
             let (mut total, mut correct, mut counted) = (0.0f64, 0usize, false);
