@@ -193,7 +193,7 @@ pub enum ShapeError {
 
     /// A label names a class the net does not have: labels count from 0, so a net with 10
     /// outputs takes labels 0 to 9.
-    #[error("label {label} (sample {index}) is out of range: there are {classes} classes, labels 0 to {}", classes.saturating_sub(1))]
+    #[error("label {label} (sample {index}) is out of range: {}", label_range(*classes))]
     LabelOutOfRange {
         /// The sample whose label it is.
         index: usize,
@@ -480,4 +480,12 @@ pub enum Fault {
         /// The shape that reached it.
         found: Vec<usize>,
     },
+}
+
+/// The labels `classes` classes take, for [`ShapeError::LabelOutOfRange`].
+fn label_range(classes: usize) -> String {
+    match classes.checked_sub(1) {
+        Some(last) => format!("there are {classes} classes, labels 0 to {last}"),
+        None => "there are no classes, so no label fits".to_owned(),
+    }
 }

@@ -106,7 +106,11 @@ fn biased(values: &mut [f32], bias: &[f32], run: usize, f: impl Fn(f32) -> f32) 
         }
         return;
     }
-    for block in values.chunks_exact_mut(run.saturating_mul(bias.len())) {
+    // A block longer than `usize` counts is longer than any slice: nothing to apply it to.
+    let Some(block) = run.checked_mul(bias.len()) else {
+        return;
+    };
+    for block in values.chunks_exact_mut(block) {
         for (part, b) in block.chunks_exact_mut(run).zip(bias) {
             part.iter_mut().for_each(|v| *v = f(*v + b));
         }

@@ -76,6 +76,11 @@ fn bad_input_is_an_error_naming_both_numbers() -> Result<(), ShapeError> {
         err.map(|e| e.to_string()).as_deref(),
         Some("label 10 (sample 2) is out of range: there are 10 classes, labels 0 to 9")
     );
+    let err = Labels::try_dynamic(0, vec![0]).err();
+    assert_eq!(
+        err.map(|e| e.to_string()).as_deref(),
+        Some("label 0 (sample 0) is out of range: there are no classes, so no label fits")
+    );
     let three = Labels::<U10>::try_new(vec![3, 0, 9])?;
     let err = net.loss_and_grads(&x, &three, CrossEntropy).err();
     assert_eq!(
