@@ -15,6 +15,7 @@ use std::path::Path;
 use flate2::read::GzDecoder;
 use lazynet::list::Chain;
 use lazynet::prelude::*;
+use lazynet::rules::Width;
 use lazynet::train::TargetFor;
 use lazynet::BindTo;
 use plotters::prelude::*;
@@ -336,6 +337,8 @@ where
     N: StaticShape + BindTo<L>,
     L: Chain<N>,
     Labels<U10>: TargetFor<<<L as Chain<N>>::Out as Shape>::Flat>,
+    // Validation data as wide as the training data: the compiler compares the widths.
+    N::Flat: Width,
 {
     let mut net = decl.clone().seed(seed).bind::<N>();
     let mut fit = Fit::new(settings.epochs)

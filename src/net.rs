@@ -13,7 +13,9 @@ use crate::error::ShapeError;
 use crate::exec;
 use crate::init::Initializer;
 use crate::layer::{Layer, PartialShape};
-use crate::list::{Chain, Cons, FirstInput, FitsAfter, Follows, KnownAfter, Layers, Produces};
+use crate::list::{
+    compile_time_outputs, Chain, Cons, FirstInput, FitsAfter, Follows, KnownAfter, Layers, Produces,
+};
 use crate::rules::{BatchLayoutFits, BatchWidthMatches, CheckedAtCompileTime, SampleWidthMatches};
 use crate::shape::{Image, RunTimeInput, Shape, StaticShape};
 use crate::state::{Bound, BoundLayer, Init, Unbound, Uninit};
@@ -177,7 +179,8 @@ impl<L: Layers> Net<Uninit, L> {
     where
         L: Chain<I::Shape>,
     {
-        let mut net = self.try_zeroed(input.into_shape())?;
+        let expected = compile_time_outputs::<I::Shape, L>();
+        let mut net = self.try_zeroed(input.into_shape(), &expected)?;
         self.state.initialize(&mut net.state.layers);
         Ok(net)
     }
@@ -211,9 +214,15 @@ impl<L: Layers> Net<Uninit, L> {
     }
 
     /// Checks `input` as [`try_bind`](Net::try_bind) does and allocates its parameters, all 0,
-    /// for a loader or an initializer to fill.
-    pub(crate) fn try_zeroed<N: Shape>(&self, input: N) -> Result<Net<Init<N>, L>, ShapeError> {
-        let layers = exec::build(&self.layer_refs(), &input.dims())?;
+    /// for a loader or an initializer to fill. `expected` holds every layer's output shape as
+    /// the compiler computed it ([`compile_time_outputs`]); a layer whose run-time rule
+    /// disagrees is an error.
+    pub(crate) fn try_zeroed<N: Shape>(
+        &self,
+        input: N,
+        expected: &[PartialShape],
+    ) -> Result<Net<Init<N>, L>, ShapeError> {
+        let layers = exec::build(&self.layer_refs(), &input.dims(), expected)?;
         Ok(Net {
             state: Init {
                 input,
@@ -224,9 +233,10 @@ impl<L: Layers> Net<Uninit, L> {
         })
     }
 
-    /// [`try_zeroed`](Net::try_zeroed) for a shape the compiler checked: only memory can fail.
-    pub(crate) fn zeroed<N: Shape>(&self, input: N) -> Net<Init<N>, L> {
-        match self.try_zeroed(input) {
+    /// [`try_zeroed`](Net::try_zeroed) for a shape the compiler checked: only memory, or a
+    /// layer whose two halves contradict each other, can fail.
+    pub(crate) fn zeroed<N: Shape + BindTo<L>>(&self, input: N) -> Net<Init<N>, L> {
+        match self.try_zeroed(input, &N::compile_time_outputs()) {
             Ok(net) => net,
             Err(err) => panic!("cannot bind the net: {err}"),
         }
@@ -255,10 +265,18 @@ impl<S, L: Layers> Net<S, L> {
     /// meets a declared one is bound with [`try_bind`](Net::try_bind).
     ///
     /// # Panics
-    /// Only when memory fails: when the parameters cannot be allocated (static sizes so large
-    /// that they hold more values than memory, such as `op!(U65536 * U65536)` inputs), or when a
-    /// `Dyn` width in the net makes a tensor too large. `decl.try_bind(N::default())` makes the
-    /// same checks and returns them as a [`ShapeError`].
+    /// * When memory fails: when the parameters cannot be allocated (static sizes so large that
+    ///   they hold more values than memory, such as `op!(U65536 * U65536)` inputs), or when a
+    ///   `Dyn` width in the net makes a tensor too large.
+    /// * When a layer written outside this crate contradicts itself: its run-time rule
+    ///   ([`Layer::output_shape`], [`Layer::param_shapes`], [`Kernel`](crate::layer::Kernel))
+    ///   gives another output shape than its compile-time half
+    ///   ([`LayerOn::Out`](crate::layer::LayerOn::Out)) told the compiler, or breaks another
+    ///   rule of the trait. The message names the layer and both shapes. That is a bug in the
+    ///   layer, not bad data, and no net is handed out that would compute with the wrong shape.
+    ///
+    /// `decl.try_bind(N::default())` makes the same checks and returns them as a
+    /// [`ShapeError`].
     pub fn bind<N>(self) -> Net<Init<N>, L>
     where
         S: Unbound,
@@ -428,11 +446,19 @@ impl<N: Shape, L: Chain<N>> Net<Init<N>, L> {
 
     /// Checks that a batch fits the net's input, as [`try_forward`](Net::try_forward) does.
     pub(crate) fn check_batch<M: Shape>(&self, x: &Batch<M>) -> Result<(), ShapeError> {
-        let (found, expected) = (x.features().dims(), self.state.input.dims());
+        self.check_parts(&x.features().dims(), x.as_matrix())
+    }
+
+    /// [`check_batch`](Net::check_batch) of a batch given as its sample shape and matrix.
+    pub(crate) fn check_parts(&self, found: &[usize], x: &DMatrix<f32>) -> Result<(), ShapeError> {
+        let expected = self.state.input.dims();
         if found.len() > 1 && expected.len() > 1 && found != expected {
-            return Err(ShapeError::ImageShape { expected, found });
+            return Err(ShapeError::ImageShape {
+                expected,
+                found: found.to_vec(),
+            });
         }
-        self.check_matrix(x.as_matrix())
+        self.check_matrix(x)
     }
 
     /// Checks that a matrix has the net's input size as its row count.
@@ -570,9 +596,20 @@ impl<'a> Iterator for NamedParams<'a> {
     label = "not a valid input size for this net",
     note = "sizes are typenum numbers such as `U20`; a net with a run-time check is bound with `try_bind`"
 )]
-pub trait BindTo<L>: Shape {}
+pub trait BindTo<L>: Shape {
+    /// Every layer's output shape as the compiler computed it.
+    #[doc(hidden)]
+    fn compile_time_outputs() -> Vec<PartialShape>;
+}
 
-impl<N: Shape, L: Chain<N>> BindTo<L> for N where L::Checks: CheckedAtCompileTime {}
+impl<N: Shape, L: Chain<N>> BindTo<L> for N
+where
+    L::Checks: CheckedAtCompileTime,
+{
+    fn compile_time_outputs() -> Vec<PartialShape> {
+        compile_time_outputs::<N, L>()
+    }
+}
 
 /// A batch shape that can bind a declaration through [`Net::forward_init`], and what doing so
 /// returns.

@@ -14,7 +14,8 @@ pub use crate::net::Net;
 pub use crate::shape::{Image, Shape, StaticShape};
 pub use crate::state::{Init, Uninit};
 pub use crate::train::{
-    Adam, CrossEntropy, EpochMetrics, Fit, Grads, History, Labels, Mse, Optimizer, Sgd, TrainError,
+    Adam, Control, CrossEntropy, EarlyStopping, EpochMetrics, Fit, Grads, History, Hyper, Labels,
+    Monitor, Mse, Optimizer, Progress, Schedule, Sgd, TrainError,
 };
 pub use crate::weights::{LoadError, LoadOptions, SaveError, Weights};
 pub use generic_array::GenericArray;

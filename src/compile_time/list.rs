@@ -14,6 +14,7 @@ use core::marker::PhantomData;
 
 use crate::dim::Dim;
 use crate::layer::{DeclaresInput, Dense, Layer, LayerOn, PushRule};
+use crate::partial::PartialShape;
 use crate::rules::{Both, Proven};
 use crate::shape::Shape;
 
@@ -173,12 +174,25 @@ pub trait Chain<In: Shape>: Layers + Produces {
     /// [`Proven`] when the compiler made every check,
     /// [`AtRunTime`](crate::rules::AtRunTime) when one is left for run time.
     type Checks;
+
+    /// Appends each layer's output shape as the compiler computed it, first to last: what
+    /// binding compares each layer's run-time rule with.
+    #[doc(hidden)]
+    fn compile_time_outputs(out: &mut Vec<PartialShape>);
+}
+
+/// Every layer's output shape as the compiler computed it for the input `In`, first to last.
+pub(crate) fn compile_time_outputs<In: Shape, L: Chain<In>>() -> Vec<PartialShape> {
+    let mut out = Vec::with_capacity(L::LEN);
+    L::compile_time_outputs(&mut out);
+    out
 }
 
 /// When the list is empty: the input passes through.
 impl<In: Shape> Chain<In> for () {
     type Out = In;
     type Checks = Proven;
+    fn compile_time_outputs(_: &mut Vec<PartialShape>) {}
 }
 
 /// The layers before accept `In`, then the last layer accepts what they produce.
@@ -189,6 +203,12 @@ where
 {
     type Out = <H as LayerOn<P::Out, P::Known>>::Out;
     type Checks = <P::Checks as Both<H::Checks>>::Output;
+    // Not inlined, as `visit`.
+    #[inline(never)]
+    fn compile_time_outputs(out: &mut Vec<PartialShape>) {
+        P::compile_time_outputs(out);
+        out.push(<Self::Out as Shape>::compile_time());
+    }
 }
 
 /// The input size that the first layer of a list declares.

@@ -297,3 +297,20 @@ pub trait TargetWidthMatches<Expected> {}
 impl<T: Digits> TargetWidthMatches<T> for T {}
 impl<T> TargetWidthMatches<crate::Dyn> for T {}
 impl<T: Digits> TargetWidthMatches<T> for crate::Dyn {}
+
+/// Rule: validation data has as many features per sample as the training data. Checked by
+/// the compiler when both are static, by [`fit`](crate::Net::fit) when one is a run-time size.
+#[diagnostic::on_unimplemented(
+    message = "shape mismatch: the validation batch has {Self} features but the training batch has {Expected}",
+    label = "validation data of another width than the training data",
+    note = "validation data is evaluated by the same net: a net trained on `Batch<U4>` is validated on `Batch<U4>`",
+    note = "sizes are spelled as their decimal digits: `Num<_1, _0>` means 10"
+)]
+pub trait ValidationWidthMatches<Expected> {}
+
+/// The same width, static or not (and the same unknown width, in generic code).
+impl<T> ValidationWidthMatches<T> for T {}
+/// A static width meeting a run-time one: checked by `fit`.
+impl<T: Digits> ValidationWidthMatches<crate::Dyn> for T {}
+/// A run-time width meeting a static one: checked by `fit`.
+impl<T: Digits> ValidationWidthMatches<T> for crate::Dyn {}

@@ -8,6 +8,7 @@
 use core::fmt;
 
 use crate::dim::{Dim, Dyn, StaticDim};
+use crate::partial::PartialShape;
 use crate::spatial::VolumeOf;
 
 /// A shape: a flat [`Dim`] or an [`Image`].
@@ -69,6 +70,11 @@ pub trait Shape: Copy + Default + fmt::Debug + Send + Sync + 'static {
 
     /// Makes the shape from run-time sizes; `None` when the rank differs or a static size does.
     fn from_dims(dims: &[usize]) -> Option<Self>;
+
+    /// The shape as the compiler knows it: each static size, `?` for a run-time one. Binding
+    /// compares every layer's run-time output with it.
+    #[doc(hidden)]
+    fn compile_time() -> PartialShape;
 }
 
 /// A flat vector of features.
@@ -85,6 +91,15 @@ impl<D: Dim> Shape for D {
             _ => None,
         }
     }
+
+    fn compile_time() -> PartialShape {
+        PartialShape(vec![known::<D>()])
+    }
+}
+
+/// A dimension's size when the compiler knows it.
+fn known<D: Dim>() -> Option<usize> {
+    D::IS_STATIC.then(|| D::default().size())
 }
 
 /// An image: `C` channels of `H` rows and `W` columns, each a typenum number or [`Dyn`].
@@ -150,6 +165,10 @@ impl<C: Dim + VolumeOf<H, W>, H: Dim, W: Dim> Shape for Image<C, H, W> {
             }),
             _ => None,
         }
+    }
+
+    fn compile_time() -> PartialShape {
+        PartialShape(vec![known::<C>(), known::<H>(), known::<W>()])
     }
 }
 

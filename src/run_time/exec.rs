@@ -13,7 +13,7 @@ use std::sync::Arc;
 use crate::alloc::{try_clone, try_zeros, MAX_VALUES};
 use crate::error::ShapeError;
 use crate::init::{Dims, InitRng, Initializer, ParamInfo};
-use crate::layer::{Activation, Fault, Layer, PartialShape};
+use crate::layer::{Activation, Fault, Kernel, Layer, PartialShape};
 use crate::state::{BoundLayer, Param};
 
 /// One layer of a walk through a list: its index and the shapes around it, `None` where not
@@ -59,6 +59,25 @@ fn fits(dims: &[usize]) -> bool {
         .is_some_and(|n| n <= MAX_VALUES)
 }
 
+/// The error of a layer whose run-time rule breaks the [`Layer`] trait's contract, or
+/// contradicts its compile-time half.
+fn contradicts(index: usize, kind: &str, detail: String) -> ShapeError {
+    ShapeError::Contract {
+        what: format!("layer {index} ({kind})"),
+        detail,
+    }
+}
+
+/// Whether a run-time shape is one the compiler's partial shape allows: the same rank, and
+/// every size the compiler knows the same.
+fn agrees(run_time: &[usize], compile_time: &PartialShape) -> bool {
+    run_time.len() == compile_time.0.len()
+        && run_time
+            .iter()
+            .zip(&compile_time.0)
+            .all(|(r, c)| c.is_none_or(|c| c == *r))
+}
+
 /// A parameter to allocate: where it goes and what it is.
 struct Planned {
     name: String,
@@ -77,7 +96,17 @@ struct Planned {
 /// work buffers can be allocated, so no size computed from them overflows); only then is
 /// anything allocated, each parameter fallibly: memory that cannot be had is
 /// [`ShapeError::OutOfMemory`] naming the parameter, and what was allocated is freed.
-pub(crate) fn build(layers: &[&dyn Layer], input: &[usize]) -> Result<Vec<BoundLayer>, ShapeError> {
+///
+/// A layer is checked, not believed: its output must be fully known and agree with
+/// `expected` (each layer's output as the compiler computed it), its parameters' shapes must be
+/// fully known, and a kernel that calls itself a reshape or an activation must keep its
+/// input's size (a reshape) or shape (an activation), since the net then skips it or runs it
+/// in place.
+pub(crate) fn build(
+    layers: &[&dyn Layer],
+    input: &[usize],
+    expected: &[PartialShape],
+) -> Result<Vec<BoundLayer>, ShapeError> {
     if input.contains(&0) {
         return Err(match input {
             [_] => ShapeError::ZeroInput,
@@ -101,12 +130,52 @@ pub(crate) fn build(layers: &[&dyn Layer], input: &[usize]) -> Result<Vec<BoundL
             shape,
         };
         let output = step.output.clone().map_err(|f| f.at(index, kind))?;
-        // From a known input every layer's output is known (a `Layer` promises it).
-        let known = |shape: Option<&PartialShape>| shape.and_then(PartialShape::known);
-        let (Some(input), Some(output)) = (known(step.input.as_ref()), known(output.as_ref()))
-        else {
-            return Err(too_large("output".into(), Vec::new()));
+        // The walk starts from a known input, and each layer before was checked to give a
+        // known output.
+        let Some(input) = step.input.as_ref().and_then(PartialShape::known) else {
+            return Err(contradicts(
+                index,
+                kind,
+                "it receives no known shape".into(),
+            ));
         };
+        // From a known input every layer's output is known (a `Layer` promises it).
+        let output = match output.as_ref().map(|o| (o.known(), o)) {
+            Some((Some(output), _)) => output,
+            Some((None, partial)) => {
+                return Err(contradicts(
+                    index,
+                    kind,
+                    format!(
+                        "its `output_shape` gives {partial} for the known input {}; from a known input every size of the output must be known",
+                        Dims(&input)
+                    ),
+                ))
+            }
+            None => {
+                return Err(contradicts(
+                    index,
+                    kind,
+                    format!(
+                        "its `output_shape` gives no shape for the known input {}; it must give the output's shape or an error saying why the input does not fit",
+                        Dims(&input)
+                    ),
+                ))
+            }
+        };
+        if let Some(compiled) = expected.get(index) {
+            if !agrees(&output, compiled) {
+                return Err(contradicts(
+                    index,
+                    kind,
+                    format!(
+                        "its run-time rule (`Layer::output_shape`) gives output {} for input {}, but its compile-time half (`LayerOn::Out`) told the compiler {compiled}",
+                        Dims(&output),
+                        Dims(&input)
+                    ),
+                ));
+            }
+        }
         let mut params = Vec::new();
         for (role, shape) in step.layer.param_shapes(step.input.as_ref()) {
             let name = role.param_name(index);
@@ -117,7 +186,16 @@ pub(crate) fn build(layers: &[&dyn Layer], input: &[usize]) -> Result<Vec<BoundL
                     name,
                 });
             }
-            let shape = shape.known().unwrap_or_default();
+            let Some(shape) = shape.known() else {
+                return Err(contradicts(
+                    index,
+                    kind,
+                    format!(
+                        "its parameter `{name}` has shape {shape} for the known input {}; once the input is known every size of a parameter must be",
+                        Dims(&input)
+                    ),
+                ));
+            };
             if !fits(&shape) {
                 return Err(too_large(format!("parameter `{name}`"), shape));
             }
@@ -145,6 +223,33 @@ pub(crate) fn build(layers: &[&dyn Layer], input: &[usize]) -> Result<Vec<BoundL
             })
         };
         let (fan_in, fan_out) = step.layer.fans(&input, &output).unwrap_or_else(from_weight);
+        let kernel: Arc<dyn Kernel> = Arc::from(step.layer.kernel(&input, &output));
+        // Both products fit: `fits` checked them.
+        let size = |dims: &[usize]| dims.iter().product::<usize>();
+        if kernel.is_reshape() && size(&input) != size(&output) {
+            return Err(contradicts(
+                index,
+                kind,
+                format!(
+                    "its kernel says it is a reshape (`Kernel::is_reshape`), which the net skips, but its output {} holds {} values and its input {} holds {}",
+                    Dims(&output),
+                    size(&output),
+                    Dims(&input),
+                    size(&input)
+                ),
+            ));
+        }
+        if let Some(activation) = kernel.activation().filter(|_| input != output) {
+            return Err(contradicts(
+                index,
+                kind,
+                format!(
+                    "its kernel says it is the element-wise {activation:?} (`Kernel::activation`), which keeps the shape, but it maps input {} to output {}",
+                    Dims(&input),
+                    Dims(&output)
+                ),
+            ));
+        }
         let params: Vec<Planned> = params
             .into_iter()
             .map(|(role, name, shape)| Planned {
@@ -157,14 +262,14 @@ pub(crate) fn build(layers: &[&dyn Layer], input: &[usize]) -> Result<Vec<BoundL
                 fan_out,
             })
             .collect();
-        plan.push((index, step.layer, input, output, params));
+        plan.push((index, kind, kernel, output, params));
     }
     // Every parameter is written as soon as it is allocated (zeroed, then initialized), so
     // parameters that together need more than the memory available are refused before any is
     // allocated: with overcommitted memory the allocator would hand them out, and the process
     // would be killed while writing them.
     let mut total = 0u128;
-    for (index, layer, _, _, params) in &plan {
+    for (index, kind, _, _, params) in &plan {
         for p in params {
             let before = total;
             total += p.rows as u128 * p.cols as u128;
@@ -176,9 +281,8 @@ pub(crate) fn build(layers: &[&dyn Layer], input: &[usize]) -> Result<Vec<BoundL
                 };
                 return Err(ShapeError::OutOfMemory {
                     what: format!(
-                        "parameter `{}` of layer {index} ({}), shape {}{with}",
+                        "parameter `{}` of layer {index} ({kind}), shape {}{with}",
                         p.name,
-                        layer.kind(),
                         Dims(&p.shape)
                     ),
                     values: total,
@@ -187,8 +291,7 @@ pub(crate) fn build(layers: &[&dyn Layer], input: &[usize]) -> Result<Vec<BoundL
         }
     }
     plan.into_iter()
-        .map(|(index, layer, input, output, params)| {
-            let kind = layer.kind();
+        .map(|(index, kind, kernel, output, params)| {
             let params = params
                 .into_iter()
                 .map(|p| {
@@ -211,7 +314,7 @@ pub(crate) fn build(layers: &[&dyn Layer], input: &[usize]) -> Result<Vec<BoundL
                 .collect::<Result<_, ShapeError>>()?;
             Ok(BoundLayer {
                 kind,
-                kernel: Arc::from(layer.kernel(&input, &output)),
+                kernel,
                 output,
                 params,
             })

@@ -1,21 +1,46 @@
-//! The fit loop: epochs of shuffled mini-batches, validation, history, progress.
+//! The fit loop: epochs of shuffled mini-batches, validation, a learning-rate schedule, early
+//! stopping, a per-epoch callback and checkpoints; the history of every epoch.
 
+use std::cell::RefCell;
 use std::io::IsTerminal;
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::time::Instant;
 
+use nalgebra::DMatrix;
 use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
 
-use super::{Loss, Optimizer, Target, TargetFor, TrainError};
-use crate::alloc::try_vec;
+use super::{EarlyStopping, Loss, Optimizer, Progress, Schedule, Target, TargetFor, TrainError};
+use crate::alloc::{try_clone, try_vec};
 use crate::batch::Batch;
 use crate::error::ShapeError;
 use crate::list::Chain;
 use crate::net::Net;
+use crate::rules::{ValidationWidthMatches, Width};
 use crate::shape::Shape;
 use crate::state::{Bound, Init};
 
-/// How [`Net::fit`] trains: epochs, batch size, shuffling seed, validation data, progress.
+/// What a per-epoch callback ([`Fit::on_epoch_end`]) tells the fit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Control {
+    /// Go on with the next epoch.
+    Continue,
+    /// Stop after this epoch, as if it were the last.
+    Stop,
+}
+
+/// A per-epoch callback.
+type Callback<'a> = Rc<RefCell<dyn FnMut(&EpochMetrics) -> Control + 'a>>;
+
+/// How [`Net::fit`] trains: epochs, batch size, shuffling seed, validation data (given, or
+/// split off as Keras's `validation_split`), a learning-rate [`Schedule`], [`EarlyStopping`],
+/// a per-epoch callback, a checkpoint after every epoch, progress.
+///
+/// # Type parameters
+/// * `M`: the training batch's shape (`Batch<M>`); validation data must be as wide.
+/// * `T`: the training targets: [`Labels`](super::Labels) or a [`Batch`] of targets.
 ///
 /// # Example
 /// ```
@@ -39,7 +64,7 @@ use crate::state::{Bound, Init};
 /// assert!(last.flatten().is_some_and(|a| a > 0.9), "{last:?}");
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Fit<'a, M: Shape, T> {
     epochs: usize,
     batch_size: usize,
@@ -47,14 +72,51 @@ pub struct Fit<'a, M: Shape, T> {
     first_epoch: usize,
     shuffle: bool,
     progress: bool,
-    validation: Option<Validation<'a, M, T>>,
+    validation: Option<Validation<'a, T>>,
+    validation_split: Option<f64>,
+    schedule: Option<Schedule>,
+    early_stopping: Option<EarlyStopping>,
+    on_epoch_end: Option<Callback<'a>>,
+    checkpoint: Option<PathBuf>,
+    batch: PhantomData<fn() -> M>,
 }
 
-/// Validation data: a batch and its labels or targets, evaluated after every epoch.
-#[derive(Clone, Debug)]
-struct Validation<'a, M: Shape, T> {
-    x: &'a Batch<M>,
+/// Validation data: a batch (its sample shape and values) and its labels or targets,
+/// evaluated after every epoch.
+#[derive(Debug)]
+struct Validation<'a, T> {
+    dims: Vec<usize>,
+    x: &'a DMatrix<f32>,
     target: &'a T,
+}
+
+impl<T> Clone for Validation<'_, T> {
+    fn clone(&self) -> Self {
+        Validation {
+            dims: self.dims.clone(),
+            x: self.x,
+            target: self.target,
+        }
+    }
+}
+
+impl<M: Shape, T> core::fmt::Debug for Fit<'_, M, T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Fit")
+            .field("epochs", &self.epochs)
+            .field("batch_size", &self.batch_size)
+            .field("seed", &self.seed)
+            .field("first_epoch", &self.first_epoch)
+            .field("shuffle", &self.shuffle)
+            .field("progress", &self.progress)
+            .field("validation", &self.validation.as_ref().map(|v| v.x.ncols()))
+            .field("validation_split", &self.validation_split)
+            .field("schedule", &self.schedule)
+            .field("early_stopping", &self.early_stopping)
+            .field("on_epoch_end", &self.on_epoch_end.is_some())
+            .field("checkpoint", &self.checkpoint)
+            .finish()
+    }
 }
 
 impl<'a, M: Shape, T> Fit<'a, M, T> {
@@ -68,6 +130,12 @@ impl<'a, M: Shape, T> Fit<'a, M, T> {
             shuffle: true,
             progress: true,
             validation: None,
+            validation_split: None,
+            schedule: None,
+            early_stopping: None,
+            on_epoch_end: None,
+            checkpoint: None,
+            batch: PhantomData,
         }
     }
 
@@ -92,10 +160,18 @@ impl<'a, M: Shape, T> Fit<'a, M, T> {
     }
 
     /// The number of epochs already trained, when resuming from a checkpoint: epochs are
-    /// numbered, and shuffled, from there. 0 unless set.
+    /// numbered, shuffled and scheduled from there. 0 unless set.
     pub fn first_epoch(mut self, first_epoch: usize) -> Self {
         self.first_epoch = first_epoch;
         self
+    }
+
+    /// Resumes where a checkpoint [`load_checkpoint`](Net::load_checkpoint) read left off:
+    /// its epoch becomes the [`first_epoch`](Fit::first_epoch) and its seed the
+    /// [`seed`](Fit::seed), so the epochs that follow see the batches and learning rates an
+    /// uninterrupted run sees.
+    pub fn resume(self, progress: Progress) -> Self {
+        self.first_epoch(progress.epoch).seed(progress.seed)
     }
 
     /// No progress display and no per-epoch lines.
@@ -105,15 +181,85 @@ impl<'a, M: Shape, T> Fit<'a, M, T> {
     }
 
     /// Data to evaluate after every epoch: its loss and, for labels, its accuracy go into the
-    /// history.
-    pub fn validation(mut self, x: &'a Batch<M>, target: &'a T) -> Self {
-        self.validation = Some(Validation { x, target });
+    /// history. Its batch must be as wide as the training batch: checked by the compiler when
+    /// both widths are static, by `fit` otherwise.
+    pub fn validation<V>(mut self, x: &'a Batch<V>, target: &'a T) -> Self
+    where
+        V: Shape,
+        V::Flat: Width,
+        M::Flat: Width,
+        <V::Flat as Width>::Output: ValidationWidthMatches<<M::Flat as Width>::Output>,
+    {
+        self.validation = Some(Validation {
+            dims: x.features().dims(),
+            x: x.as_matrix(),
+            target,
+        });
+        self
+    }
+
+    /// Holds out the last `fraction` of the samples (before any shuffling) as validation
+    /// data, as Keras's `validation_split`: with 150 samples and 0.2, samples 120 to 149 are
+    /// validated on and never trained on. Data given with [`validation`](Fit::validation)
+    /// takes precedence. `fit` refuses a fraction outside (0, 1), or one that leaves either
+    /// part empty.
+    pub fn validation_split(mut self, fraction: f64) -> Self {
+        self.validation_split = Some(fraction);
+        self
+    }
+
+    /// The learning rate of every epoch: set on the optimizer before the epoch's first step.
+    /// Without one, the optimizer's rate is left as it is.
+    pub fn schedule(mut self, schedule: Schedule) -> Self {
+        self.schedule = Some(schedule);
+        self
+    }
+
+    /// Stops when a metric stops improving, optionally ending with the best epoch's weights.
+    pub fn early_stopping(mut self, early_stopping: EarlyStopping) -> Self {
+        self.early_stopping = Some(early_stopping);
+        self
+    }
+
+    /// Calls `f` with every epoch's metrics once the epoch is recorded; [`Control::Stop`] ends
+    /// the fit after that epoch (Keras's callbacks' `on_epoch_end`, with
+    /// `model.stop_training`).
+    ///
+    /// ```
+    /// use lazynet::prelude::*;
+    ///
+    /// let mut net = Net::new().push(Dense::<U1>::new()).seed(3).bind::<U1>();
+    /// let x = Batch::<U1>::from_fn(16, |_, s| s as f32 / 16.0);
+    /// let y = Batch::<U1>::from_fn(16, |_, s| 1.0 - s as f32 / 16.0);
+    /// let mut seen = Vec::new();
+    /// let fit = Fit::new(100).quiet().on_epoch_end(|m| {
+    ///     seen.push(m.loss);
+    ///     if m.loss < 0.01 { Control::Stop } else { Control::Continue }
+    /// });
+    /// let history = net.fit(&x, &y, Mse, &mut Adam::new(0.1), &fit)?;
+    /// drop(fit);
+    /// assert_eq!(seen.len(), history.epochs().len());
+    /// assert!(seen.len() < 100 && history.last().is_some_and(|m| m.loss < 0.01));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn on_epoch_end(mut self, f: impl FnMut(&EpochMetrics) -> Control + 'a) -> Self {
+        self.on_epoch_end = Some(Rc::new(RefCell::new(f)));
+        self
+    }
+
+    /// Saves a checkpoint to `path` after every epoch: the parameters, the optimizer's state
+    /// and hyper-parameters, and the epoch and seed, so that
+    /// [`load_checkpoint`](Net::load_checkpoint) and [`resume`](Fit::resume) go on from there
+    /// (Keras's `ModelCheckpoint`). Each save replaces the file whole.
+    pub fn checkpoint(mut self, path: impl AsRef<Path>) -> Self {
+        self.checkpoint = Some(path.as_ref().to_path_buf());
         self
     }
 }
 
 /// What one epoch measured.
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
 pub struct EpochMetrics {
     /// The epoch, counting from 1 (and from [`Fit::first_epoch`] + 1 when resuming).
     pub epoch: usize,
@@ -125,6 +271,8 @@ pub struct EpochMetrics {
     pub val_loss: Option<f32>,
     /// The validation accuracy after the epoch; `None` without validation labels.
     pub val_accuracy: Option<f32>,
+    /// The learning rate of the epoch's steps.
+    pub lr: f64,
     /// The epoch's wall-clock time in seconds, validation included.
     pub seconds: f64,
 }
@@ -133,6 +281,9 @@ pub struct EpochMetrics {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct History {
     epochs: Vec<EpochMetrics>,
+    stopped_early: Option<usize>,
+    best_epoch: Option<usize>,
+    restored_best: bool,
 }
 
 impl History {
@@ -144,6 +295,21 @@ impl History {
     /// The last epoch's metrics.
     pub fn last(&self) -> Option<&EpochMetrics> {
         self.epochs.last()
+    }
+
+    /// The epoch after which [`EarlyStopping`] or a callback stopped the fit, if one did.
+    pub fn stopped_early(&self) -> Option<usize> {
+        self.stopped_early
+    }
+
+    /// The best epoch by the [`EarlyStopping`] metric, when the fit had one.
+    pub fn best_epoch(&self) -> Option<usize> {
+        self.best_epoch
+    }
+
+    /// Whether the fit ended with the best epoch's weights restored.
+    pub fn restored_best(&self) -> bool {
+        self.restored_best
     }
 }
 
@@ -159,7 +325,34 @@ impl core::fmt::Display for EpochMetrics {
         if let Some(a) = self.val_accuracy {
             write!(f, ", val accuracy {:.2}%", 100.0 * a)?;
         }
-        write!(f, " ({:.2} s)", self.seconds)
+        write!(f, ", lr {}", Rate(self.lr))?;
+        if self.seconds < 0.01 {
+            write!(f, " ({:.2} ms)", self.seconds * 1e3)
+        } else {
+            write!(f, " ({:.2} s)", self.seconds)
+        }
+    }
+}
+
+/// A learning rate printed short: `0.001`, `0.0009755`, `4e-6`.
+struct Rate(f64);
+
+impl core::fmt::Display for Rate {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let lr = self.0;
+        if lr == 0.0 || !lr.is_finite() || (1e-4..1e4).contains(&lr.abs()) {
+            // Four significant digits, trailing zeros dropped.
+            let digits = (3 - lr.abs().log10().floor() as i32).clamp(0, 8) as usize;
+            let text = format!("{lr:.digits$}");
+            let text = if text.contains('.') {
+                text.trim_end_matches('0').trim_end_matches('.')
+            } else {
+                &text
+            };
+            f.write_str(text)
+        } else {
+            write!(f, "{lr:.3e}")
+        }
     }
 }
 
@@ -183,24 +376,35 @@ fn order(n: usize, seed: u64, epoch: usize, shuffle: bool) -> Result<Vec<usize>,
 }
 
 impl<N: Shape, L: Chain<N>> Net<Init<N>, L> {
-    /// Trains the net: for every epoch, the samples shuffled (from the fit's seed and the
-    /// epoch), one optimizer step per batch, then the validation data evaluated. Returns every
-    /// epoch's metrics. The same seed and data give bit-identical weights, run after run.
+    /// Trains the net: for every epoch, the learning rate set by the schedule (if any), the
+    /// samples shuffled (from the fit's seed and the epoch), one optimizer step per batch, then
+    /// the validation data evaluated, the epoch recorded, early stopping and the callback
+    /// consulted, and the checkpoint saved. Returns every epoch's metrics. The same seed and
+    /// data give bit-identical weights, run after run.
     ///
     /// With progress on, a progress bar shows on standard error when it is a terminal, and a
     /// plain line per epoch otherwise.
     ///
     /// # Errors
+    /// Every error raised once training started says where, and carries the
+    /// [`history`](TrainError::history) of the epochs finished before; the weights are those
+    /// after the last step that succeeded:
     /// * [`TrainError::LossNotFinite`] naming the epoch and step where the loss stopped being
-    ///   finite, with the history of the epochs before; the weights are those after the step
-    ///   before;
-    /// * [`TrainError::Setting`] for a batch size of 0, or a first epoch so large that the
-    ///   epoch numbers overflow;
-    /// * [`TrainError::Step`] naming the epoch and step whose optimizer step was refused
-    ///   (gradients that are not finite though the loss is, a bad hyper-parameter), with the
-    ///   history of the epochs before;
-    /// * the errors of [`loss_and_grads`](Net::loss_and_grads) (checked on the whole data
-    ///   before the first step: labels that do not fit fail at once).
+    ///   finite;
+    /// * [`TrainError::Step`] naming the epoch and step that failed, with the cause: the
+    ///   optimizer refused the step (gradients or an update that are not finite, a learning
+    ///   rate out of range from a schedule), or a layer's kernel or the loss returned an
+    ///   error;
+    /// * [`TrainError::EpochEnd`] naming the epoch whose end failed: the validation data, the
+    ///   checkpoint, the best weights' copy, or the callback.
+    ///
+    /// Before the first step, with nothing changed:
+    /// * [`TrainError::Setting`] for a batch size of 0, a first epoch so large that the epoch
+    ///   numbers overflow, a validation split outside (0, 1) or leaving a part empty, or early
+    ///   stopping on a metric the fit does not measure (validation metrics without validation
+    ///   data, an accuracy without labels);
+    /// * the errors of [`loss_and_grads`](Net::loss_and_grads), checked on the whole data
+    ///   and the validation data: labels that do not fit fail at once.
     pub fn fit<M, T, F, O>(
         &mut self,
         x: &Batch<M>,
@@ -220,23 +424,49 @@ impl<N: Shape, L: Chain<N>> Net<Init<N>, L> {
                 "the batch size must be at least 1".into(),
             ));
         }
-        self.check_batch(x)?;
-        let samples = x.samples();
-        super::check_target(&self.output_dims(), samples, target)?;
-        if let Some(v) = &fit.validation {
-            self.check_batch(v.x)?;
-            super::check_target(&self.output_dims(), v.x.samples(), v.target)?;
-        }
         if fit.first_epoch.checked_add(fit.epochs).is_none() {
             return Err(TrainError::Setting(format!(
                 "first epoch {} plus {} epochs is past the largest epoch number",
                 fit.first_epoch, fit.epochs
             )));
         }
-        let steps = samples.div_ceil(fit.batch_size);
+        self.check_batch(x)?;
+        super::check_target(&self.output_dims(), x.samples(), target)?;
+        // Keras's `validation_split`: the last samples, before shuffling.
+        let split = match (&fit.validation, fit.validation_split) {
+            (None, Some(fraction)) => Some(split_off(x, target, fraction)?),
+            _ => None,
+        };
+        let (x, target, validation) = match &split {
+            Some((train_x, train_t, val_x, val_t)) => (
+                train_x,
+                train_t,
+                Some(Validation {
+                    dims: val_x.features().dims(),
+                    x: val_x.as_matrix(),
+                    target: val_t,
+                }),
+            ),
+            None => (x, target, fit.validation.clone()),
+        };
+        if let Some(v) = &validation {
+            self.check_parts(&v.dims, v.x)?;
+            super::check_target(&self.output_dims(), v.x.ncols(), v.target)?;
+        }
+        if let Some(stop) = &fit.early_stopping {
+            check_monitor(stop, validation.is_some(), target)?;
+        }
+        let steps = x.samples().div_ceil(fit.batch_size);
         let bar = progress_bar(fit.progress, steps);
         let mut history = History::default();
-        let result = self.epochs(x, target, loss, optimizer, fit, &bar, &mut history);
+        let run = Run {
+            x,
+            target,
+            validation: validation.as_ref(),
+            loss,
+            bar: &bar,
+        };
+        let result = self.epochs(&run, optimizer, fit, &mut history);
         if let Some(bar) = bar {
             match result {
                 Ok(()) => bar.finish_and_clear(),
@@ -245,61 +475,55 @@ impl<N: Shape, L: Chain<N>> Net<Init<N>, L> {
         }
         match result {
             Ok(()) => Ok(history),
-            Err(TrainError::LossNotFinite {
-                epoch, step, loss, ..
-            }) => Err(TrainError::LossNotFinite {
-                epoch,
-                step,
-                loss,
-                history,
-            }),
-            Err(TrainError::Step {
-                epoch,
-                step,
-                source,
-                ..
-            }) => Err(TrainError::Step {
-                epoch,
-                step,
-                history,
-                source,
-            }),
-            Err(e) => Err(e),
+            Err(e) => Err(e.with_history(history)),
         }
     }
 
     /// The epochs of [`fit`](Net::fit), recording each into `history`.
-    #[allow(clippy::too_many_arguments)]
     fn epochs<M, T, F, O>(
         &mut self,
-        x: &Batch<M>,
-        target: &T,
-        loss: F,
+        run: &Run<'_, M, T, F>,
         optimizer: &mut O,
         fit: &Fit<'_, M, T>,
-        bar: &Option<indicatif::ProgressBar>,
         history: &mut History,
     ) -> Result<(), TrainError>
     where
         M: Shape,
-        T: TargetFor<<<L as Chain<N>>::Out as Shape>::Flat>,
+        T: Target,
         F: Loss<T>,
         O: Optimizer,
     {
-        let samples = x.samples();
+        let samples = run.x.samples();
+        let mut best: Option<(f32, usize, Option<Vec<DMatrix<f32>>>)> = None;
+        let mut waited = 0usize;
         // `first_epoch + epochs` was checked, so no epoch number overflows.
         for epoch in (1..=fit.epochs).map(|e| fit.first_epoch + e) {
             let start = Instant::now();
-            let order = order(samples, fit.seed, epoch - 1, fit.shuffle)?;
+            if let Some(schedule) = &fit.schedule {
+                optimizer.set_learning_rate(schedule.lr(epoch));
+            }
+            let lr = optimizer.learning_rate();
+            let step_error = |step: usize| {
+                move |source: TrainError| TrainError::Step {
+                    epoch,
+                    step,
+                    history: History::default(),
+                    source: Box::new(source),
+                }
+            };
+            let order = order(samples, fit.seed, epoch - 1, fit.shuffle).map_err(step_error(1))?;
             let (mut total, mut correct, mut counted) = (0.0f64, 0usize, false);
-            if let Some(bar) = bar {
+            if let Some(bar) = run.bar {
                 bar.reset();
                 bar.set_prefix(format!("epoch {epoch}"));
             }
             for (s, indices) in order.chunks(fit.batch_size).enumerate() {
-                let xb = x.select(indices)?;
-                let tb = target.select(indices)?;
-                let (value, grads, hits) = self.loss_grads_correct(&xb, &tb, loss)?;
+                let at = step_error(s + 1);
+                let xb = run.x.select(indices).map_err(|e| at(e.into()))?;
+                let tb = run.target.select(indices).map_err(|e| at(e.into()))?;
+                let (value, grads, hits) = self
+                    .loss_grads_correct(&xb, &tb, run.loss)
+                    .map_err(|e| at(e.into()))?;
                 if !value.is_finite() {
                     return Err(TrainError::LossNotFinite {
                         epoch,
@@ -308,27 +532,27 @@ impl<N: Shape, L: Chain<N>> Net<Init<N>, L> {
                         history: History::default(),
                     });
                 }
-                optimizer
-                    .step(self, &grads)
-                    .map_err(|source| TrainError::Step {
-                        epoch,
-                        step: s + 1,
-                        history: History::default(),
-                        source: Box::new(source),
-                    })?;
+                optimizer.step(self, &grads).map_err(at)?;
                 total += f64::from(value) * indices.len() as f64;
                 if let Some(h) = hits {
                     correct += h;
                     counted = true;
                 }
-                if let Some(bar) = bar {
+                if let Some(bar) = run.bar {
                     bar.inc(1);
                     bar.set_message(format!("loss {value:.4}"));
                 }
             }
-            let (val_loss, val_accuracy) = match &fit.validation {
+            let end_error = |source: TrainError| TrainError::EpochEnd {
+                epoch,
+                history: History::default(),
+                source: Box::new(source),
+            };
+            let (val_loss, val_accuracy) = match run.validation {
                 Some(v) => {
-                    let (l, a) = self.evaluate(v.x, v.target, loss)?;
+                    let (l, a) = self
+                        .evaluate_parts(v.x, v.target, run.loss)
+                        .map_err(|e| end_error(e.into()))?;
                     (Some(l), a)
                 }
                 None => (None, None),
@@ -339,16 +563,66 @@ impl<N: Shape, L: Chain<N>> Net<Init<N>, L> {
                 accuracy: counted.then(|| correct as f32 / samples.max(1) as f32),
                 val_loss,
                 val_accuracy,
+                lr,
                 seconds: start.elapsed().as_secs_f64(),
             };
-            match bar {
+            match run.bar {
                 Some(bar) => bar.println(metrics.to_string()),
                 None if fit.progress => eprintln!("{metrics}"),
                 None => {}
             }
             history.epochs.push(metrics);
+            let mut stop = false;
+            if let Some(rule) = &fit.early_stopping {
+                let value = rule.monitor.of(&metrics).unwrap_or(f32::NAN);
+                if rule.improves(value, best.as_ref().map(|b| b.0)) {
+                    let weights = if rule.restore_best_weights {
+                        Some(self.copy_params().map_err(|e| end_error(e.into()))?)
+                    } else {
+                        None
+                    };
+                    best = Some((value, epoch, weights));
+                    waited = 0;
+                } else {
+                    waited += 1;
+                    stop = waited > rule.patience;
+                }
+                history.best_epoch = best.as_ref().map(|b| b.1);
+            }
+            if let Some(callback) = &fit.on_epoch_end {
+                let mut f = callback.try_borrow_mut().map_err(|_| {
+                    end_error(TrainError::Setting(
+                        "the epoch callback is already running (a fit inside the callback with the same `Fit`)"
+                            .into(),
+                    ))
+                })?;
+                stop |= f(&metrics) == Control::Stop;
+            }
+            if let Some(path) = &fit.checkpoint {
+                let progress = Progress {
+                    epoch,
+                    seed: fit.seed,
+                };
+                self.save_checkpoint_at(path, optimizer, progress)
+                    .map_err(end_error)?;
+            }
+            if stop {
+                history.stopped_early = Some(epoch);
+                break;
+            }
+        }
+        if let Some((_, _, Some(weights))) = best {
+            self.set_values(weights);
+            history.restored_best = true;
         }
         Ok(())
+    }
+
+    /// A copy of every parameter's values, in order, allocated fallibly.
+    fn copy_params(&self) -> Result<Vec<DMatrix<f32>>, ShapeError> {
+        self.named_params()
+            .map(|(name, value)| try_clone(value, || format!("a copy of `{name}`")))
+            .collect()
     }
 
     /// The loss of a batch and, for labels, the fraction of samples classified right, from one
@@ -356,6 +630,20 @@ impl<N: Shape, L: Chain<N>> Net<Init<N>, L> {
     ///
     /// # Errors
     /// As [`loss_and_grads`](Net::loss_and_grads).
+    ///
+    /// # Example
+    /// ```
+    /// use lazynet::prelude::*;
+    ///
+    /// let net = Net::new().push(Dense::<U3>::new()).seed(0).bind::<U4>();
+    /// let x = Batch::<U4>::from_fn(5, |f, s| (f + s) as f32 / 10.0);
+    /// let labels = Labels::<U3>::try_new(vec![0, 1, 2, 1, 0])?;
+    /// let (loss, accuracy) = net.evaluate(&x, &labels, CrossEntropy)?;
+    /// assert!(loss > 0.0 && accuracy.is_some_and(|a| (0.0..=1.0).contains(&a)));
+    /// // The classes the net predicts, one per sample.
+    /// assert_eq!(net.try_forward(&x)?.argmax()?.len(), 5);
+    /// # Ok::<(), ShapeError>(())
+    /// ```
     pub fn evaluate<M, T, F>(
         &self,
         x: &Batch<M>,
@@ -369,13 +657,84 @@ impl<N: Shape, L: Chain<N>> Net<Init<N>, L> {
     {
         self.check_batch(x)?;
         super::check_target(&self.output_dims(), x.samples(), target)?;
-        let y = crate::exec::forward(self.state().bound_layers(), x.as_matrix())?;
+        self.evaluate_parts(x.as_matrix(), target, loss)
+    }
+
+    /// [`evaluate`](Net::evaluate) of a checked batch's matrix.
+    fn evaluate_parts<T: Target, F: Loss<T>>(
+        &self,
+        x: &DMatrix<f32>,
+        target: &T,
+        loss: F,
+    ) -> Result<(f32, Option<f32>), ShapeError> {
+        let y = crate::exec::forward(self.state().bound_layers(), x)?;
         let (value, _) = loss.loss_and_grad(&y, target)?;
         let accuracy = target
             .correct(&y)
-            .map(|c| c as f32 / x.samples().max(1) as f32);
+            .map(|c| c as f32 / x.ncols().max(1) as f32);
         Ok((value, accuracy))
     }
+}
+
+/// The data a fit runs on, checked.
+struct Run<'r, M: Shape, T, F> {
+    x: &'r Batch<M>,
+    target: &'r T,
+    validation: Option<&'r Validation<'r, T>>,
+    loss: F,
+    bar: &'r Option<indicatif::ProgressBar>,
+}
+
+/// Splits off the last `fraction` of the samples, as Keras's `validation_split`: the training
+/// part is the first `⌈n·(1 − fraction)⌉` samples.
+#[allow(clippy::type_complexity)]
+fn split_off<M: Shape, T: Target>(
+    x: &Batch<M>,
+    target: &T,
+    fraction: f64,
+) -> Result<(Batch<M>, T, Batch<M>, T), TrainError> {
+    let n = x.samples();
+    let train = (n as f64 * (1.0 - fraction)).ceil();
+    let ok = fraction > 0.0 && fraction < 1.0 && train >= 1.0 && train < n as f64;
+    if !ok {
+        return Err(TrainError::Setting(format!(
+            "a validation split of {fraction} of {n} samples leaves a part empty: it must be in (0, 1) and leave at least one sample for training and one for validation"
+        )));
+    }
+    // `train` is in 1..n, so it converts exactly.
+    let train = train as usize;
+    let first: Vec<usize> = (0..train).collect();
+    let last: Vec<usize> = (train..n).collect();
+    Ok((
+        x.select(&first)?,
+        target.select(&first)?,
+        x.select(&last)?,
+        target.select(&last)?,
+    ))
+}
+
+/// Checks that the fit measures the metric early stopping watches.
+fn check_monitor<T: Target>(
+    stop: &EarlyStopping,
+    validation: bool,
+    target: &T,
+) -> Result<(), TrainError> {
+    let monitor = stop.monitor;
+    // Labels count classified samples (0 of none); other targets count nothing.
+    let labels = target.correct(&DMatrix::zeros(0, 0)).is_some();
+    if monitor.needs_validation() && !validation {
+        return Err(TrainError::Setting(format!(
+            "early stopping watches the {}, but the fit has no validation data: give it with `Fit::validation` or `Fit::validation_split`",
+            monitor.name()
+        )));
+    }
+    if monitor.needs_labels() && !labels {
+        return Err(TrainError::Setting(format!(
+            "early stopping watches the {}, but the targets are not labels, so no accuracy is measured",
+            monitor.name()
+        )));
+    }
+    Ok(())
 }
 
 /// A progress bar of `steps` steps when asked for and standard error is a terminal.

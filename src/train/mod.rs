@@ -33,19 +33,24 @@
 //! ```
 
 mod checkpoint;
+mod early_stopping;
 mod fit;
 mod grads;
 mod labels;
 mod loss;
 mod optim;
+mod schedule;
 
 use thiserror::Error;
 
-pub use fit::{EpochMetrics, Fit, History};
+pub use checkpoint::{Hyper, Progress};
+pub use early_stopping::{EarlyStopping, Monitor};
+pub use fit::{Control, EpochMetrics, Fit, History};
 pub use grads::Grads;
 pub use labels::Labels;
 pub use loss::{CrossEntropy, Loss, Mse, Target, TargetFor};
 pub use optim::{Adam, Optimizer, Sgd};
+pub use schedule::Schedule;
 
 use crate::batch::Batch;
 use crate::error::ShapeError;
@@ -86,8 +91,9 @@ pub enum TrainError {
         history: History,
     },
 
-    /// An optimizer step of a fit was refused (gradients that are not finite though the loss
-    /// is, say).
+    /// A step of a fit failed: its batch could not be made, a layer's kernel or the loss
+    /// returned an error in the forward or backward pass, or the optimizer refused the step
+    /// (gradients that are not finite though the loss is, a bad hyper-parameter).
     #[error("epoch {epoch}, step {step}: {source}; training stopped, the weights are those after the step before")]
     Step {
         /// The epoch, counting from 1.
@@ -96,8 +102,30 @@ pub enum TrainError {
         step: usize,
         /// The metrics of the epochs finished before.
         history: History,
-        /// Why the step was refused.
+        /// Why the step failed.
         source: Box<TrainError>,
+    },
+
+    /// The end of an epoch of a fit failed: evaluating the validation data, saving the
+    /// epoch's checkpoint, or restoring the best weights; or the per-epoch callback could not
+    /// run.
+    #[error("epoch {epoch}, after its last step: {source}; training stopped, the weights are those after that step")]
+    EpochEnd {
+        /// The epoch, counting from 1.
+        epoch: usize,
+        /// The metrics of the epochs finished before.
+        history: History,
+        /// What failed.
+        source: Box<TrainError>,
+    },
+
+    /// The gradients are finite, but the optimizer's update would make a parameter or the
+    /// optimizer's own state NaN or infinite (a learning rate of 3e38, a gradient whose square
+    /// overflows `f32`): the step is refused.
+    #[error("the update of `{name}` would not be finite (NaN or infinite) though its gradient is: the step is refused and nothing changed; is the learning rate too large?")]
+    StepNotFinite {
+        /// The first parameter whose update would not be finite.
+        name: String,
     },
 
     /// Gradients that do not belong to the net: another number of parameters, another name or
@@ -134,6 +162,18 @@ pub enum TrainError {
         reason: String,
     },
 
+    /// A checkpoint's optimizer hyper-parameters differ from the optimizer's it is loaded into
+    /// (PyTorch keeps them in the optimizer's `state_dict` too). Load with
+    /// [`Hyper::KeepOwn`](crate::train::Hyper::KeepOwn) or
+    /// [`Hyper::FromFile`](crate::train::Hyper::FromFile) to say which to use.
+    #[error("the checkpoint was saved by {saved} but is loaded into {current}; load with `Hyper::KeepOwn` to keep the optimizer's, or `Hyper::FromFile` to take the file's")]
+    HyperMismatch {
+        /// The file's optimizer and hyper-parameters, e.g. `Adam(lr 0.001, betas (0.9, 0.999), eps 1e-8, weight decay 0)`.
+        saved: String,
+        /// The optimizer's.
+        current: String,
+    },
+
     /// A checkpoint could not be written.
     #[error("cannot save the checkpoint: {0}")]
     Save(#[from] SaveError),
@@ -141,6 +181,52 @@ pub enum TrainError {
     /// A checkpoint could not be read or does not fit the net or the optimizer.
     #[error("cannot load the checkpoint: {0}")]
     Load(#[from] LoadError),
+}
+
+impl TrainError {
+    /// The error with `history` as the history of the epochs finished before it, for the
+    /// variants that carry one.
+    fn with_history(self, history: History) -> Self {
+        match self {
+            TrainError::LossNotFinite {
+                epoch, step, loss, ..
+            } => TrainError::LossNotFinite {
+                epoch,
+                step,
+                loss,
+                history,
+            },
+            TrainError::Step {
+                epoch,
+                step,
+                source,
+                ..
+            } => TrainError::Step {
+                epoch,
+                step,
+                history,
+                source,
+            },
+            TrainError::EpochEnd { epoch, source, .. } => TrainError::EpochEnd {
+                epoch,
+                history,
+                source,
+            },
+            other => other,
+        }
+    }
+
+    /// The history of the epochs finished before a fit failed, for the errors that stop a fit
+    /// midway ([`LossNotFinite`](TrainError::LossNotFinite), [`Step`](TrainError::Step),
+    /// [`EpochEnd`](TrainError::EpochEnd)).
+    pub fn history(&self) -> Option<&History> {
+        match self {
+            TrainError::LossNotFinite { history, .. }
+            | TrainError::Step { history, .. }
+            | TrainError::EpochEnd { history, .. } => Some(history),
+            _ => None,
+        }
+    }
 }
 
 impl<N: Shape, L: Chain<N>> Net<Init<N>, L> {

@@ -14,10 +14,10 @@ use crate::weights::Weights;
 
 /// The methods an optimizer implements, out of users' reach: they skip the checks
 /// [`Optimizer::step`] makes.
-mod sealed {
+pub(crate) mod sealed {
     use nalgebra::DMatrix;
 
-    use super::{StateTensor, TrainError};
+    use super::{NotFinite, StateTensor, TrainError};
     use crate::state::Param;
     use crate::weights::Weights;
 
@@ -29,13 +29,16 @@ mod sealed {
         /// of new ones, changing nothing.
         fn prepare(&self, params: &[&mut Param]) -> Result<Box<dyn core::any::Any>, TrainError>;
 
-        /// Applies checked, finite gradients with the state `prepare` made. Cannot fail.
+        /// Applies checked gradients with the state `prepare` made: first computes every new
+        /// value without writing it, and refuses the step, changing nothing, when one would
+        /// not be finite (a parameter, a moment, a buffer); then writes them, computed again
+        /// by the same code, so the values written are those checked.
         fn apply(
             &mut self,
             fresh: Box<dyn core::any::Any>,
             params: &mut [&mut Param],
             grads: &[DMatrix<f32>],
-        );
+        ) -> Result<(), NotFinite>;
 
         /// The state, as tensors named `optim.{param}.{what}`, for a checkpoint.
         fn state_tensors(&self) -> Vec<StateTensor<'_>>;
@@ -49,7 +52,19 @@ mod sealed {
 
         /// Takes a state `read_state` returned.
         fn set_state(&mut self, state: Box<dyn core::any::Any>);
+
+        /// The optimizer's name (`"Adam"`, `"SGD"`) and hyper-parameters, named as PyTorch's
+        /// `param_groups` name them, for a checkpoint.
+        fn hyper(&self) -> (&'static str, Vec<(&'static str, f64)>);
+
+        /// Sets the hyper-parameters `hyper` named (those it does not name stay).
+        fn set_hyper(&mut self, hyper: &[(&'static str, f64)]);
     }
+}
+
+/// The first parameter whose update would not be finite.
+pub struct NotFinite {
+    pub(crate) param: String,
 }
 
 /// One tensor of an optimizer's state, for a checkpoint: the parameter it belongs to, its
@@ -73,13 +88,24 @@ pub enum ValueRef<'a> {
 /// Only a bound net has parameters, so only a bound net can be stepped: stepping a
 /// declaration is a compile error.
 pub trait Optimizer: sealed::Sealed {
+    /// The learning rate.
+    fn learning_rate(&self) -> f64;
+
+    /// Sets the learning rate, keeping the state: what a [`Schedule`](super::Schedule) does
+    /// before every epoch of a fit.
+    fn set_learning_rate(&mut self, lr: f64);
+
     /// Updates every parameter of `net` from `grads`, made by
     /// [`Net::loss_and_grads`](crate::Net::loss_and_grads) on that net.
     ///
-    /// All or nothing: on an error no parameter and no state changed.
+    /// All or nothing: on an error no parameter and no state changed. A step never writes NaN
+    /// or an infinity: every new value is computed and checked before any is written.
     ///
     /// # Errors
     /// * [`TrainError::GradientNotFinite`] when a gradient holds NaN or an infinity;
+    /// * [`TrainError::StepNotFinite`] when the gradients are finite but the update would make
+    ///   a parameter or the optimizer's state NaN or infinite (a learning rate of 3e38, a
+    ///   gradient whose square overflows `f32`, `eps` 0 with gradients that are all 0);
     /// * [`TrainError::GradsMismatch`] when `grads` belong to another net, or the state
     ///   kept under a parameter's name has another shape (the optimizer stepped another net);
     /// * [`TrainError::Hyper`] for a hyper-parameter out of range (a negative learning rate);
@@ -98,12 +124,19 @@ pub trait Optimizer: sealed::Sealed {
         check_grads(&params, grads)?;
         self.check_hyper()?;
         let fresh = self.prepare(&params)?;
-        self.apply(fresh, &mut params, &grads.values);
-        Ok(())
+        // A non-finite gradient makes its update non-finite, so the check is made once, on
+        // the results; the error then names the cause.
+        self.apply(fresh, &mut params, &grads.values)
+            .map_err(|NotFinite { param }| match grads.first_not_finite() {
+                Some(name) => TrainError::GradientNotFinite {
+                    name: name.to_owned(),
+                },
+                None => TrainError::StepNotFinite { name: param },
+            })
     }
 }
 
-/// Checks that `grads` belong to `params` and are finite.
+/// Checks that `grads` belong to `params` (their finiteness is checked with the update's).
 fn check_grads(params: &[&mut Param], grads: &Grads) -> Result<(), TrainError> {
     if params.len() != grads.len() {
         return Err(TrainError::GradsMismatch {
@@ -127,22 +160,41 @@ fn check_grads(params: &[&mut Param], grads: &Grads) -> Result<(), TrainError> {
             });
         }
     }
-    if let Some(name) = grads.first_not_finite() {
-        return Err(TrainError::GradientNotFinite {
-            name: name.to_owned(),
-        });
-    }
     Ok(())
 }
 
-/// Reads `optim.{p}.{what}`, shaped like `p`; `None` when absent.
+/// Reads `optim.{p}.{what}`, shaped like `p`; `None` when absent. Every value must be finite
+/// and, for a `nonnegative` state (Adam's second moment, a mean of squares), at least 0: a
+/// crafted file cannot put a value into the state that a step would turn into NaN.
 fn read_like(
     weights: &Weights<'_>,
     p: &Param,
     what: &str,
+    nonnegative: bool,
 ) -> Result<Option<DMatrix<f32>>, TrainError> {
     let name = format!("optim.{}.{what}", p.name);
-    Ok(weights.matrix_for(&name, &p.shape, p.value.nrows(), p.value.ncols())?)
+    let value = weights.matrix_for(&name, &p.shape, p.value.nrows(), p.value.ncols())?;
+    if let Some(m) = &value {
+        // The file's order is row-major; report the index PyTorch would show.
+        let (rows, cols) = m.shape();
+        let bad = (0..rows)
+            .flat_map(|r| (0..cols).map(move |c| (r, c)))
+            .map(|(r, c)| (r * cols + c, m[(r, c)]))
+            .find(|(_, v)| !v.is_finite() || (nonnegative && *v < 0.0));
+        if let Some((index, v)) = bad {
+            let rule = if nonnegative {
+                "finite and at least 0 (a mean of squared gradients)"
+            } else {
+                "finite"
+            };
+            return Err(TrainError::Checkpoint {
+                reason: format!(
+                    "tensor `{name}` holds {v} at flat index {index}; its values must be {rule}"
+                ),
+            });
+        }
+    }
+    Ok(value)
 }
 
 /// Reads the step count `optim.{p}.step`, a 1-element tensor holding a whole number of at
@@ -315,9 +367,37 @@ impl Adam {
     pub fn steps(&self, name: &str) -> u64 {
         self.state.get(name).map_or(0, |s| s.step)
     }
+
+    /// The update's constants at step `step` (counting from 1).
+    fn constants(&self, step: u64) -> [f32; 6] {
+        Self::constants_of(self.lr, self.betas, self.eps, step)
+    }
+
+    /// `[1 − β1, β2, 1 − β2, 1/√(1 − β2^t), eps, lr/(1 − β1^t)]` at step `t`.
+    fn constants_of(lr: f64, (beta1, beta2): (f64, f64), eps: f64, step: u64) -> [f32; 6] {
+        let t = step as f64;
+        let bias1 = 1.0 - beta1.powf(t);
+        let bias2 = 1.0 - beta2.powf(t);
+        [
+            (1.0 - beta1) as f32,
+            beta2 as f32,
+            (1.0 - beta2) as f32,
+            (1.0 / bias2.sqrt()) as f32,
+            eps as f32,
+            (lr / bias1) as f32,
+        ]
+    }
 }
 
-impl Optimizer for Adam {}
+impl Optimizer for Adam {
+    fn learning_rate(&self) -> f64 {
+        self.lr
+    }
+
+    fn set_learning_rate(&mut self, lr: f64) {
+        self.lr = lr;
+    }
+}
 
 impl sealed::Sealed for Adam {
     fn check_hyper(&self) -> Result<(), TrainError> {
@@ -356,34 +436,37 @@ impl sealed::Sealed for Adam {
         fresh: Box<dyn core::any::Any>,
         params: &mut [&mut Param],
         grads: &[DMatrix<f32>],
-    ) {
-        if let Ok(fresh) = fresh.downcast::<Vec<(String, AdamState)>>() {
-            self.state.extend(*fresh);
-        }
-        let (beta1, beta2) = self.betas;
+    ) -> Result<(), NotFinite> {
+        let fresh: BTreeMap<String, AdamState> = fresh
+            .downcast::<Vec<(String, AdamState)>>()
+            .map(|f| f.into_iter().collect())
+            .unwrap_or_default();
         let wd = self.weight_decay as f32;
+        // Every new value computed and checked, nothing written.
+        for (p, g) in params.iter().zip(grads) {
+            let state = self.state.get(&p.name).or_else(|| fresh.get(&p.name));
+            let Some(s) = state else {
+                continue;
+            };
+            let k = self.constants(s.step.saturating_add(1));
+            let (m, v) = (s.exp_avg.as_slice(), s.exp_avg_sq.as_slice());
+            if !adam_stays_finite(p.value.as_slice(), g.as_slice(), m, v, wd, k) {
+                return Err(NotFinite {
+                    param: p.name.clone(),
+                });
+            }
+        }
+        self.state.extend(fresh);
         for (p, g) in params.iter_mut().zip(grads) {
             let Some(s) = self.state.get_mut(&p.name) else {
                 continue;
             };
             s.step = s.step.saturating_add(1);
-            let t = s.step as f64;
-            let bias1 = 1.0 - beta1.powf(t);
-            let bias2 = 1.0 - beta2.powf(t);
-            let step_size = (self.lr / bias1) as f32;
-            let inv_bias2_sqrt = (1.0 / bias2.sqrt()) as f32;
-            // `[1 − β1, β2, 1 − β2, 1/√(1 − β2^t), eps, lr/(1 − β1^t)]`.
-            let k = [
-                (1.0 - beta1) as f32,
-                beta2 as f32,
-                (1.0 - beta2) as f32,
-                inv_bias2_sqrt,
-                self.eps as f32,
-                step_size,
-            ];
+            let k = Self::constants_of(self.lr, self.betas, self.eps, s.step);
             let (m, v) = (s.exp_avg.as_mut_slice(), s.exp_avg_sq.as_mut_slice());
             adam_update(p.value.as_mut_slice(), g.as_slice(), m, v, wd, k);
         }
+        Ok(())
     }
 
     fn state_tensors(&self) -> Vec<StateTensor<'_>> {
@@ -414,8 +497,8 @@ impl sealed::Sealed for Adam {
         let mut state = BTreeMap::new();
         let mut read = Vec::new();
         for p in params {
-            let exp_avg = read_like(weights, p, "exp_avg")?;
-            let exp_avg_sq = read_like(weights, p, "exp_avg_sq")?;
+            let exp_avg = read_like(weights, p, "exp_avg", false)?;
+            let exp_avg_sq = read_like(weights, p, "exp_avg_sq", true)?;
             let step = read_step(weights, p)?;
             let (Some(exp_avg), Some(exp_avg_sq), Some(step)) = (exp_avg, exp_avg_sq, step) else {
                 let present = ["exp_avg", "exp_avg_sq", "step"]
@@ -462,6 +545,31 @@ impl sealed::Sealed for Adam {
             self.state = *state;
         }
     }
+
+    fn hyper(&self) -> (&'static str, Vec<(&'static str, f64)>) {
+        let (beta1, beta2) = self.betas;
+        let values = vec![
+            ("lr", self.lr),
+            ("beta1", beta1),
+            ("beta2", beta2),
+            ("eps", self.eps),
+            ("weight_decay", self.weight_decay),
+        ];
+        ("Adam", values)
+    }
+
+    fn set_hyper(&mut self, hyper: &[(&'static str, f64)]) {
+        for &(name, value) in hyper {
+            match name {
+                "lr" => self.lr = value,
+                "beta1" => self.betas.0 = value,
+                "beta2" => self.betas.1 = value,
+                "eps" => self.eps = value,
+                "weight_decay" => self.weight_decay = value,
+                _ => {}
+            }
+        }
+    }
 }
 
 /// One Adam update of a parameter, its gradient and moments (slices of one length), with the
@@ -486,16 +594,69 @@ fn adam_loop<const DECAY: bool>(
     wd: f32,
     k: [f32; 6],
 ) {
-    let [one_minus_b1, b2, one_minus_b2, inv_bias2_sqrt, eps, step_size] = k;
     let n = w.len().min(g.len()).min(m.len()).min(v.len());
     let (w, g, m, v) = (&mut w[..n], &g[..n], &mut m[..n], &mut v[..n]);
     for i in 0..n {
-        let g = if DECAY { g[i] + wd * w[i] } else { g[i] };
-        m[i] += one_minus_b1 * (g - m[i]);
-        v[i] = v[i] * b2 + one_minus_b2 * g * g;
-        let denom = v[i].sqrt() * inv_bias2_sqrt + eps;
-        w[i] -= step_size * m[i] / denom;
+        (w[i], m[i], v[i]) = adam_at::<DECAY>(w[i], g[i], m[i], v[i], wd, &k);
     }
+}
+
+/// Whether [`adam_update`] of these values would leave every weight and moment finite; reads
+/// only.
+fn adam_stays_finite(w: &[f32], g: &[f32], m: &[f32], v: &[f32], wd: f32, k: [f32; 6]) -> bool {
+    if wd == 0.0 {
+        adam_check::<false>(w, g, m, v, wd, k)
+    } else {
+        adam_check::<true>(w, g, m, v, wd, k)
+    }
+}
+
+/// [`adam_stays_finite`]'s loop, compiled with and without decay.
+#[inline(always)]
+fn adam_check<const DECAY: bool>(
+    w: &[f32],
+    g: &[f32],
+    m: &[f32],
+    v: &[f32],
+    wd: f32,
+    k: [f32; 6],
+) -> bool {
+    let n = w.len().min(g.len()).min(m.len()).min(v.len());
+    let (w, g, m, v) = (&w[..n], &g[..n], &m[..n], &v[..n]);
+    let mut bad = 0u32;
+    for i in 0..n {
+        let (w, m, v) = adam_at::<DECAY>(w[i], g[i], m[i], v[i], wd, &k);
+        bad |= not_finite3(w, m, v);
+    }
+    bad == 0
+}
+
+/// One value's Adam update: the new weight, first and second moment. The check and the
+/// update both call it, so what is written is what was checked.
+#[inline(always)]
+fn adam_at<const DECAY: bool>(
+    w: f32,
+    g: f32,
+    m: f32,
+    v: f32,
+    wd: f32,
+    k: &[f32; 6],
+) -> (f32, f32, f32) {
+    let [one_minus_b1, b2, one_minus_b2, inv_bias2_sqrt, eps, step_size] = *k;
+    let g = if DECAY { g + wd * w } else { g };
+    let m = m + one_minus_b1 * (g - m);
+    let v = v * b2 + one_minus_b2 * g * g;
+    let denom = v.sqrt() * inv_bias2_sqrt + eps;
+    (w - step_size * m / denom, m, v)
+}
+
+/// 1 when one of three values is NaN or infinite, else 0: `x − x` is 0 for a finite `x` and
+/// NaN otherwise, and a NaN has every exponent bit set. Integer operations, vectorized.
+#[inline(always)]
+fn not_finite3(a: f32, b: f32, c: f32) -> u32 {
+    const EXPONENT: u32 = 0x7f80_0000;
+    let probe = (a - a) + (b - b) + (c - c);
+    u32::from(probe.to_bits() & EXPONENT == EXPONENT)
 }
 
 /// Stochastic gradient descent, as PyTorch's `torch.optim.SGD`: `weight_decay` added to the
@@ -567,7 +728,15 @@ impl Sgd {
     }
 }
 
-impl Optimizer for Sgd {}
+impl Optimizer for Sgd {
+    fn learning_rate(&self) -> f64 {
+        self.lr
+    }
+
+    fn set_learning_rate(&mut self, lr: f64) {
+        self.lr = lr;
+    }
+}
 
 impl sealed::Sealed for Sgd {
     fn check_hyper(&self) -> Result<(), TrainError> {
@@ -590,13 +759,20 @@ impl sealed::Sealed for Sgd {
         )?;
         let wd = self.weight_decay;
         hyper(n, "weight decay", wd, nonnegative(wd), finite)?;
-        let nesterov_ok = !self.nesterov || (self.momentum > 0.0 && self.dampening == 0.0);
+        let nesterov = self.nesterov;
         hyper(
             n,
             "momentum for Nesterov",
             self.momentum,
-            nesterov_ok,
-            "above 0, with dampening 0",
+            !nesterov || self.momentum > 0.0,
+            "above 0",
+        )?;
+        hyper(
+            n,
+            "dampening for Nesterov",
+            self.dampening,
+            !nesterov || self.dampening == 0.0,
+            "0",
         )
     }
 
@@ -621,29 +797,45 @@ impl sealed::Sealed for Sgd {
         fresh: Box<dyn core::any::Any>,
         params: &mut [&mut Param],
         grads: &[DMatrix<f32>],
-    ) {
-        let fresh = fresh
+    ) -> Result<(), NotFinite> {
+        let fresh: BTreeMap<String, Buffer> = fresh
             .downcast::<Vec<(String, Buffer)>>()
-            .map(|f| *f)
+            .map(|f| f.into_iter().collect())
             .unwrap_or_default();
-        let new: Vec<String> = fresh.iter().map(|(n, _)| n.clone()).collect();
-        self.buffers.extend(fresh);
-        let (lr, wd, momentum) = (
+        let k = [
             self.lr as f32,
             self.weight_decay as f32,
             self.momentum as f32,
-        );
-        let keep = (1.0 - self.dampening) as f32;
+            (1.0 - self.dampening) as f32,
+        ];
+        let momentum = self.momentum != 0.0;
+        // Every new value computed and checked, nothing written.
+        for (p, g) in params.iter().zip(grads) {
+            let (buffer, first) = match (momentum, self.buffers.get(&p.name)) {
+                (false, _) => (None, false),
+                (true, Some((_, b))) => (Some(b.as_slice()), false),
+                (true, None) => (fresh.get(&p.name).map(|(_, b)| b.as_slice()), true),
+            };
+            let (w, g) = (p.value.as_slice(), g.as_slice());
+            if !sgd_stays_finite(w, g, buffer, first, k, self.nesterov) {
+                return Err(NotFinite {
+                    param: p.name.clone(),
+                });
+            }
+        }
+        let new: Vec<String> = fresh.keys().cloned().collect();
+        self.buffers.extend(fresh);
         for (p, g) in params.iter_mut().zip(grads) {
             let (w, g) = (p.value.as_mut_slice(), g.as_slice());
-            let buffer = if self.momentum != 0.0 {
+            let buffer = if momentum {
                 self.buffers.get_mut(&p.name).map(|(_, b)| b.as_mut_slice())
             } else {
                 None
             };
             let first = new.contains(&p.name);
-            sgd_update(w, g, buffer, first, [lr, wd, momentum, keep], self.nesterov);
+            sgd_update(w, g, buffer, first, k, self.nesterov);
         }
+        Ok(())
     }
 
     fn state_tensors(&self) -> Vec<StateTensor<'_>> {
@@ -666,7 +858,7 @@ impl sealed::Sealed for Sgd {
         let mut buffers = BTreeMap::new();
         let mut read = Vec::new();
         for p in params {
-            if let Some(b) = read_like(weights, p, "momentum_buffer")? {
+            if let Some(b) = read_like(weights, p, "momentum_buffer", false)? {
                 read.push(format!("optim.{}.momentum_buffer", p.name));
                 buffers.insert(p.name.clone(), (p.shape.clone(), b));
             }
@@ -678,6 +870,30 @@ impl sealed::Sealed for Sgd {
     fn set_state(&mut self, state: Box<dyn core::any::Any>) {
         if let Ok(state) = state.downcast::<BTreeMap<String, Buffer>>() {
             self.buffers = *state;
+        }
+    }
+
+    fn hyper(&self) -> (&'static str, Vec<(&'static str, f64)>) {
+        let values = vec![
+            ("lr", self.lr),
+            ("momentum", self.momentum),
+            ("dampening", self.dampening),
+            ("weight_decay", self.weight_decay),
+            ("nesterov", f64::from(u8::from(self.nesterov))),
+        ];
+        ("SGD", values)
+    }
+
+    fn set_hyper(&mut self, hyper: &[(&'static str, f64)]) {
+        for &(name, value) in hyper {
+            match name {
+                "lr" => self.lr = value,
+                "momentum" => self.momentum = value,
+                "dampening" => self.dampening = value,
+                "weight_decay" => self.weight_decay = value,
+                "nesterov" => self.nesterov = value != 0.0,
+                _ => {}
+            }
         }
     }
 }
@@ -696,25 +912,78 @@ fn sgd_update(
     k: [f32; 4],
     nesterov: bool,
 ) {
-    let [lr, wd, momentum, keep] = k;
     let n = w.len().min(g.len());
     let (w, g) = (&mut w[..n], &g[..n]);
-    let decayed = |i: usize, w: f32| if wd != 0.0 { g[i] + wd * w } else { g[i] };
     match buffer {
         None => {
-            for (i, w) in w.iter_mut().enumerate() {
-                *w -= lr * decayed(i, *w);
+            for (w, &g) in w.iter_mut().zip(g) {
+                *w = sgd_at(*w, g, &k).0;
             }
         }
         Some(b) => {
             let len = n.min(b.len());
             let b = &mut b[..len];
             for i in 0..len {
-                let d = decayed(i, w[i]);
-                b[i] = if first { d } else { b[i] * momentum + keep * d };
-                let d = if nesterov { d + momentum * b[i] } else { b[i] };
-                w[i] -= lr * d;
+                (w[i], b[i]) = sgd_momentum_at(w[i], g[i], b[i], first, &k, nesterov);
             }
         }
     }
+}
+
+/// Whether [`sgd_update`] of these values would leave every weight and buffer value finite;
+/// reads only.
+fn sgd_stays_finite(
+    w: &[f32],
+    g: &[f32],
+    buffer: Option<&[f32]>,
+    first: bool,
+    k: [f32; 4],
+    nesterov: bool,
+) -> bool {
+    let n = w.len().min(g.len());
+    let (w, g) = (&w[..n], &g[..n]);
+    let mut bad = 0u32;
+    match buffer {
+        None => {
+            for (&w, &g) in w.iter().zip(g) {
+                let (w, _) = sgd_at(w, g, &k);
+                bad |= not_finite3(w, 0.0, 0.0);
+            }
+        }
+        Some(b) => {
+            let len = n.min(b.len());
+            let b = &b[..len];
+            for i in 0..len {
+                let (w, b) = sgd_momentum_at(w[i], g[i], b[i], first, &k, nesterov);
+                bad |= not_finite3(w, b, 0.0);
+            }
+        }
+    }
+    bad == 0
+}
+
+/// One value's plain SGD update: the new weight and the step taken. The check and the update
+/// both call it, so what is written is what was checked.
+#[inline(always)]
+fn sgd_at(w: f32, g: f32, k: &[f32; 4]) -> (f32, f32) {
+    let [lr, wd, _, _] = *k;
+    let d = if wd != 0.0 { g + wd * w } else { g };
+    (w - lr * d, d)
+}
+
+/// One value's SGD update with momentum: the new weight and buffer value.
+#[inline(always)]
+fn sgd_momentum_at(
+    w: f32,
+    g: f32,
+    b: f32,
+    first: bool,
+    k: &[f32; 4],
+    nesterov: bool,
+) -> (f32, f32) {
+    let [lr, wd, momentum, keep] = *k;
+    let d = if wd != 0.0 { g + wd * w } else { g };
+    let b = if first { d } else { b * momentum + keep * d };
+    let d = if nesterov { d + momentum * b } else { b };
+    (w - lr * d, b)
 }

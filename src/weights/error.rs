@@ -195,6 +195,23 @@ pub enum LoadError {
         source: Box<ShapeError>,
     },
 
+    /// [`Net::load_infer`](crate::Net::load_infer) on a net whose first parameter comes after a
+    /// layer that changes the shape: that parameter's size is not the net's input size, and no
+    /// tensor gives it.
+    #[error("tensor `{name}` cannot give the net's input size: layer {layer} ({kind}) before it changes the shape ({} to {}), so what reaches `{name}` is not the input; bind with `try_bind` and then `load`", Dims(input), Dims(output))]
+    InferThrough {
+        /// The first parameter.
+        name: String,
+        /// The layer before it that changes the shape.
+        layer: usize,
+        /// That layer's kind.
+        kind: &'static str,
+        /// The shape it receives when the net is bound to the size read from `name`.
+        input: Vec<usize>,
+        /// The shape it gives.
+        output: Vec<usize>,
+    },
+
     /// A run-time binding before the load failed (from `?` on
     /// [`try_bind`](crate::Net::try_bind)).
     #[error(transparent)]

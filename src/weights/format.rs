@@ -142,13 +142,15 @@ fn locate(header: &[u8], available: usize) -> Option<LoadError> {
 /// the same bytes. As the crate does, the tensors' data is in the order of their names and the
 /// header is padded with spaces to a multiple of 8 bytes.
 pub(super) fn encode_file(layers: &[BoundLayer]) -> Result<Vec<u8>, SaveError> {
-    encode_params(layers.iter().flat_map(|l| &l.params))
+    encode_params(layers.iter().flat_map(|l| &l.params), &BTreeMap::new())
 }
 
-/// [`encode_file`] of any tensors, here called parameters: a checkpoint adds the optimizer's
-/// state to the net's parameters.
+/// [`encode_file`] of any tensors, here called parameters, with `extra` added to the
+/// metadata: a checkpoint adds the optimizer's state to the net's parameters, and its
+/// hyper-parameters to the metadata.
 pub(crate) fn encode_params<'a>(
     params: impl Iterator<Item = &'a Param>,
+    extra: &BTreeMap<String, String>,
 ) -> Result<Vec<u8>, SaveError> {
     let params: BTreeMap<&str, &Param> = params.map(|p| (p.name.as_str(), p)).collect();
     let mut entries: BTreeMap<&str, serde_json::Value> = BTreeMap::new();
@@ -180,7 +182,9 @@ pub(crate) fn encode_params<'a>(
         );
         data_len = end;
     }
-    entries.insert("__metadata__", serde_json::json!(file_metadata()));
+    let mut metadata = file_metadata();
+    metadata.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
+    entries.insert("__metadata__", serde_json::json!(metadata));
     let mut header = serde_json::to_vec(&entries).map_err(|err| SaveError::Encode {
         reason: err.to_string(),
     })?;

@@ -253,7 +253,7 @@ impl<'a> Weights<'a> {
 
     /// Reads, converts and checks every parameter of `layers`, returning their new values in
     /// order. Nothing is changed, so an error loses nothing.
-    fn values_for(
+    pub(crate) fn values_for(
         &self,
         layers: &[BoundLayer],
         options: LoadOptions,
@@ -522,6 +522,12 @@ impl<S: Bound, L: Layers> Net<S, L> {
         options: LoadOptions,
     ) -> Result<(), LoadError> {
         let values = weights.values_for(self.state().bound_layers(), options)?;
+        self.set_values(values);
+        Ok(())
+    }
+
+    /// Replaces every parameter's values, in order, by ones [`Weights::values_for`] checked.
+    pub(crate) fn set_values(&mut self, values: Vec<DMatrix<f32>>) {
         let params = self
             .state_mut()
             .bound_layers_mut()
@@ -530,7 +536,6 @@ impl<S: Bound, L: Layers> Net<S, L> {
         for (param, value) in params.zip(values) {
             param.value = value;
         }
-        Ok(())
     }
 }
 
@@ -567,16 +572,37 @@ impl<L: Layers> Net<Uninit, L> {
     {
         let (name, input) = weights.input_size(self)?;
         let mut net = self
-            .try_zeroed(Dyn(input))
+            .try_zeroed(Dyn(input), &crate::list::compile_time_outputs::<Dyn, L>())
             .map_err(|source| LoadError::Infer {
                 found: weights
                     .get(&name)
                     .map(|t| t.shape().to_vec())
                     .unwrap_or_default(),
-                name,
+                name: name.clone(),
                 input,
                 source: Box::new(source),
             })?;
+        // The size read from the first weight is the net's input only when every layer before
+        // that weight's layer keeps the shape (activations); a layer that changes it leaves the
+        // input unknown.
+        let layers = net.state().bound_layers();
+        let owner = layers
+            .iter()
+            .position(|l| !l.params.is_empty())
+            .unwrap_or(0);
+        let mut shape = vec![input];
+        for (index, layer) in layers.iter().enumerate().take(owner) {
+            if layer.output != shape {
+                return Err(LoadError::InferThrough {
+                    name,
+                    layer: index,
+                    kind: layer.kind,
+                    input: shape,
+                    output: layer.output.clone(),
+                });
+            }
+            shape.clone_from(&layer.output);
+        }
         net.load_weights(weights, options)?;
         Ok(net)
     }
@@ -608,7 +634,7 @@ impl<L: Layers> Net<Uninit, L> {
         N: StaticShape + BindTo<L>,
     {
         // The compiler checked the shapes; only memory can fail, and that is an error here.
-        let mut net = self.try_zeroed(N::default())?;
+        let mut net = self.try_zeroed(N::default(), &N::compile_time_outputs())?;
         net.load_weights(weights, options)?;
         Ok(net)
     }

@@ -349,3 +349,68 @@ fn cnn_with_strided_dilated_padded_convolution_and_both_poolings_matches_numpy()
     }
     .check();
 }
+
+/// CrossEntropy at logits far from 0 (tests/fixtures/train/make_cross_entropy_fixture.py,
+/// float64 from the float32 logits): every sample's loss to float32 precision, `(b, b−1, b−2)`
+/// with label 0 giving PyTorch's 0.40760595 at b = 1e7 as at b = 0, and the gradient of the
+/// batch's mean.
+#[test]
+fn cross_entropy_is_exact_at_large_logits() -> Result<(), Box<dyn std::error::Error>> {
+    let fixture = Fixture::read("cross_entropy_large_logits.safetensors");
+    let logits = fixture.f32s("logits");
+    let labels = fixture.labels();
+    let (losses, _) = fixture.values("losses");
+    // The logits are the output: a net that passes its input through.
+    let net = Net::new().push(Identity).bind::<U3>();
+    let mut checked = 0;
+    for ((z, &label), &expected) in logits.chunks_exact(3).zip(&labels).zip(&losses) {
+        let x = Batch::<U3>::from_rows(z)?;
+        let (loss, _) =
+            net.loss_and_grads(&x, &Labels::<U3>::try_new(vec![label])?, CrossEntropy)?;
+        let error = (f64::from(loss) - expected).abs();
+        assert!(
+            error <= 1e-6 * expected.abs().max(1.0),
+            "logits {z:?}, label {label}: lazynet {loss}, float64 {expected}"
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, 117);
+    let x = Batch::<U3>::from_rows(&logits)?;
+    let all = Labels::<U3>::try_new(labels.clone())?;
+    let (loss, _) = net.loss_and_grads(&x, &all, CrossEntropy)?;
+    let (mean, _) = fixture.values("loss");
+    assert!(
+        (f64::from(loss) - mean[0]).abs() <= 1e-6 * mean[0],
+        "{loss} vs {}",
+        mean[0]
+    );
+    let (evaluated, _) = net.evaluate(&x, &all, CrossEntropy)?;
+    assert_eq!(evaluated, loss);
+    // The gradient with respect to the logits, through a dense layer holding the identity.
+    let mut probe = Net::new().push(Dense::<U3>::new()).bind::<U3>();
+    probe.set_param("0.weight", DMatrix::identity(3, 3))?;
+    probe.set_param("0.bias", DMatrix::zeros(3, 1))?;
+    let (_, grads) = probe.loss_and_grads(&x, &all, CrossEntropy)?;
+    // d loss / d bias = Σ over samples of d loss / d logits.
+    let (grad, _) = fixture.values("grad");
+    let bias = grads.get("0.bias").ok_or("no bias gradient")?;
+    for c in 0..3 {
+        let expected: f64 = grad.chunks_exact(3).map(|g| g[c]).sum();
+        let found = f64::from(bias[(c, 0)]);
+        assert!(
+            (found - expected).abs() < 1e-6,
+            "class {c}: {found} vs {expected}"
+        );
+    }
+    // The case, spelled out.
+    for (b, label, expected) in [(1e7f32, 0, 0.407_605_96f32), (1e7, 2, 2.407_606)] {
+        let x = Batch::<U3>::from_rows([b, b - 1.0, b - 2.0])?;
+        let (loss, _) =
+            net.loss_and_grads(&x, &Labels::<U3>::try_new(vec![label])?, CrossEntropy)?;
+        assert!(
+            (loss - expected).abs() < 1e-6,
+            "b {b}, label {label}: {loss}"
+        );
+    }
+    Ok(())
+}
