@@ -3,12 +3,9 @@
 use std::io::IsTerminal;
 use std::time::Instant;
 
-use rand_chacha::ChaCha8Rng;
-use rand_core::{Rng, SeedableRng};
-
-use super::{Loss, Optimizer, Target, TargetFor, TrainError};
-use crate::alloc::try_vec;
+use super::{Loss, Optimizer, TargetFor, TrainError};
 use crate::batch::Batch;
+use crate::data::order;
 use crate::error::ShapeError;
 use crate::list::Chain;
 use crate::net::Net;
@@ -161,25 +158,6 @@ impl core::fmt::Display for EpochMetrics {
         }
         write!(f, " ({:.2} s)", self.seconds)
     }
-}
-
-/// The order of `n` samples in epoch `epoch`: a Fisher–Yates shuffle from `(seed, epoch)`.
-fn order(n: usize, seed: u64, epoch: usize, shuffle: bool) -> Result<Vec<usize>, TrainError> {
-    let mut order = try_vec(n).ok_or_else(|| ShapeError::OutOfMemory {
-        what: format!("the order of {n} samples"),
-        values: n as u128,
-    })?;
-    order.extend(0..n);
-    if shuffle {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        rng.set_stream(epoch as u64);
-        for i in (1..n).rev() {
-            // A multiply-shift draw in 0..=i: uniform to 2^-64, and the same on every platform.
-            let j = ((u128::from(rng.next_u64()) * (i as u128 + 1)) >> 64) as usize;
-            order.swap(i, j);
-        }
-    }
-    Ok(order)
 }
 
 impl<N: Shape, L: Chain<N>> Net<Init<N>, L> {
