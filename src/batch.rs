@@ -274,6 +274,100 @@ impl<N: Shape> Batch<N> {
         self
     }
 
+    /// The samples at `indices`, in that order: a new batch of `indices.len()` samples. An
+    /// index may appear more than once (a bootstrap sample), or not at all.
+    ///
+    /// # Errors
+    /// * [`ShapeError::SampleIndex`] naming the first index past the end;
+    /// * [`ShapeError::OutOfMemory`] when the new batch cannot be allocated.
+    ///
+    /// ```
+    /// use lazynet::prelude::*;
+    ///
+    /// let x = Batch::<U2>::from_rows([0.0, 0.5, 1.0, 1.5, 2.0, 2.5])?;
+    /// let picked = x.select(&[2, 0, 2])?;
+    /// assert_eq!(picked, Batch::<U2>::from_rows([2.0, 2.5, 0.0, 0.5, 2.0, 2.5])?);
+    /// assert_eq!(x.select(&[3]), Err(ShapeError::SampleIndex { index: 3, samples: 3 }));
+    /// # Ok::<(), ShapeError>(())
+    /// ```
+    pub fn select(&self, indices: &[usize]) -> Result<Self, ShapeError> {
+        let samples = self.samples();
+        if let Some(&index) = indices.iter().find(|&&index| index >= samples) {
+            return Err(ShapeError::SampleIndex { index, samples });
+        }
+        let rows = self.data.nrows();
+        let data = try_build(
+            rows,
+            indices.len(),
+            || describe(&self.features.dims(), indices.len()),
+            |values| {
+                for &index in indices {
+                    // Every index was checked against the sample count above.
+                    values.extend_from_slice(self.sample(index).unwrap_or_default());
+                }
+            },
+        )?;
+        Ok(Batch {
+            data,
+            features: self.features,
+        })
+    }
+
+    /// The samples of `self`, then those of `other`: a new batch of `self.samples() +
+    /// other.samples()` samples (`np.concatenate`, `torch.cat` along the samples).
+    ///
+    /// # Errors
+    /// * [`ShapeError::ConcatShape`] naming both shapes when the samples of the two batches
+    ///   have different shapes (a `Batch<Dyn>` of 3 features and one of 4; images of the same
+    ///   size but another shape);
+    /// * [`ShapeError::OutOfMemory`] when the new batch cannot be allocated.
+    ///
+    /// ```
+    /// use lazynet::prelude::*;
+    ///
+    /// let a = Batch::<U2>::from_rows([1.0, 2.0])?;
+    /// let b = Batch::<U2>::from_rows([3.0, 4.0, 5.0, 6.0])?;
+    /// assert_eq!(a.concat(&b)?, Batch::<U2>::from_rows([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])?);
+    ///
+    /// let three = Batch::from_rows_with_shape(Dyn(3), [0.0; 3])?;
+    /// let four = Batch::from_rows_with_shape(Dyn(4), [0.0; 4])?;
+    /// assert_eq!(
+    ///     three.concat(&four).err().map(|e| e.to_string()).as_deref(),
+    ///     Some("cannot concatenate a batch of samples of shape (3,) with one of samples of shape (4,)")
+    /// );
+    /// # Ok::<(), ShapeError>(())
+    /// ```
+    pub fn concat(&self, other: &Self) -> Result<Self, ShapeError> {
+        let (first, second) = (self.features.dims(), other.features.dims());
+        if first != second || self.data.nrows() != other.data.nrows() {
+            return Err(ShapeError::ConcatShape { first, second });
+        }
+        let (a, b) = (self.samples(), other.samples());
+        let rows = self.data.nrows();
+        let Some(samples) = a.checked_add(b) else {
+            return Err(ShapeError::OutOfMemory {
+                what: format!(
+                    "a batch of {a} + {b} samples of shape {}, more than a usize counts",
+                    Dims(&first)
+                ),
+                values: rows as u128 * (a as u128 + b as u128),
+            });
+        };
+        let data = try_build(
+            rows,
+            samples,
+            || describe(&first, samples),
+            |values| {
+                values.extend_from_slice(self.data.as_slice());
+                values.extend_from_slice(other.data.as_slice());
+            },
+        )?;
+        Ok(Batch {
+            data,
+            features: self.features,
+        })
+    }
+
     pub(crate) fn from_parts(data: DMatrix<f32>, features: N) -> Self {
         Batch { data, features }
     }

@@ -302,6 +302,104 @@ pub enum ShapeError {
         /// The number of features (rows) found.
         actual: usize,
     },
+
+    /// Two batches whose samples have different shapes, given to
+    /// [`Batch::concat`](crate::Batch::concat).
+    #[error(
+        "cannot concatenate a batch of samples of shape {} with one of samples of shape {}",
+        Dims(first),
+        Dims(second)
+    )]
+    ConcatShape {
+        /// The shape of the first batch's samples.
+        first: Vec<usize>,
+        /// The shape of the second batch's samples.
+        second: Vec<usize>,
+    },
+
+    /// Labels of different numbers of classes, given to
+    /// [`Labels::concat`](crate::train::Labels::concat).
+    #[error("cannot concatenate labels of {first} classes with labels of {second} classes")]
+    ConcatClasses {
+        /// The number of classes of the first labels.
+        first: usize,
+        /// The number of classes of the second labels.
+        second: usize,
+    },
+
+    /// A split's test fraction that is not a number strictly between 0 and 1 (0, 1, a
+    /// negative number, an infinity, NaN).
+    #[error("the test fraction is {fraction}, but it must be a number strictly between 0 and 1")]
+    SplitFraction {
+        /// The fraction given.
+        fraction: Fraction,
+    },
+
+    /// A split that would leave the training or the test part without samples: a test
+    /// fraction so small or so large for the number of samples that one part gets them all.
+    #[error(
+        "a test fraction of {fraction} splits {} into {train} for training and {test} for testing; each part needs at least one sample",
+        count_of((*train as u128) + (*test as u128))
+    )]
+    SplitEmpty {
+        /// The test fraction given.
+        fraction: Fraction,
+        /// The samples the training part would get.
+        train: usize,
+        /// The samples the test part would get.
+        test: usize,
+    },
+
+    /// A stratified split of targets that are not classes (a [`Batch`](crate::Batch) of
+    /// regression targets): there is nothing to stratify by.
+    #[error("a stratified split needs the class of every sample, but sample {sample} of the {what} has none; split {what} that are not classes with train_test_split")]
+    NotClasses {
+        /// `"targets"` or `"labels"`.
+        what: &'static str,
+        /// The first sample without a class.
+        sample: usize,
+    },
+}
+
+/// A number as given to a split (its test fraction), as [`ShapeError::SplitFraction`] and
+/// [`ShapeError::SplitEmpty`] carry it; it displays as the `f64` does.
+///
+/// It compares by its bits, so that [`ShapeError`] stays `Eq`: a NaN equals itself, and
+/// `0.0` and `-0.0` differ.
+///
+/// # Example
+/// ```
+/// use lazynet::prelude::*;
+/// use lazynet::data::Fraction;
+///
+/// let x = Batch::<U2>::zeros(10);
+/// let err = train_test_split(&x, &x, f64::NAN, 0).err();
+/// assert_eq!(err, Some(ShapeError::SplitFraction { fraction: Fraction(f64::NAN) }));
+/// # Ok::<(), ShapeError>(())
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct Fraction(pub f64);
+
+impl PartialEq for Fraction {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.to_bits() == other.0.to_bits()
+    }
+}
+
+impl Eq for Fraction {}
+
+impl core::fmt::Display for Fraction {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        core::fmt::Display::fmt(&self.0, f)
+    }
+}
+
+/// `1 sample`, `10 samples`: a count of samples in words, for messages.
+fn count_of(samples: u128) -> String {
+    match samples {
+        1 => "1 sample".to_owned(),
+        n => format!("{n} samples"),
+    }
 }
 
 impl Fault {

@@ -63,6 +63,23 @@
 //! # Ok::<(), ShapeError>(())
 //! ```
 //!
+//! ## Data
+//!
+//! [`data`] shuffles samples with their labels or targets and splits them into a training and
+//! a test part, as scikit-learn's `train_test_split` does, or keeping the proportion of every
+//! class ([`stratified_split`](data::stratified_split)):
+//!
+//! ```
+//! use lazynet::prelude::*;
+//!
+//! let x = Batch::<U4>::from_fn(100, |f, s| (f * s) as f32);
+//! let labels = Labels::<U2>::try_new((0..100).map(|s| s % 2).collect())?;
+//! let Split { x_train, y_train, x_test, y_test } = stratified_split(&x, &labels, 0.2, 0)?;
+//! assert_eq!((x_train.samples(), y_train.len()), (80, 80));
+//! assert_eq!((x_test.samples(), y_test.len()), (20, 20));
+//! # Ok::<(), ShapeError>(())
+//! ```
+//!
 //! ## Layout
 //!
 //! Parameters are heap `nalgebra::DMatrix<f32>`: a dense weight is `out × in` (PyTorch's
@@ -116,6 +133,7 @@ pub mod layer;
 
 // The net, its data, initializers, errors, summaries and weight files.
 mod batch;
+pub mod data;
 mod error;
 pub mod init;
 mod net;

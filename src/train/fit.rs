@@ -9,12 +9,11 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use nalgebra::DMatrix;
-use rand_chacha::ChaCha8Rng;
-use rand_core::{Rng, SeedableRng};
 
 use super::{EarlyStopping, Loss, Optimizer, Progress, Schedule, Target, TargetFor, TrainError};
-use crate::alloc::{try_clone, try_vec};
+use crate::alloc::try_clone;
 use crate::batch::Batch;
+use crate::data::order;
 use crate::error::ShapeError;
 use crate::list::Chain;
 use crate::net::Net;
@@ -356,25 +355,6 @@ impl core::fmt::Display for Rate {
     }
 }
 
-/// The order of `n` samples in epoch `epoch`: a Fisher–Yates shuffle from `(seed, epoch)`.
-fn order(n: usize, seed: u64, epoch: usize, shuffle: bool) -> Result<Vec<usize>, TrainError> {
-    let mut order = try_vec(n).ok_or_else(|| ShapeError::OutOfMemory {
-        what: format!("the order of {n} samples"),
-        values: n as u128,
-    })?;
-    order.extend(0..n);
-    if shuffle {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        rng.set_stream(epoch as u64);
-        for i in (1..n).rev() {
-            // A multiply-shift draw in 0..=i: uniform to 2^-64, and the same on every platform.
-            let j = ((u128::from(rng.next_u64()) * (i as u128 + 1)) >> 64) as usize;
-            order.swap(i, j);
-        }
-    }
-    Ok(order)
-}
-
 impl<N: Shape, L: Chain<N>> Net<Init<N>, L> {
     /// Trains the net: for every epoch, the learning rate set by the schedule (if any), the
     /// samples shuffled (from the fit's seed and the epoch), one optimizer step per batch, then
@@ -511,7 +491,8 @@ impl<N: Shape, L: Chain<N>> Net<Init<N>, L> {
                     source: Box::new(source),
                 }
             };
-            let order = order(samples, fit.seed, epoch - 1, fit.shuffle).map_err(step_error(1))?;
+            let order = order(samples, fit.seed, epoch - 1, fit.shuffle)
+                .map_err(|e| step_error(1)(e.into()))?;
             let (mut total, mut correct, mut counted) = (0.0f64, 0usize, false);
             if let Some(bar) = run.bar {
                 bar.reset();

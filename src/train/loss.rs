@@ -34,6 +34,47 @@ pub trait Target: Sized {
     /// when memory for them cannot be had.
     fn select(&self, indices: &[usize]) -> Result<Self, ShapeError>;
 
+    /// The targets of `self`'s samples, then those of `other`'s: what
+    /// [`Batch::concat`] does to the samples they belong to.
+    ///
+    /// # Errors
+    /// * [`ShapeError::ConcatShape`] for target batches whose samples have different shapes;
+    /// * [`ShapeError::ConcatClasses`] for labels of different numbers of classes;
+    /// * [`ShapeError::OutOfMemory`] when memory for them cannot be had.
+    ///
+    /// ```
+    /// use lazynet::prelude::*;
+    /// use lazynet::train::Target;
+    ///
+    /// /// Two data sets, samples and targets, joined into one.
+    /// fn join<T: Target>(a: (&Batch<U2>, &T), b: (&Batch<U2>, &T)) -> Result<(Batch<U2>, T), ShapeError> {
+    ///     Ok((a.0.concat(b.0)?, Target::concat(a.1, b.1)?))
+    /// }
+    /// let x = Batch::<U2>::from_rows([0.0, 1.0, 2.0, 3.0])?;
+    /// let labels = Labels::<U3>::try_new(vec![2, 0])?;
+    /// let (x2, labels2) = join((&x, &labels), (&x, &labels))?;
+    /// assert_eq!((x2.samples(), labels2.as_slice()), (4, &[2, 0, 2, 0][..]));
+    /// # Ok::<(), ShapeError>(())
+    /// ```
+    fn concat(&self, other: &Self) -> Result<Self, ShapeError>;
+
+    /// The class of sample `sample` for targets that are classes ([`Labels`]); `None` for
+    /// others, and past the end. A [stratified split](crate::data::stratified_split) keeps
+    /// the proportion of every class, so it needs this.
+    ///
+    /// ```
+    /// use lazynet::prelude::*;
+    /// use lazynet::train::Target;
+    ///
+    /// let labels = Labels::<U3>::try_new(vec![2, 0])?;
+    /// assert_eq!((labels.class_of(0), labels.class_of(2)), (Some(2), None));
+    /// assert_eq!(Batch::<U3>::zeros(2).class_of(0), None);
+    /// # Ok::<(), ShapeError>(())
+    /// ```
+    fn class_of(&self, _sample: usize) -> Option<usize> {
+        None
+    }
+
     /// How many samples of the output `y` (`width × samples`) are classified right, for
     /// targets that are classes; `None` for others.
     fn correct(&self, _y: &DMatrix<f32>) -> Option<usize> {
@@ -54,6 +95,14 @@ impl<C: Dim> Target for Labels<C> {
 
     fn select(&self, indices: &[usize]) -> Result<Self, ShapeError> {
         Labels::select(self, indices)
+    }
+
+    fn concat(&self, other: &Self) -> Result<Self, ShapeError> {
+        Labels::concat(self, other)
+    }
+
+    fn class_of(&self, sample: usize) -> Option<usize> {
+        self.as_slice().get(sample).copied()
     }
 
     fn correct(&self, y: &DMatrix<f32>) -> Option<usize> {
@@ -98,19 +147,11 @@ impl<S: Shape> Target for Batch<S> {
     }
 
     fn select(&self, indices: &[usize]) -> Result<Self, ShapeError> {
-        let rows = self.as_matrix().nrows();
-        let mut data = try_zeros(rows, indices.len(), || {
-            format!("{rows} values × {} samples of targets", indices.len())
-        })?;
-        let samples = Batch::samples(self);
-        for (j, &index) in indices.iter().enumerate() {
-            if index >= samples {
-                return Err(ShapeError::SampleIndex { index, samples });
-            }
-            data.column_mut(j)
-                .copy_from(&self.as_matrix().column(index));
-        }
-        Ok(Batch::from_parts(data, self.features()))
+        Batch::select(self, indices)
+    }
+
+    fn concat(&self, other: &Self) -> Result<Self, ShapeError> {
+        Batch::concat(self, other)
     }
 }
 

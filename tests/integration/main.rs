@@ -6,6 +6,7 @@ mod attack_grads;
 mod attack_zero;
 mod batch;
 mod conv;
+mod data;
 mod gradcheck;
 mod layers;
 mod props;

@@ -65,6 +65,28 @@ pub fn snapshot<S: lazynet::Bound, L: lazynet::list::Layers>(net: &Net<S, L>) ->
         .collect()
 }
 
+/// A test fraction for a split: mostly in (0, 1), some at or past its ends (0, 1, negative,
+/// above 1, infinite, NaN), some so small or so close to 1 that a part may be left empty.
+pub fn test_fraction() -> impl Strategy<Value = f64> {
+    prop_oneof![
+        6 => 0.0f64..1.0,
+        1 => prop::sample::select(vec![
+            0.0,
+            -0.0,
+            1.0,
+            -0.1,
+            1.5,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::MIN_POSITIVE,
+            1.0 - f64::EPSILON,
+        ]),
+        1 => 1e-6f64..0.05,
+        1 => 0.95f64..1.0,
+    ]
+}
+
 /// A batch of `samples` values in [-1, 1) with `features` rows, from a seed.
 pub fn random_matrix(features: usize, samples: usize, seed: u64) -> DMatrix<f32> {
     let mut rng = InitRng::new(seed, "batch");
