@@ -1,7 +1,7 @@
 //! Data handling as Keras and scikit-learn do it: [`shuffle`] samples and their targets
 //! together, split them into a training and a test part ([`train_test_split`]), or split
 //! labelled data so that each part keeps the proportion of every class
-//! ([`stratified_split`]).
+//! ([`stratified_split`]); [`Standardize`] features with the training part's statistics.
 //!
 //! Every function takes a seed and gives the same result for the same seed and data, on every
 //! platform: the shuffle is [`Net::fit`](crate::Net::fit)'s (a Fisher–Yates shuffle driven by
@@ -56,6 +56,7 @@ use crate::shape::Shape;
 use crate::train::Target;
 
 pub use crate::error::Fraction;
+pub use crate::standardize::Standardize;
 
 /// Data split in two: a training part and a test part, samples and targets, as
 /// [`train_test_split`] and [`stratified_split`] return it (scikit-learn's

@@ -138,6 +138,7 @@ mod error;
 pub mod init;
 mod net;
 pub mod prelude;
+mod standardize;
 mod summary;
 pub mod weights;
 

@@ -1,7 +1,7 @@
 //! What a user needs for the common case: `use lazynet::prelude::*;`.
 
 pub use crate::batch::Batch;
-pub use crate::data::{shuffle, stratified_split, train_test_split, Split};
+pub use crate::data::{shuffle, stratified_split, train_test_split, Split, Standardize};
 pub use crate::dim::{Dim, Dyn, StaticDim};
 pub use crate::error::ShapeError;
 pub use crate::init::{

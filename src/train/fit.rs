@@ -306,6 +306,12 @@ impl History {
         self.best_epoch
     }
 
+    /// The metrics of the [`best_epoch`](History::best_epoch).
+    pub fn best(&self) -> Option<&EpochMetrics> {
+        let best = self.best_epoch?;
+        self.epochs.iter().find(|m| m.epoch == best)
+    }
+
     /// Whether the fit ended with the best epoch's weights restored.
     pub fn restored_best(&self) -> bool {
         self.restored_best

@@ -9,6 +9,7 @@ mod conv;
 mod data;
 mod gradcheck;
 mod layers;
+mod promises;
 mod props;
 mod robust;
 mod strategies;
