@@ -345,8 +345,10 @@ struct Rate(f64);
 impl core::fmt::Display for Rate {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         let lr = self.0;
-        if lr == 0.0 || !lr.is_finite() || (1e-4..1e4).contains(&lr.abs()) {
-            // Four significant digits, trailing zeros dropped.
+        if lr == 0.0 || !lr.is_finite() {
+            write!(f, "{lr}")
+        } else if (1e-4..1e4).contains(&lr.abs()) {
+            // Four significant digits, trailing zeros dropped. The logarithm is in −4..4.
             let digits = (3 - lr.abs().log10().floor() as i32).clamp(0, 8) as usize;
             let text = format!("{lr:.digits$}");
             let text = if text.contains('.') {
@@ -735,4 +737,43 @@ fn progress_bar(progress: bool, steps: usize) -> Option<indicatif::ProgressBar> 
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
     bar.set_style(style);
     Some(bar)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metrics(seconds: f64, lr: f64) -> EpochMetrics {
+        EpochMetrics {
+            epoch: 7,
+            loss: 0.5,
+            accuracy: Some(0.75),
+            val_loss: None,
+            val_accuracy: None,
+            lr,
+            seconds,
+        }
+    }
+
+    #[test]
+    fn short_epochs_print_in_milliseconds() {
+        assert_eq!(
+            metrics(0.0042, 0.001).to_string(),
+            "epoch   7: loss 0.5000, accuracy 75.00%, lr 0.001 (4.20 ms)"
+        );
+        assert!(metrics(0.0, 0.001).to_string().ends_with("(0.00 ms)"));
+        assert!(metrics(0.25, 0.001).to_string().ends_with("(0.25 s)"));
+    }
+
+    #[test]
+    fn rates_print_short() {
+        let rate = |lr: f64| Rate(lr).to_string();
+        assert_eq!(rate(0.001), "0.001");
+        assert_eq!(rate(0.1), "0.1");
+        assert_eq!(rate(0.000_975_528), "0.0009755");
+        assert_eq!(rate(4e-6), "4.000e-6");
+        assert_eq!(rate(3.0), "3");
+        assert_eq!(rate(0.0), "0");
+        assert_eq!(rate(f64::NAN), "NaN");
+    }
 }

@@ -7,6 +7,7 @@ mod attack_zero;
 mod batch;
 mod conv;
 mod data;
+mod fit_keras;
 mod gradcheck;
 mod layers;
 mod promises;
