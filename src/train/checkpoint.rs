@@ -153,9 +153,12 @@ impl<N: Shape, L: Chain<N>> Net<Init<N>, L> {
     /// (one [`save`](Net::save) wrote, or saved before the first step) starts it afresh, as a
     /// new optimizer would.
     ///
-    /// The file's hyper-parameters must be the optimizer's ([`Hyper::Match`]);
-    /// [`load_checkpoint_with`](Net::load_checkpoint_with) keeps the optimizer's or takes the
-    /// file's instead. A file without them (one [`save`](Net::save) wrote) is not compared.
+    /// The file's hyper-parameters must be the optimizer's ([`Hyper::Match`]): the learning
+    /// rate it was built with (`initial_lr`), the betas, eps, momentum, dampening, Nesterov and
+    /// weight decay. The learning rate a schedule set during the fit is state, and the
+    /// optimizer takes it from the file. [`load_checkpoint_with`](Net::load_checkpoint_with)
+    /// keeps the optimizer's or takes the file's instead. A file without them (one
+    /// [`save`](Net::save) wrote) is not compared.
     ///
     /// # Errors
     /// * [`TrainError::Load`] when the file cannot be read, is not a safetensors file, or the
@@ -179,7 +182,7 @@ impl<N: Shape, L: Chain<N>> Net<Init<N>, L> {
     /// net.save_checkpoint_at(&path, &adam, Progress { epoch: 3, seed: 7 })?;
     ///
     /// let mut other = Adam::new(1e-2);
-    /// assert!(net.load_checkpoint(&path, &mut other).is_err()); // lr 0.01 against 0.001
+    /// assert!(net.load_checkpoint(&path, &mut other).is_err()); // built with 0.01, not 0.001
     /// let progress = net.load_checkpoint_with(&path, &mut other, Hyper::FromFile)?;
     /// assert_eq!((progress, other.lr()), (Some(Progress { epoch: 3, seed: 7 }), 1e-3));
     /// # std::fs::remove_file(&path)?;
@@ -238,8 +241,14 @@ impl<N: Shape, L: Chain<N>> Net<Init<N>, L> {
         }
         self.set_values(values);
         optimizer.set_state(state);
-        if let (Hyper::FromFile, Some((_, values))) = (hyper, &saved) {
-            optimizer.set_hyper(values);
+        match (hyper, &saved) {
+            (Hyper::FromFile, Some((_, values))) => optimizer.set_hyper(values),
+            // The rate a schedule had set is state: the run goes on from it.
+            (Hyper::Match, Some((_, values))) => {
+                let now: Vec<_> = values.iter().copied().filter(|(k, _)| *k == "lr").collect();
+                optimizer.set_hyper(&now);
+            }
+            _ => {}
         }
         Ok(progress)
     }
@@ -277,7 +286,9 @@ fn read_hyper<O: Optimizer>(
     Ok(Some((saved.to_owned(), values)))
 }
 
-/// Checks that the file's hyper-parameters are the optimizer's, naming those that differ.
+/// Checks that the file's hyper-parameters are the optimizer's, naming those that differ. The
+/// learning rate now (`lr`) is not compared: a schedule changes it during a fit, and it is
+/// state, taken from the file; the rate the optimizer was built with (`initial_lr`) is.
 fn compare_hyper<O: Optimizer>(
     (name, saved): &(String, Vec<(&'static str, f64)>),
     optimizer: &O,
@@ -286,6 +297,7 @@ fn compare_hyper<O: Optimizer>(
     let differ: Vec<(&str, f64, f64)> = saved
         .iter()
         .zip(&mine)
+        .filter(|((key, _), _)| *key != "lr")
         .filter(|((_, a), (_, b))| a.to_bits() != b.to_bits())
         .map(|((key, a), (_, b))| (*key, *a, *b))
         .collect();

@@ -54,7 +54,8 @@ pub(crate) mod sealed {
         fn set_state(&mut self, state: Box<dyn core::any::Any>);
 
         /// The optimizer's name (`"Adam"`, `"SGD"`) and hyper-parameters, named as PyTorch's
-        /// `param_groups` name them, for a checkpoint.
+        /// `param_groups` name them, for a checkpoint: `lr` is the learning rate now (a
+        /// schedule changes it), `initial_lr` the one it was built with.
         fn hyper(&self) -> (&'static str, Vec<(&'static str, f64)>);
 
         /// Sets the hyper-parameters `hyper` named (those it does not name stay).
@@ -308,6 +309,7 @@ fn nonnegative(v: f64) -> bool {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Adam {
     lr: f64,
+    initial_lr: f64,
     betas: (f64, f64),
     eps: f64,
     weight_decay: f64,
@@ -327,6 +329,7 @@ impl Adam {
     pub fn new(lr: f64) -> Self {
         Adam {
             lr,
+            initial_lr: lr,
             betas: (0.9, 0.999),
             eps: 1e-8,
             weight_decay: 0.0,
@@ -358,7 +361,8 @@ impl Adam {
         self.lr
     }
 
-    /// Sets the learning rate, keeping the state (for a schedule).
+    /// Sets the learning rate, keeping the state (for a schedule). The rate it was built with
+    /// stays its `initial_lr`, which a checkpoint compares.
     pub fn set_lr(&mut self, lr: f64) {
         self.lr = lr;
     }
@@ -550,6 +554,7 @@ impl sealed::Sealed for Adam {
         let (beta1, beta2) = self.betas;
         let values = vec![
             ("lr", self.lr),
+            ("initial_lr", self.initial_lr),
             ("beta1", beta1),
             ("beta2", beta2),
             ("eps", self.eps),
@@ -562,6 +567,7 @@ impl sealed::Sealed for Adam {
         for &(name, value) in hyper {
             match name {
                 "lr" => self.lr = value,
+                "initial_lr" => self.initial_lr = value,
                 "beta1" => self.betas.0 = value,
                 "beta2" => self.betas.1 = value,
                 "eps" => self.eps = value,
@@ -673,6 +679,7 @@ fn not_finite3(a: f32, b: f32, c: f32) -> u32 {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sgd {
     lr: f64,
+    initial_lr: f64,
     momentum: f64,
     dampening: f64,
     weight_decay: f64,
@@ -685,6 +692,7 @@ impl Sgd {
     pub fn new(lr: f64) -> Self {
         Sgd {
             lr,
+            initial_lr: lr,
             momentum: 0.0,
             dampening: 0.0,
             weight_decay: 0.0,
@@ -876,6 +884,7 @@ impl sealed::Sealed for Sgd {
     fn hyper(&self) -> (&'static str, Vec<(&'static str, f64)>) {
         let values = vec![
             ("lr", self.lr),
+            ("initial_lr", self.initial_lr),
             ("momentum", self.momentum),
             ("dampening", self.dampening),
             ("weight_decay", self.weight_decay),
@@ -888,6 +897,7 @@ impl sealed::Sealed for Sgd {
         for &(name, value) in hyper {
             match name {
                 "lr" => self.lr = value,
+                "initial_lr" => self.initial_lr = value,
                 "momentum" => self.momentum = value,
                 "dampening" => self.dampening = value,
                 "weight_decay" => self.weight_decay = value,

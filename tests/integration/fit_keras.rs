@@ -266,7 +266,7 @@ fn checkpoints_hold_hyper_parameters_and_progress() -> Result<(), Box<dyn std::e
     let text = err.map(|e| e.to_string()).unwrap_or_default();
     assert_eq!(
         text,
-        "the checkpoint was saved by Adam with lr 0.01 but is loaded into Adam with lr 0.02; load with `Hyper::KeepOwn` to keep the optimizer's, or `Hyper::FromFile` to take the file's"
+        "the checkpoint was saved by Adam with initial_lr 0.01 but is loaded into Adam with initial_lr 0.02; load with `Hyper::KeepOwn` to keep the optimizer's, or `Hyper::FromFile` to take the file's"
     );
     assert_eq!(snapshot(&fresh), before);
     assert_eq!(other.steps("0.weight"), 0);
@@ -315,11 +315,16 @@ fn a_resumed_fit_with_a_schedule_equals_an_uninterrupted_one(
     let mut half = net(6);
     half.fit(&x, &labels, CrossEntropy, &mut Adam::new(0.05), &first)?;
     let mut resumed = net(6);
-    // The schedule left the rate at epoch 2's; the file says so, and `FromFile` takes it.
+    // Built as the first run's; the schedule left the rate at epoch 2's, which the file holds
+    // and the optimizer takes.
     let mut adam = Adam::new(0.05);
     let progress = resumed
-        .load_checkpoint_with(&path.0, &mut adam, Hyper::FromFile)?
+        .load_checkpoint(&path.0, &mut adam)?
         .ok_or("no progress in the checkpoint")?;
+    assert_eq!(
+        Some(adam.lr()),
+        straight_history.epochs().get(1).map(|m| m.lr)
+    );
     let rest = Fit::new(2)
         .batch_size(8)
         .quiet()
