@@ -43,7 +43,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (loss, accuracy) = net.evaluate(&x_test, &split.y_test, CrossEntropy)?;
     let accuracy = accuracy.unwrap_or(0.0);
     println!("test: loss {loss:.4}, accuracy {:.1}%", 100.0 * accuracy);
-    let predicted = net.try_forward(&x_test)?.argmax()?; // the class of each test flower
+    let predicted = net.predict_classes(&x_test)?; // the class of each test flower
     println!(
         "predicted {predicted:?}\ntrue      {:?}",
         split.y_test.as_slice()

@@ -444,6 +444,28 @@ impl<N: Shape, L: Chain<N>> Net<Init<N>, L> {
         self.run(x.as_matrix())
     }
 
+    /// The class of every sample of a batch: the index of its largest output (the first on
+    /// ties, NaN counting as the largest, as PyTorch's `argmax`). What Keras users reach for
+    /// after training a classifier; `try_forward(&x)?.softmax()` gives the probabilities.
+    ///
+    /// # Errors
+    /// As [`try_forward`](Net::try_forward); [`ShapeError::NoClasses`] for a net whose output
+    /// has no values.
+    ///
+    /// ```
+    /// use lazynet::prelude::*;
+    ///
+    /// let net = Net::new().push(Dense::<U3>::new()).seed(0).bind::<U2>();
+    /// let x = Batch::<U2>::from_rows([0.5f32, -1.0, 2.0, 0.25])?;
+    /// let classes = net.predict_classes(&x)?;
+    /// assert_eq!(classes, net.try_forward(&x)?.argmax()?);
+    /// assert!(classes.len() == 2 && classes.iter().all(|&c| c < 3));
+    /// # Ok::<(), ShapeError>(())
+    /// ```
+    pub fn predict_classes<M: Shape>(&self, x: &Batch<M>) -> Result<Vec<usize>, ShapeError> {
+        self.try_forward(x)?.argmax()
+    }
+
     /// Checks that a batch fits the net's input, as [`try_forward`](Net::try_forward) does.
     pub(crate) fn check_batch<M: Shape>(&self, x: &Batch<M>) -> Result<(), ShapeError> {
         self.check_parts(&x.features().dims(), x.as_matrix())

@@ -58,8 +58,8 @@ impl Monitor {
 /// `EarlyStopping(monitor, patience, min_delta, restore_best_weights)`).
 ///
 /// An epoch improves on the best so far when its metric is lower by more than `min_delta`
-/// (higher, for an accuracy). NaN never improves. After `patience` epochs in a row without an
-/// improvement the fit stops; with a patience of 0 it stops at the first such epoch. With
+/// (higher, for an accuracy). NaN never improves. The `patience`-th epoch in a row without an
+/// improvement is the last (as in Keras; a patience of 0 or 1 stops at the first). With
 /// `restore_best_weights`, the fit ends (stopped early or not) with the parameters of the best
 /// epoch; the optimizer's state stays that of the last step.
 ///

@@ -574,7 +574,8 @@ impl<N: Shape, L: Chain<N>> Net<Init<N>, L> {
                     waited = 0;
                 } else {
                     waited += 1;
-                    stop = waited > rule.patience;
+                    // Keras: the `patience`-th epoch in a row without improvement stops.
+                    stop = waited >= rule.patience;
                 }
                 history.best_epoch = best.as_ref().map(|b| b.1);
             }
