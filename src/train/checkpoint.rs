@@ -278,9 +278,13 @@ fn read_hyper<O: Optimizer>(
                 reason: format!("the metadata names the optimizer {saved} but has no `{full}`"),
             });
         };
-        let value = text.parse::<f64>().map_err(|_| TrainError::Checkpoint {
-            reason: format!("the metadata's `{full}` is {text:?}, not a number"),
-        })?;
+        let value = text
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite())
+            .ok_or_else(|| TrainError::Checkpoint {
+                reason: format!("the metadata's `{full}` is {text:?}, not a finite number"),
+            })?;
         values.push((key, value));
     }
     Ok(Some((saved.to_owned(), values)))

@@ -114,8 +114,8 @@ fn early_stopping_stops_and_restores_the_best_weights() -> Result<(), Box<dyn st
     assert_eq!(history.epochs().len(), stopped);
     assert_eq!(
         stopped,
-        best.epoch + 4,
-        "patience 3: three more epochs, stopped at the fourth"
+        best.epoch + 3,
+        "patience 3: the third epoch without improvement stops"
     );
     assert!(history.epochs().iter().all(|m| m
         .val_loss
