@@ -344,6 +344,7 @@ impl<S, L: Layers> Net<S, L> {
             });
         }
         param.value = value;
+        param.magnitude = None;
         Ok(())
     }
 

@@ -309,6 +309,7 @@ pub(crate) fn build(
                         role: p.role,
                         fan_in: p.fan_in,
                         fan_out: p.fan_out,
+                        magnitude: None,
                     })
                 })
                 .collect::<Result<_, ShapeError>>()?;
@@ -345,6 +346,7 @@ pub(crate) fn initialize(
     let params = layers.iter_mut().flat_map(|l| l.params.iter_mut());
     for (p, value) in params.zip(fresh) {
         p.value = value;
+        p.magnitude = None;
     }
     Ok(())
 }
@@ -352,6 +354,7 @@ pub(crate) fn initialize(
 /// Initializes freshly built layers in place: nothing to keep if the initializer panics.
 pub(crate) fn initialize_fresh(layers: &mut [BoundLayer], init: &dyn Initializer, seed: u64) {
     for p in layers.iter_mut().flat_map(|l| l.params.iter_mut()) {
+        p.magnitude = None;
         let info = ParamInfo::new(&p.name, &p.shape, p.role, p.fan_in, p.fan_out);
         init.init(
             &info,

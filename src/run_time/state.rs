@@ -94,6 +94,9 @@ pub struct Param {
     pub(crate) fan_in: usize,
     pub(crate) fan_out: usize,
     pub(crate) value: DMatrix<f32>,
+    /// A bound on every `|value|` when an optimizer step computed one (`None` once the values
+    /// are set any other way): spares the next step a pass over the values.
+    pub(crate) magnitude: Option<f32>,
 }
 
 impl Param {
@@ -142,6 +145,7 @@ impl Param {
             fan_in: 0,
             fan_out: 0,
             value,
+            magnitude: None,
         })
     }
 

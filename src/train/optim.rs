@@ -17,7 +17,7 @@ use crate::weights::Weights;
 pub(crate) mod sealed {
     use nalgebra::DMatrix;
 
-    use super::{NotFinite, StateTensor, TrainError};
+    use super::{StateTensor, TrainError};
     use crate::state::Param;
     use crate::weights::Weights;
 
@@ -29,16 +29,17 @@ pub(crate) mod sealed {
         /// of new ones, changing nothing.
         fn prepare(&self, params: &[&mut Param]) -> Result<Box<dyn core::any::Any>, TrainError>;
 
-        /// Applies checked gradients with the state `prepare` made: first computes every new
-        /// value without writing it, and refuses the step, changing nothing, when one would
-        /// not be finite (a parameter, a moment, a buffer); then writes them, computed again
-        /// by the same code, so the values written are those checked.
+        /// Applies checked gradients with the state `prepare` made: computes every new value
+        /// into spare buffers, and refuses the step, changing nothing, when one is not finite
+        /// (a parameter, a moment, a buffer) or memory for the spares cannot be had; otherwise
+        /// each spare is swapped with the buffer it replaces (the old values become the next
+        /// step's spares).
         fn apply(
             &mut self,
             fresh: Box<dyn core::any::Any>,
             params: &mut [&mut Param],
             grads: &[DMatrix<f32>],
-        ) -> Result<(), NotFinite>;
+        ) -> Result<(), TrainError>;
 
         /// The state, as tensors named `optim.{param}.{what}`, for a checkpoint.
         fn state_tensors(&self) -> Vec<StateTensor<'_>>;
@@ -61,11 +62,6 @@ pub(crate) mod sealed {
         /// Sets the hyper-parameters `hyper` named (those it does not name stay).
         fn set_hyper(&mut self, hyper: &[(&'static str, f64)]);
     }
-}
-
-/// The first parameter whose update would not be finite.
-pub struct NotFinite {
-    pub(crate) param: String,
 }
 
 /// One tensor of an optimizer's state, for a checkpoint: the parameter it belongs to, its
@@ -128,11 +124,11 @@ pub trait Optimizer: sealed::Sealed {
         // A non-finite gradient makes its update non-finite, so the check is made once, on
         // the results; the error then names the cause.
         self.apply(fresh, &mut params, &grads.values)
-            .map_err(|NotFinite { param }| match grads.first_not_finite() {
-                Some(name) => TrainError::GradientNotFinite {
+            .map_err(|err| match (err, grads.first_not_finite()) {
+                (TrainError::StepNotFinite { .. }, Some(name)) => TrainError::GradientNotFinite {
                     name: name.to_owned(),
                 },
-                None => TrainError::StepNotFinite { name: param },
+                (err, _) => err,
             })
     }
 }
@@ -314,6 +310,7 @@ pub struct Adam {
     eps: f64,
     weight_decay: f64,
     state: BTreeMap<String, AdamState>,
+    spares: Spares,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -322,6 +319,9 @@ struct AdamState {
     step: u64,
     exp_avg: DMatrix<f32>,
     exp_avg_sq: DMatrix<f32>,
+    /// Bounds on `|exp_avg|` and `exp_avg_sq` ([`max_abs`]), kept with them: what decides
+    /// whether the next step can run in place.
+    maxima: (f32, f32),
 }
 
 impl Adam {
@@ -334,6 +334,7 @@ impl Adam {
             eps: 1e-8,
             weight_decay: 0.0,
             state: BTreeMap::new(),
+            spares: Spares::default(),
         }
     }
 
@@ -370,11 +371,6 @@ impl Adam {
     /// The number of steps taken on parameter `name`.
     pub fn steps(&self, name: &str) -> u64 {
         self.state.get(name).map_or(0, |s| s.step)
-    }
-
-    /// The update's constants at step `step` (counting from 1).
-    fn constants(&self, step: u64) -> [f32; 6] {
-        Self::constants_of(self.lr, self.betas, self.eps, step)
     }
 
     /// `[1 − β1, β2, 1 − β2, 1/√(1 − β2^t), eps, lr/(1 − β1^t)]` at step `t`.
@@ -428,6 +424,7 @@ impl sealed::Sealed for Adam {
                         step: 0,
                         exp_avg: zeros_like(p, "first moment")?,
                         exp_avg_sq: zeros_like(p, "second moment")?,
+                        maxima: (0.0, 0.0),
                     },
                 )),
             }
@@ -440,35 +437,73 @@ impl sealed::Sealed for Adam {
         fresh: Box<dyn core::any::Any>,
         params: &mut [&mut Param],
         grads: &[DMatrix<f32>],
-    ) -> Result<(), NotFinite> {
+    ) -> Result<(), TrainError> {
         let fresh: BTreeMap<String, AdamState> = fresh
             .downcast::<Vec<(String, AdamState)>>()
             .map(|f| f.into_iter().collect())
             .unwrap_or_default();
         let wd = self.weight_decay as f32;
-        // Every new value computed and checked, nothing written.
+        // When bounds on the inputs prove every new value finite (as in all but absurd cases),
+        // the step runs in place, in one pass.
+        let bounded = params.iter().zip(grads).all(|(p, g)| {
+            let state = self.state.get(&p.name).or_else(|| fresh.get(&p.name));
+            state.is_none_or(|s| {
+                let step = s.step.saturating_add(1);
+                let k = Self::constants_of(self.lr, self.betas, self.eps, step);
+                let w = p.magnitude.unwrap_or_else(|| max_abs(p.value.as_slice()));
+                adam_bounded(w, max_abs(g.as_slice()), s.maxima, wd, k)
+            })
+        });
+        if bounded {
+            self.state.extend(fresh);
+            for (p, g) in params.iter_mut().zip(grads) {
+                let Some(s) = self.state.get_mut(&p.name) else {
+                    continue;
+                };
+                s.step = s.step.saturating_add(1);
+                let k = Self::constants_of(self.lr, self.betas, self.eps, s.step);
+                let (m, v) = (s.exp_avg.as_mut_slice(), s.exp_avg_sq.as_mut_slice());
+                let [w, m, v] = adam_in_place(p.value.as_mut_slice(), g.as_slice(), m, v, wd, k);
+                (p.magnitude, s.maxima) = (Some(w), (m, v));
+            }
+            return Ok(());
+        }
+        // Otherwise every new value goes into the spares first; nothing else is written.
         for (p, g) in params.iter().zip(grads) {
             let state = self.state.get(&p.name).or_else(|| fresh.get(&p.name));
             let Some(s) = state else {
                 continue;
             };
-            let k = self.constants(s.step.saturating_add(1));
-            let (m, v) = (s.exp_avg.as_slice(), s.exp_avg_sq.as_slice());
-            if !adam_stays_finite(p.value.as_slice(), g.as_slice(), m, v, wd, k) {
-                return Err(NotFinite {
-                    param: p.name.clone(),
+            let step = s.step.saturating_add(1);
+            let k = Self::constants_of(self.lr, self.betas, self.eps, step);
+            let [w, m, v] = self.spares.get(p, ["weight", "first moment", "second moment"])?;
+            let finite = adam_into(
+                [p.value.as_slice(), g.as_slice()],
+                [s.exp_avg.as_slice(), s.exp_avg_sq.as_slice()],
+                [w.as_mut_slice(), m.as_mut_slice(), v.as_mut_slice()],
+                wd,
+                k,
+            );
+            if !finite {
+                return Err(TrainError::StepNotFinite {
+                    name: p.name.clone(),
                 });
             }
         }
+        // All finite: the spares become the values, the values the spares.
         self.state.extend(fresh);
-        for (p, g) in params.iter_mut().zip(grads) {
-            let Some(s) = self.state.get_mut(&p.name) else {
+        for p in params.iter_mut() {
+            let (Some(s), Some([w, m, v])) =
+                (self.state.get_mut(&p.name), self.spares.of(&p.name))
+            else {
                 continue;
             };
             s.step = s.step.saturating_add(1);
-            let k = Self::constants_of(self.lr, self.betas, self.eps, s.step);
-            let (m, v) = (s.exp_avg.as_mut_slice(), s.exp_avg_sq.as_mut_slice());
-            adam_update(p.value.as_mut_slice(), g.as_slice(), m, v, wd, k);
+            core::mem::swap(&mut p.value, w);
+            core::mem::swap(&mut s.exp_avg, m);
+            core::mem::swap(&mut s.exp_avg_sq, v);
+            s.maxima = (max_abs(s.exp_avg.as_slice()), max_abs(s.exp_avg_sq.as_slice()));
+            p.magnitude = Some(max_abs(p.value.as_slice()));
         }
         Ok(())
     }
@@ -535,6 +570,7 @@ impl sealed::Sealed for Adam {
                 AdamState {
                     shape,
                     step,
+                    maxima: (max_abs(exp_avg.as_slice()), max_abs(exp_avg_sq.as_slice())),
                     exp_avg,
                     exp_avg_sq,
                 },
@@ -578,91 +614,221 @@ impl sealed::Sealed for Adam {
     }
 }
 
-/// One Adam update of a parameter, its gradient and moments (slices of one length), with the
-/// weight decay `wd` added to the gradient.
-fn adam_update(w: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], wd: f32, k: [f32; 6]) {
-    // As PyTorch: no decay term at all when the decay is 0 (an infinite weight stays finite
-    // in the gradient).
-    if wd == 0.0 {
-        adam_loop::<false>(w, g, m, v, wd, k);
-    } else {
-        adam_loop::<true>(w, g, m, v, wd, k);
+/// Spare buffers an optimizer writes a step's new values into, per parameter name: a step
+/// that turns out not to be finite then changes nothing, and one that is swaps them in, with
+/// no allocation after the first step. Scratch, not state: equal whatever they hold, and never
+/// saved.
+#[derive(Clone, Default)]
+struct Spares(BTreeMap<String, Vec<DMatrix<f32>>>);
+
+impl Spares {
+    /// `N` spares shaped like `p`'s value, allocated fallibly the first time (or when the
+    /// parameter of that name changed its shape).
+    fn get<const N: usize>(
+        &mut self,
+        p: &Param,
+        what: [&str; N],
+    ) -> Result<&mut [DMatrix<f32>; N], TrainError> {
+        let fits = |spares: &Vec<DMatrix<f32>>| {
+            spares.len() == N && spares.iter().all(|m| m.shape() == p.value.shape())
+        };
+        if !self.0.get(&p.name).is_some_and(fits) {
+            let mut fresh = Vec::with_capacity(N);
+            for what in what {
+                fresh.push(zeros_like(p, &format!("spare {what}"))?);
+            }
+            self.0.insert(p.name.clone(), fresh);
+        }
+        self.of(&p.name).ok_or_else(|| TrainError::GradsMismatch {
+            reason: format!("no spare buffers for `{}`", p.name),
+        })
+    }
+
+    /// The `N` spares of parameter `name`, if it has `N`.
+    fn of<const N: usize>(&mut self, name: &str) -> Option<&mut [DMatrix<f32>; N]> {
+        self.0
+            .get_mut(name)
+            .and_then(|spares| <&mut [DMatrix<f32>; N]>::try_from(spares.as_mut_slice()).ok())
     }
 }
 
-/// [`adam_update`]'s loop, compiled with and without decay.
+impl PartialEq for Spares {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl core::fmt::Debug for Spares {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "Spares({} parameters)", self.0.len())
+    }
+}
+
+/// Bounds on every `|value|` of a momentum buffer ([`max_abs`]), per parameter name, kept
+/// with the buffers by the steps that write them; a buffer without one (loaded from a file)
+/// gets one from a pass over it. A cache: equal whatever it holds.
+#[derive(Clone, Default)]
+struct Bounds(BTreeMap<String, f32>);
+
+impl Bounds {
+    /// The bound of the buffer `b` of parameter `name`.
+    fn of(&self, name: &str, b: &DMatrix<f32>) -> f32 {
+        self.0
+            .get(name)
+            .copied()
+            .unwrap_or_else(|| max_abs(b.as_slice()))
+    }
+}
+
+impl PartialEq for Bounds {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl core::fmt::Debug for Bounds {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "Bounds({} buffers)", self.0.len())
+    }
+}
+
+/// One Adam step of a parameter into `out` (`[weight, first moment, second moment]`), from
+/// `[weight, gradient]` and `[first moment, second moment]` (slices of one length), with the
+/// weight decay `wd` added to the gradient; whether every value written is finite. `k` is
+/// `[1 − β1, β2, 1 − β2, 1/√(1 − β2^t), eps, lr/(1 − β1^t)]`.
+fn adam_into(
+    [w, g]: [&[f32]; 2],
+    [m, v]: [&[f32]; 2],
+    out: [&mut [f32]; 3],
+    wd: f32,
+    k: [f32; 6],
+) -> bool {
+    // As PyTorch: no decay term at all when the decay is 0 (an infinite weight stays finite
+    // in the gradient).
+    if wd == 0.0 {
+        adam_loop::<false>([w, g], [m, v], out, wd, k)
+    } else {
+        adam_loop::<true>([w, g], [m, v], out, wd, k)
+    }
+}
+
+/// [`adam_into`]'s loop, compiled with and without decay: one pass that writes the new values
+/// and folds their finiteness in.
 #[inline(always)]
 fn adam_loop<const DECAY: bool>(
+    [w, g]: [&[f32]; 2],
+    [m, v]: [&[f32]; 2],
+    [ow, om, ov]: [&mut [f32]; 3],
+    wd: f32,
+    k: [f32; 6],
+) -> bool {
+    let [one_minus_b1, b2, one_minus_b2, inv_bias2_sqrt, eps, step_size] = k;
+    let n = w.len().min(g.len()).min(m.len()).min(v.len());
+    let n = n.min(ow.len()).min(om.len()).min(ov.len());
+    let (w, g, m, v) = (&w[..n], &g[..n], &m[..n], &v[..n]);
+    let (ow, om, ov) = (&mut ow[..n], &mut om[..n], &mut ov[..n]);
+    let mut bad = 0u32;
+    for i in 0..n {
+        let g = if DECAY { g[i] + wd * w[i] } else { g[i] };
+        let m = m[i] + one_minus_b1 * (g - m[i]);
+        let v = v[i] * b2 + one_minus_b2 * g * g;
+        let denom = v.sqrt() * inv_bias2_sqrt + eps;
+        let w = w[i] - step_size * m / denom;
+        (ow[i], om[i], ov[i]) = (w, m, v);
+        // A moment that is not finite makes the weight not finite (`step·m/denom` is ±inf or
+        // NaN, also with `step` 0), so the weight and the second moment tell it all.
+        bad |= not_finite2(w, v);
+    }
+    bad == 0
+}
+
+/// Values up to which a step's arithmetic provably stays finite: `f32::MAX` is 3.4e38, and the
+/// bounds below are off by a few roundings at most.
+const BOUND: f64 = 1e37;
+
+/// Whether an Adam step from weights, gradients, first and second moments of at most these
+/// magnitudes (`w`, `g`, `m`, `v`: the largest `|value|` of each) gives finite values
+/// everywhere: a bound on every intermediate of [`adam_in_place`]. `false` for NaN or an
+/// infinity, and whenever it cannot tell (`eps` 0 lets `0 / 0` through).
+fn adam_bounded(w: f32, g: f32, (m, v): (f32, f32), wd: f32, k: [f32; 6]) -> bool {
+    let [a, _, _, inv_bias2_sqrt, eps, step_size] = k.map(f64::from);
+    let (w, g, m, v, wd) = (f64::from(w), f64::from(g), f64::from(m), f64::from(v), f64::from(wd));
+    let g = g + wd * w; // the decayed gradient
+    let m = m + a * (g + m); // |m + (1 − β1)(g − m)|
+    let v = v + g * g; // β2·v + (1 − β2)·g²
+    let step = step_size * m; // the numerator; the denominator is at least eps
+    let update = step / eps;
+    let denom = v.sqrt() * inv_bias2_sqrt + eps;
+    eps > 0.0 && [w, g, m, v, step, denom, w + update].iter().all(|&x| x <= BOUND)
+}
+
+/// One Adam step of a parameter in place (its weight, gradient and moments: slices of one
+/// length), with the weight decay `wd` added to the gradient; bounds on the new `|w|`, `|m|`
+/// and `v` ([`max_abs`]).
+/// Only when [`adam_bounded`] proved the result finite.
+fn adam_in_place(
     w: &mut [f32],
     g: &[f32],
     m: &mut [f32],
     v: &mut [f32],
     wd: f32,
     k: [f32; 6],
-) {
-    let n = w.len().min(g.len()).min(m.len()).min(v.len());
-    let (w, g, m, v) = (&mut w[..n], &g[..n], &mut m[..n], &mut v[..n]);
-    for i in 0..n {
-        (w[i], m[i], v[i]) = adam_at::<DECAY>(w[i], g[i], m[i], v[i], wd, &k);
-    }
-}
-
-/// Whether [`adam_update`] of these values would leave every weight and moment finite; reads
-/// only.
-fn adam_stays_finite(w: &[f32], g: &[f32], m: &[f32], v: &[f32], wd: f32, k: [f32; 6]) -> bool {
+) -> [f32; 3] {
+    // As PyTorch: no decay term at all when the decay is 0 (an infinite weight stays finite
+    // in the gradient).
     if wd == 0.0 {
-        adam_check::<false>(w, g, m, v, wd, k)
+        adam_in_place_loop::<false>(w, g, m, v, wd, k)
     } else {
-        adam_check::<true>(w, g, m, v, wd, k)
+        adam_in_place_loop::<true>(w, g, m, v, wd, k)
     }
 }
 
-/// [`adam_stays_finite`]'s loop, compiled with and without decay.
+/// [`adam_in_place`]'s loop, compiled with and without decay. The same arithmetic as
+/// [`adam_loop`], in the same order, so both give the same bits.
 #[inline(always)]
-fn adam_check<const DECAY: bool>(
-    w: &[f32],
+fn adam_in_place_loop<const DECAY: bool>(
+    w: &mut [f32],
     g: &[f32],
-    m: &[f32],
-    v: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
     wd: f32,
     k: [f32; 6],
-) -> bool {
+) -> [f32; 3] {
+    let [one_minus_b1, b2, one_minus_b2, inv_bias2_sqrt, eps, step_size] = k;
     let n = w.len().min(g.len()).min(m.len()).min(v.len());
-    let (w, g, m, v) = (&w[..n], &g[..n], &m[..n], &v[..n]);
-    let mut bad = 0u32;
+    let (w, g, m, v) = (&mut w[..n], &g[..n], &mut m[..n], &mut v[..n]);
+    let (mut w_max, mut m_max, mut v_max) = (0u32, 0u32, 0u32);
     for i in 0..n {
-        let (w, m, v) = adam_at::<DECAY>(w[i], g[i], m[i], v[i], wd, &k);
-        bad |= not_finite3(w, m, v);
+        let g = if DECAY { g[i] + wd * w[i] } else { g[i] };
+        m[i] += one_minus_b1 * (g - m[i]);
+        v[i] = v[i] * b2 + one_minus_b2 * g * g;
+        let denom = v[i].sqrt() * inv_bias2_sqrt + eps;
+        w[i] -= step_size * m[i] / denom;
+        w_max |= w[i].to_bits() & ABS;
+        m_max |= m[i].to_bits() & ABS;
+        v_max |= v[i].to_bits() & ABS;
     }
-    bad == 0
+    [w_max, m_max, v_max].map(f32::from_bits)
 }
 
-/// One value's Adam update: the new weight, first and second moment. The check and the
-/// update both call it, so what is written is what was checked.
-#[inline(always)]
-fn adam_at<const DECAY: bool>(
-    w: f32,
-    g: f32,
-    m: f32,
-    v: f32,
-    wd: f32,
-    k: &[f32; 6],
-) -> (f32, f32, f32) {
-    let [one_minus_b1, b2, one_minus_b2, inv_bias2_sqrt, eps, step_size] = *k;
-    let g = if DECAY { g + wd * w } else { g };
-    let m = m + one_minus_b1 * (g - m);
-    let v = v * b2 + one_minus_b2 * g * g;
-    let denom = v.sqrt() * inv_bias2_sqrt + eps;
-    (w - step_size * m / denom, m, v)
+/// The bits of an `f32` but its sign: ordered as the magnitudes are (NaN above infinity).
+const ABS: u32 = 0x7fff_ffff;
+
+/// A bound on every `|value|`, at most twice the largest: the bitwise OR of their magnitudes'
+/// bits (no less than the largest, as an unsigned number, and of its exponent or one more; NaN
+/// or infinite when a value is). One OR per value, which every x86-64 vectorizes (an unsigned
+/// maximum needs SSE4.1).
+fn max_abs(values: &[f32]) -> f32 {
+    f32::from_bits(values.iter().fold(0, |acc, v| acc | (v.to_bits() & ABS)))
 }
 
-/// 1 when one of three values is NaN or infinite, else 0: `x − x` is 0 for a finite `x` and
-/// NaN otherwise, and a NaN has every exponent bit set. Integer operations, vectorized.
+
+/// 1 when `a` or `b` is NaN or infinite (every exponent bit set), else 0: integer operations
+/// the compiler vectorizes.
 #[inline(always)]
-fn not_finite3(a: f32, b: f32, c: f32) -> u32 {
+fn not_finite2(a: f32, b: f32) -> u32 {
     const EXPONENT: u32 = 0x7f80_0000;
-    let probe = (a - a) + (b - b) + (c - c);
-    u32::from(probe.to_bits() & EXPONENT == EXPONENT)
+    u32::from(a.to_bits() & EXPONENT == EXPONENT) | u32::from(b.to_bits() & EXPONENT == EXPONENT)
 }
 
 /// Stochastic gradient descent, as PyTorch's `torch.optim.SGD`: `weight_decay` added to the
@@ -685,6 +851,8 @@ pub struct Sgd {
     weight_decay: f64,
     nesterov: bool,
     buffers: BTreeMap<String, Buffer>,
+    bounds: Bounds,
+    spares: Spares,
 }
 
 impl Sgd {
@@ -698,6 +866,8 @@ impl Sgd {
             weight_decay: 0.0,
             nesterov: false,
             buffers: BTreeMap::new(),
+            bounds: Bounds::default(),
+            spares: Spares::default(),
         }
     }
 
@@ -805,7 +975,7 @@ impl sealed::Sealed for Sgd {
         fresh: Box<dyn core::any::Any>,
         params: &mut [&mut Param],
         grads: &[DMatrix<f32>],
-    ) -> Result<(), NotFinite> {
+    ) -> Result<(), TrainError> {
         let fresh: BTreeMap<String, Buffer> = fresh
             .downcast::<Vec<(String, Buffer)>>()
             .map(|f| f.into_iter().collect())
@@ -816,32 +986,72 @@ impl sealed::Sealed for Sgd {
             self.momentum as f32,
             (1.0 - self.dampening) as f32,
         ];
+        let nesterov = self.nesterov;
         let momentum = self.momentum != 0.0;
-        // Every new value computed and checked, nothing written.
-        for (p, g) in params.iter().zip(grads) {
-            let (buffer, first) = match (momentum, self.buffers.get(&p.name)) {
-                (false, _) => (None, false),
-                (true, Some((_, b))) => (Some(b.as_slice()), false),
-                (true, None) => (fresh.get(&p.name).map(|(_, b)| b.as_slice()), true),
+        // When bounds on the inputs prove every new value finite (as in all but absurd cases),
+        // the step runs in place, in one pass.
+        let bounded = params.iter().zip(grads).all(|(p, g)| {
+            let w = p.magnitude.unwrap_or_else(|| max_abs(p.value.as_slice()));
+            let b = match self.buffers.get(&p.name) {
+                Some((_, b)) if momentum => self.bounds.of(&p.name, b),
+                _ => 0.0,
             };
+            sgd_bounded(w, max_abs(g.as_slice()), b, k)
+        });
+        if bounded {
+            // A new buffer is set to the first gradient: its (zero) values are not read.
+            let first: Vec<String> = fresh.keys().cloned().collect();
+            self.buffers.extend(fresh);
+            for (p, g) in params.iter_mut().zip(grads) {
+                let (w, g) = (p.value.as_mut_slice(), g.as_slice());
+                let w = match self.buffers.get_mut(&p.name) {
+                    Some((_, b)) if momentum => {
+                        let first = first.contains(&p.name);
+                        let b = b.as_mut_slice();
+                        let [w, b] = sgd_momentum_in_place(w, g, b, first, k, nesterov);
+                        self.bounds.0.insert(p.name.clone(), b);
+                        w
+                    }
+                    _ => sgd_in_place(w, g, k),
+                };
+                p.magnitude = Some(w);
+            }
+            return Ok(());
+        }
+        // Otherwise every new value goes into the spares first; nothing else is written.
+        for (p, g) in params.iter().zip(grads) {
             let (w, g) = (p.value.as_slice(), g.as_slice());
-            if !sgd_stays_finite(w, g, buffer, first, k, self.nesterov) {
-                return Err(NotFinite {
-                    param: p.name.clone(),
+            let finite = if self.momentum == 0.0 {
+                let [out] = self.spares.get(p, ["weight"])?;
+                sgd_into(w, g, out.as_mut_slice(), k)
+            } else {
+                // A buffer is set to the first gradient: its old (zero) values are not read.
+                let old = self.buffers.get(&p.name).map(|(_, b)| b.as_slice());
+                let [out, b] = self.spares.get(p, ["weight", "momentum buffer"])?;
+                let out = [out.as_mut_slice(), b.as_mut_slice()];
+                sgd_momentum_into([w, g], old, out, k, nesterov)
+            };
+            if !finite {
+                return Err(TrainError::StepNotFinite {
+                    name: p.name.clone(),
                 });
             }
         }
-        let new: Vec<String> = fresh.keys().cloned().collect();
+        // All finite: the spares become the values, the values the spares.
         self.buffers.extend(fresh);
-        for (p, g) in params.iter_mut().zip(grads) {
-            let (w, g) = (p.value.as_mut_slice(), g.as_slice());
-            let buffer = if momentum {
-                self.buffers.get_mut(&p.name).map(|(_, b)| b.as_mut_slice())
-            } else {
-                None
-            };
-            let first = new.contains(&p.name);
-            sgd_update(w, g, buffer, first, k, self.nesterov);
+        for p in params.iter_mut() {
+            if self.momentum == 0.0 {
+                if let Some([w]) = self.spares.of(&p.name) {
+                    core::mem::swap(&mut p.value, w);
+                }
+            } else if let (Some([w, b]), Some((_, old))) =
+                (self.spares.of(&p.name), self.buffers.get_mut(&p.name))
+            {
+                core::mem::swap(&mut p.value, w);
+                core::mem::swap(old, b);
+                self.bounds.0.insert(p.name.clone(), max_abs(old.as_slice()));
+            }
+            p.magnitude = Some(max_abs(p.value.as_slice()));
         }
         Ok(())
     }
@@ -878,6 +1088,7 @@ impl sealed::Sealed for Sgd {
     fn set_state(&mut self, state: Box<dyn core::any::Any>) {
         if let Ok(state) = state.downcast::<BTreeMap<String, Buffer>>() {
             self.buffers = *state;
+            self.bounds = Bounds::default();
         }
     }
 
@@ -911,89 +1122,113 @@ impl sealed::Sealed for Sgd {
 /// A momentum buffer: its parameter's PyTorch shape and its values.
 type Buffer = (Vec<usize>, DMatrix<f32>);
 
-/// One SGD update of a parameter `w` from its gradient `g` (slices of one length): weight
-/// decay, then momentum through `buffer` (set to the gradient on its `first` step), then
-/// `w −= lr·d`. `k` is `[lr, weight decay, momentum, 1 − dampening]`.
-fn sgd_update(
-    w: &mut [f32],
-    g: &[f32],
-    buffer: Option<&mut [f32]>,
-    first: bool,
-    k: [f32; 4],
-    nesterov: bool,
-) {
-    let n = w.len().min(g.len());
-    let (w, g) = (&mut w[..n], &g[..n]);
-    match buffer {
-        None => {
-            for (w, &g) in w.iter_mut().zip(g) {
-                *w = sgd_at(*w, g, &k).0;
-            }
-        }
-        Some(b) => {
-            let len = n.min(b.len());
-            let b = &mut b[..len];
-            for i in 0..len {
-                (w[i], b[i]) = sgd_momentum_at(w[i], g[i], b[i], first, &k, nesterov);
-            }
-        }
+/// One plain SGD step of a parameter into `out`, from its weight `w` and gradient `g`
+/// (slices of one length): weight decay, then `w − lr·d`; whether every value written is
+/// finite. `k` is `[lr, weight decay, momentum, 1 − dampening]`.
+fn sgd_into(w: &[f32], g: &[f32], out: &mut [f32], k: [f32; 4]) -> bool {
+    let [lr, wd, _, _] = k;
+    let n = w.len().min(g.len()).min(out.len());
+    let (w, g, out) = (&w[..n], &g[..n], &mut out[..n]);
+    let mut bad = 0u32;
+    for i in 0..n {
+        let d = if wd != 0.0 { g[i] + wd * w[i] } else { g[i] };
+        out[i] = w[i] - lr * d;
+        bad |= not_finite2(out[i], 0.0);
     }
+    bad == 0
 }
 
-/// Whether [`sgd_update`] of these values would leave every weight and buffer value finite;
-/// reads only.
-fn sgd_stays_finite(
-    w: &[f32],
-    g: &[f32],
-    buffer: Option<&[f32]>,
-    first: bool,
+/// One SGD step with momentum into `[weight, buffer]`, from `[weight, gradient]` and the
+/// buffer so far (`None` on its first step, when it becomes the gradient): weight decay, then
+/// momentum (optionally Nesterov's), then `w − lr·d`; whether every value written is finite.
+fn sgd_momentum_into(
+    [w, g]: [&[f32]; 2],
+    old: Option<&[f32]>,
+    [ow, ob]: [&mut [f32]; 2],
     k: [f32; 4],
     nesterov: bool,
 ) -> bool {
-    let n = w.len().min(g.len());
-    let (w, g) = (&w[..n], &g[..n]);
+    let [lr, wd, momentum, keep] = k;
+    let n = w.len().min(g.len()).min(ow.len()).min(ob.len());
+    let (w, g, ow, ob) = (&w[..n], &g[..n], &mut ow[..n], &mut ob[..n]);
+    let decayed = |i: usize| if wd != 0.0 { g[i] + wd * w[i] } else { g[i] };
     let mut bad = 0u32;
-    match buffer {
+    match old {
         None => {
-            for (&w, &g) in w.iter().zip(g) {
-                let (w, _) = sgd_at(w, g, &k);
-                bad |= not_finite3(w, 0.0, 0.0);
+            for i in 0..n {
+                let d = decayed(i);
+                let step = if nesterov { d + momentum * d } else { d };
+                (ow[i], ob[i]) = (w[i] - lr * step, d);
+                bad |= not_finite2(ow[i], d);
             }
         }
         Some(b) => {
-            let len = n.min(b.len());
-            let b = &b[..len];
-            for i in 0..len {
-                let (w, b) = sgd_momentum_at(w[i], g[i], b[i], first, &k, nesterov);
-                bad |= not_finite3(w, b, 0.0);
+            let b = &b[..n.min(b.len())];
+            for (i, &b) in b.iter().enumerate() {
+                let d = decayed(i);
+                let b = b * momentum + keep * d;
+                let step = if nesterov { d + momentum * b } else { b };
+                (ow[i], ob[i]) = (w[i] - lr * step, b);
+                bad |= not_finite2(ow[i], b);
             }
         }
     }
     bad == 0
 }
 
-/// One value's plain SGD update: the new weight and the step taken. The check and the update
-/// both call it, so what is written is what was checked.
-#[inline(always)]
-fn sgd_at(w: f32, g: f32, k: &[f32; 4]) -> (f32, f32) {
-    let [lr, wd, _, _] = *k;
-    let d = if wd != 0.0 { g + wd * w } else { g };
-    (w - lr * d, d)
+/// Whether an SGD step from weights, gradients and momentum buffers of at most these
+/// magnitudes (`w`, `g`, `b`: bounds on `|value|`) gives finite values everywhere: a bound on
+/// every intermediate of [`sgd_in_place`] and [`sgd_momentum_in_place`]. `false` for NaN or
+/// an infinity.
+fn sgd_bounded(w: f32, g: f32, b: f32, k: [f32; 4]) -> bool {
+    let [lr, wd, momentum, keep] = k.map(f64::from);
+    let (w, g, b) = (f64::from(w), f64::from(g), f64::from(b));
+    let d = g + wd * w; // the decayed gradient
+    let b = momentum * b + keep.abs().max(1.0) * d; // the buffer, or the first gradient
+    let step = d + momentum * b + b; // Nesterov's or not
+    let update = lr * step;
+    [w, d, b, step, update, w + update]
+        .iter()
+        .all(|&x| x <= BOUND)
 }
 
-/// One value's SGD update with momentum: the new weight and buffer value.
-#[inline(always)]
-fn sgd_momentum_at(
-    w: f32,
-    g: f32,
-    b: f32,
+/// One plain SGD step of a parameter in place; a bound on the new `|w|`. Only when
+/// [`sgd_bounded`] proved the result finite. The same arithmetic as [`sgd_into`].
+fn sgd_in_place(w: &mut [f32], g: &[f32], k: [f32; 4]) -> f32 {
+    let [lr, wd, _, _] = k;
+    let n = w.len().min(g.len());
+    let (w, g) = (&mut w[..n], &g[..n]);
+    let mut w_max = 0u32;
+    for i in 0..n {
+        let d = if wd != 0.0 { g[i] + wd * w[i] } else { g[i] };
+        w[i] -= lr * d;
+        w_max |= w[i].to_bits() & ABS;
+    }
+    f32::from_bits(w_max)
+}
+
+/// One SGD step with momentum in place, the buffer `b` set to the gradient on its `first`
+/// step; bounds on the new `|w|` and `|b|`. Only when [`sgd_bounded`] proved the result
+/// finite. The same arithmetic as [`sgd_momentum_into`].
+fn sgd_momentum_in_place(
+    w: &mut [f32],
+    g: &[f32],
+    b: &mut [f32],
     first: bool,
-    k: &[f32; 4],
+    k: [f32; 4],
     nesterov: bool,
-) -> (f32, f32) {
-    let [lr, wd, momentum, keep] = *k;
-    let d = if wd != 0.0 { g + wd * w } else { g };
-    let b = if first { d } else { b * momentum + keep * d };
-    let d = if nesterov { d + momentum * b } else { b };
-    (w - lr * d, b)
+) -> [f32; 2] {
+    let [lr, wd, momentum, keep] = k;
+    let n = w.len().min(g.len()).min(b.len());
+    let (w, g, b) = (&mut w[..n], &g[..n], &mut b[..n]);
+    let (mut w_max, mut b_max) = (0u32, 0u32);
+    for i in 0..n {
+        let d = if wd != 0.0 { g[i] + wd * w[i] } else { g[i] };
+        b[i] = if first { d } else { b[i] * momentum + keep * d };
+        let step = if nesterov { d + momentum * b[i] } else { b[i] };
+        w[i] -= lr * step;
+        w_max |= w[i].to_bits() & ABS;
+        b_max |= b[i].to_bits() & ABS;
+    }
+    [w_max, b_max].map(f32::from_bits)
 }

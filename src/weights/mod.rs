@@ -535,6 +535,7 @@ impl<S: Bound, L: Layers> Net<S, L> {
             .flat_map(|l| &mut l.params);
         for (param, value) in params.zip(values) {
             param.value = value;
+            param.magnitude = None;
         }
     }
 }
