@@ -653,6 +653,7 @@ fn adam_at<const DECAY: bool>(
 /// 1 when one of three values is NaN or infinite, else 0: `x − x` is 0 for a finite `x` and
 /// NaN otherwise, and a NaN has every exponent bit set. Integer operations, vectorized.
 #[inline(always)]
+#[allow(clippy::eq_op)] // `x − x` is the probe, on purpose.
 fn not_finite3(a: f32, b: f32, c: f32) -> u32 {
     const EXPONENT: u32 = 0x7f80_0000;
     let probe = (a - a) + (b - b) + (c - c);
