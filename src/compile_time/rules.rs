@@ -314,3 +314,55 @@ impl<T> ValidationWidthMatches<T> for T {}
 impl<T: Digits> ValidationWidthMatches<crate::Dyn> for T {}
 /// A run-time width meeting a static one: checked by `fit`.
 impl<T: Digits> ValidationWidthMatches<T> for crate::Dyn {}
+
+/// The kind of targets a loss is given, as the loss rules ([`MseTakesTargets`],
+/// [`CrossEntropyTakesLabels`]) see it: [`LabelsKind`] or [`TargetsKind`]. The kinds hold no
+/// size, so a broken loss rule prints none (typenum would print it in binary). The kind, not
+/// the loss, is the rules' `Self`: rustc reports the outer `Loss<…>` bound instead when the
+/// rule's type is the loss itself (as with [`Input`]).
+pub trait Kind {
+    /// [`LabelsKind`] or [`TargetsKind`].
+    type Output;
+}
+
+/// The kind of [`Labels`](crate::train::Labels): one class per sample.
+#[derive(Clone, Copy, Debug)]
+pub struct LabelsKind;
+
+/// The kind of a [`Batch`](crate::Batch) of targets: values as wide as the output.
+#[derive(Clone, Copy, Debug)]
+pub struct TargetsKind;
+
+/// Labels, whatever their number of classes.
+impl<C: crate::Dim> Kind for crate::train::Labels<C> {
+    type Output = LabelsKind;
+}
+
+/// A batch of targets, whatever its shape.
+impl<S: crate::Shape> Kind for crate::Batch<S> {
+    type Output = TargetsKind;
+}
+
+/// Rule: [`Mse`](crate::train::Mse) compares the output with a [`Batch`](crate::Batch) of
+/// targets. `Self` is the kind of targets it is given.
+#[diagnostic::on_unimplemented(
+    message = "`Mse` compares the output with a `Batch` of targets, not with `Labels`: use `CrossEntropy` for labels",
+    label = "`Mse` needs a `Batch` of targets as wide as the net's output",
+    note = "`Mse` is for regression: a net with 10 outputs takes `Batch<U10>` targets, 10 values per sample",
+    note = "`CrossEntropy` is for classification: it reads the output as logits and takes `Labels<U10>`, one class per sample"
+)]
+pub trait MseTakesTargets {}
+
+impl MseTakesTargets for TargetsKind {}
+
+/// Rule: [`CrossEntropy`](crate::train::CrossEntropy) compares the output with
+/// [`Labels`](crate::train::Labels). `Self` is the kind of targets it is given.
+#[diagnostic::on_unimplemented(
+    message = "`CrossEntropy` compares the output with `Labels`, not with a `Batch` of targets: use `Mse` for targets",
+    label = "`CrossEntropy` needs `Labels`, one class per sample",
+    note = "`CrossEntropy` is for classification: a net with 10 outputs takes `Labels<U10>`; one-hot targets become labels with `Labels::<U10>::try_new(targets.argmax()?)`",
+    note = "`Mse` is for regression: it compares the output with a `Batch` of targets as wide as the output"
+)]
+pub trait CrossEntropyTakesLabels {}
+
+impl CrossEntropyTakesLabels for LabelsKind {}

@@ -256,6 +256,7 @@ impl<N: Shape, L: Chain<N>> Net<Init<N>, L> {
 
 /// The optimizer's name and hyper-parameters the file records, `None` when it records none.
 /// A file of another optimizer is an error, whatever the [`Hyper`] policy.
+#[allow(clippy::type_complexity)]
 fn read_hyper<O: Optimizer>(
     weights: &Weights<'_>,
     optimizer: &O,

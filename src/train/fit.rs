@@ -482,6 +482,7 @@ impl<N: Shape, L: Chain<N>> Net<Init<N>, L> {
         O: Optimizer,
     {
         let samples = run.x.samples();
+        #[allow(clippy::type_complexity)]
         let mut best: Option<(f32, usize, Option<Vec<DMatrix<f32>>>)> = None;
         let mut waited = 0usize;
         // `first_epoch + epochs` was checked, so no epoch number overflows.

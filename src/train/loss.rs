@@ -7,7 +7,9 @@ use crate::alloc::try_zeros;
 use crate::batch::Batch;
 use crate::dim::Dim;
 use crate::error::ShapeError;
-use crate::rules::{ClassesMatch, TargetWidthMatches, Width};
+use crate::rules::{
+    ClassesMatch, CrossEntropyTakesLabels, Kind, MseTakesTargets, TargetWidthMatches, Width,
+};
 use crate::shape::Shape;
 
 /// What a loss compares a net's output with: [`Labels`] or a [`Batch`] of targets.
@@ -172,6 +174,56 @@ where
 
 /// A loss: a number for a batch's output and its targets, and its gradient with respect to
 /// the output.
+///
+/// A loss implements `Loss<T>` for each kind of targets `T` it compares the output with;
+/// given other targets, a call to [`fit`](crate::Net::fit),
+/// [`loss_and_grads`](crate::Net::loss_and_grads) or [`evaluate`](crate::Net::evaluate) does
+/// not compile. The built-in losses state their rule in the error, with no size in it:
+/// [`Mse`] takes a [`Batch`] of targets ([`MseTakesTargets`]), [`CrossEntropy`] takes
+/// [`Labels`] ([`CrossEntropyTakesLabels`]).
+///
+/// # Implementing a loss
+/// The trait is open: implement it for the targets your loss compares the output with. The
+/// net checks the targets' count and width before calling it, and the gradient's shape after.
+///
+/// ```
+/// use lazynet::nalgebra::DMatrix;
+/// use lazynet::prelude::*;
+/// use lazynet::train::Loss;
+///
+/// /// The mean absolute error over every value: PyTorch's `nn.L1Loss()`.
+/// #[derive(Clone, Copy)]
+/// struct L1;
+///
+/// impl<S: Shape> Loss<Batch<S>> for L1 {
+///     fn name(&self) -> &'static str {
+///         "mean absolute error"
+///     }
+///
+///     fn loss_and_grad(
+///         &self,
+///         y: &DMatrix<f32>,
+///         targets: &Batch<S>,
+///     ) -> Result<(f32, DMatrix<f32>), ShapeError> {
+///         let d = y - targets.as_matrix();
+///         let n = d.len().max(1) as f32;
+///         let sign = |v: f32| if v == 0.0 { 0.0 } else { v.signum() };
+///         Ok((d.iter().map(|v| v.abs()).sum::<f32>() / n, d.map(|v| sign(v) / n)))
+///     }
+/// }
+///
+/// let net = Net::new().push(Dense::<U2>::new()).seed(0).bind::<U3>();
+/// let x = Batch::<U3>::from_fn(4, |f, s| (f + s) as f32 / 4.0);
+/// let targets = Batch::<U2>::zeros(4);
+/// let (loss, grads) = net.loss_and_grads(&x, &targets, L1)?;
+/// assert!(loss >= 0.0 && grads.len() == 2);
+/// # Ok::<(), ShapeError>(())
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a loss for the targets it is given",
+    label = "`{Self}` does not implement `Loss` for these targets",
+    note = "a loss implements `Loss<T>` for each kind of targets `T` it compares the output with: `Loss<Labels<C>>` for classes, `Loss<Batch<S>>` for a batch of targets"
+)]
 pub trait Loss<T: Target>: Copy {
     /// The loss's name, e.g. `"cross-entropy"`.
     fn name(&self) -> &'static str;
@@ -239,6 +291,39 @@ impl<C: Dim> Loss<Labels<C>> for CrossEntropy {
     }
 }
 
+/// Cross-entropy given a batch of targets: an implementation whose condition never holds, so
+/// that the error states the [`CrossEntropyTakesLabels`] rule, which prints no size, instead
+/// of rustc's "`Loss<Batch<UInt<…>>>` is not implemented for `CrossEntropy`".
+impl<S: Shape> Loss<Batch<S>> for CrossEntropy
+where
+    <Batch<S> as Kind>::Output: CrossEntropyTakesLabels,
+{
+    fn name(&self) -> &'static str {
+        "cross-entropy"
+    }
+
+    /// Never runs: no batch of targets is of the labels' kind.
+    fn loss_and_grad(
+        &self,
+        _y: &DMatrix<f32>,
+        _targets: &Batch<S>,
+    ) -> Result<(f32, DMatrix<f32>), ShapeError> {
+        Err(not_comparable(
+            "cross-entropy",
+            "labels",
+            "a batch of targets",
+        ))
+    }
+}
+
+/// The error of a loss implementation that cannot run (its condition never holds).
+fn not_comparable(loss: &str, takes: &str, given: &str) -> ShapeError {
+    ShapeError::Contract {
+        what: format!("the loss {loss}"),
+        detail: format!("it compares the output with {takes}, not with {given}"),
+    }
+}
+
 /// The mean squared error over every value: PyTorch's `nn.MSELoss()`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Mse;
@@ -267,5 +352,30 @@ impl<S: Shape> Loss<Batch<S>> for Mse {
             *g = scale * d;
         }
         Ok(((total / count) as f32, grad))
+    }
+}
+
+/// Mean squared error given labels: an implementation whose condition never holds, so that the
+/// error states the [`MseTakesTargets`] rule, which prints no size, instead of rustc's
+/// "`Loss<Labels<UInt<…>>>` is not implemented for `Mse`".
+impl<C: Dim> Loss<Labels<C>> for Mse
+where
+    <Labels<C> as Kind>::Output: MseTakesTargets,
+{
+    fn name(&self) -> &'static str {
+        "mean squared error"
+    }
+
+    /// Never runs: no labels are of the targets' kind.
+    fn loss_and_grad(
+        &self,
+        _y: &DMatrix<f32>,
+        _labels: &Labels<C>,
+    ) -> Result<(f32, DMatrix<f32>), ShapeError> {
+        Err(not_comparable(
+            "mean squared error",
+            "a batch of targets",
+            "labels",
+        ))
     }
 }

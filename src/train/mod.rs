@@ -163,9 +163,8 @@ pub enum TrainError {
     },
 
     /// A checkpoint's optimizer hyper-parameters differ from the optimizer's it is loaded into
-    /// (PyTorch keeps them in the optimizer's `state_dict` too). Load with
-    /// [`Hyper::KeepOwn`](crate::train::Hyper::KeepOwn) or
-    /// [`Hyper::FromFile`](crate::train::Hyper::FromFile) to say which to use.
+    /// (PyTorch keeps them in the optimizer's `state_dict` too). Load with [`Hyper::KeepOwn`] or
+    /// [`Hyper::FromFile`] to say which to use.
     #[error("the checkpoint was saved by {saved} but is loaded into {current}; load with `Hyper::KeepOwn` to keep the optimizer's, or `Hyper::FromFile` to take the file's")]
     HyperMismatch {
         /// The file's optimizer and hyper-parameters, e.g. `Adam(lr 0.001, betas (0.9, 0.999), eps 1e-8, weight decay 0)`.

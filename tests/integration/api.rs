@@ -15,6 +15,12 @@ assert_not_impl_any!(Init<U20>: lazynet::Unbound);
 assert_not_impl_any!(Dyn: StaticDim);
 assert_not_impl_any!(U0: StaticDim);
 assert_impl_all!(ShapeError: std::error::Error, Send, Sync, Clone);
+// Each built-in loss takes one kind of targets; the other kind's implementation only carries
+// the rule the compile error states, and never holds.
+assert_impl_all!(Mse: lazynet::train::Loss<Batch<U3>>, lazynet::train::Loss<Batch<Dyn>>);
+assert_not_impl_any!(Mse: lazynet::train::Loss<Labels<U3>>, lazynet::train::Loss<Labels<Dyn>>);
+assert_impl_all!(CrossEntropy: lazynet::train::Loss<Labels<U3>>, lazynet::train::Loss<Labels<Dyn>>);
+assert_not_impl_any!(CrossEntropy: lazynet::train::Loss<Batch<U3>>, lazynet::train::Loss<Batch<Dyn>>);
 
 /// Records every parameter it is asked to fill.
 #[derive(Clone, Default)]
