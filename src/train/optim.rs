@@ -319,9 +319,9 @@ struct AdamState {
     step: u64,
     exp_avg: DMatrix<f32>,
     exp_avg_sq: DMatrix<f32>,
-    /// Bounds on `|exp_avg|` and `exp_avg_sq` ([`max_abs`]), kept with them: what decides
-    /// whether the next step can run in place.
-    maxima: (f32, f32),
+    /// Bounds on `|exp_avg|` and `exp_avg_sq`, kept with them by the steps ([`adam_bounds`]):
+    /// what decides whether the next step can run in place.
+    maxima: Cached<(f32, f32)>,
 }
 
 impl Adam {
@@ -424,7 +424,7 @@ impl sealed::Sealed for Adam {
                         step: 0,
                         exp_avg: zeros_like(p, "first moment")?,
                         exp_avg_sq: zeros_like(p, "second moment")?,
-                        maxima: (0.0, 0.0),
+                        maxima: Cached((0.0, 0.0)),
                     },
                 )),
             }
@@ -445,26 +445,44 @@ impl sealed::Sealed for Adam {
         let wd = self.weight_decay as f32;
         // When bounds on the inputs prove every new value finite (as in all but absurd cases),
         // the step runs in place, in one pass.
-        let bounded = params.iter().zip(grads).all(|(p, g)| {
-            let state = self.state.get(&p.name).or_else(|| fresh.get(&p.name));
-            state.is_none_or(|s| {
-                let step = s.step.saturating_add(1);
-                let k = Self::constants_of(self.lr, self.betas, self.eps, step);
-                let w = p.magnitude.unwrap_or_else(|| max_abs(p.value.as_slice()));
-                adam_bounded(w, max_abs(g.as_slice()), s.maxima, wd, k)
-            })
-        });
-        if bounded {
+        // Bounds on the inputs: the gradient's from a pass over it; the weight's and moments'
+        // as the last step left them, or, when those do not prove the step finite (they only
+        // grow), from a pass over the values.
+        let mut bounds = Vec::with_capacity(params.len());
+        for (p, g) in params.iter().zip(grads) {
+            let Some(s) = self.state.get(&p.name).or_else(|| fresh.get(&p.name)) else {
+                bounds.push(None);
+                continue;
+            };
+            let k = Self::constants_of(self.lr, self.betas, self.eps, s.step.saturating_add(1));
+            let g = max_abs(g.as_slice());
+            let kept = p
+                .magnitude
+                .and_then(|w| adam_bounds(w, g, s.maxima.0, wd, k));
+            let bound = kept.or_else(|| {
+                let w = max_abs(p.value.as_slice());
+                let moments = (
+                    max_abs(s.exp_avg.as_slice()),
+                    max_abs(s.exp_avg_sq.as_slice()),
+                );
+                adam_bounds(w, g, moments, wd, k)
+            });
+            match bound {
+                Some(b) => bounds.push(Some(b)),
+                None => break,
+            }
+        }
+        if bounds.len() == params.len() {
             self.state.extend(fresh);
-            for (p, g) in params.iter_mut().zip(grads) {
-                let Some(s) = self.state.get_mut(&p.name) else {
+            for ((p, g), bound) in params.iter_mut().zip(grads).zip(bounds) {
+                let (Some(s), Some([w, m, v])) = (self.state.get_mut(&p.name), bound) else {
                     continue;
                 };
                 s.step = s.step.saturating_add(1);
                 let k = Self::constants_of(self.lr, self.betas, self.eps, s.step);
-                let (m, v) = (s.exp_avg.as_mut_slice(), s.exp_avg_sq.as_mut_slice());
-                let [w, m, v] = adam_in_place(p.value.as_mut_slice(), g.as_slice(), m, v, wd, k);
-                (p.magnitude, s.maxima) = (Some(w), (m, v));
+                let (em, ev) = (s.exp_avg.as_mut_slice(), s.exp_avg_sq.as_mut_slice());
+                adam_in_place(p.value.as_mut_slice(), g.as_slice(), em, ev, wd, k);
+                (p.magnitude, s.maxima) = (Some(w), Cached((m, v)));
             }
             return Ok(());
         }
@@ -476,7 +494,9 @@ impl sealed::Sealed for Adam {
             };
             let step = s.step.saturating_add(1);
             let k = Self::constants_of(self.lr, self.betas, self.eps, step);
-            let [w, m, v] = self.spares.get(p, ["weight", "first moment", "second moment"])?;
+            let [w, m, v] = self
+                .spares
+                .get(p, ["weight", "first moment", "second moment"])?;
             let finite = adam_into(
                 [p.value.as_slice(), g.as_slice()],
                 [s.exp_avg.as_slice(), s.exp_avg_sq.as_slice()],
@@ -493,8 +513,7 @@ impl sealed::Sealed for Adam {
         // All finite: the spares become the values, the values the spares.
         self.state.extend(fresh);
         for p in params.iter_mut() {
-            let (Some(s), Some([w, m, v])) =
-                (self.state.get_mut(&p.name), self.spares.of(&p.name))
+            let (Some(s), Some([w, m, v])) = (self.state.get_mut(&p.name), self.spares.of(&p.name))
             else {
                 continue;
             };
@@ -502,7 +521,10 @@ impl sealed::Sealed for Adam {
             core::mem::swap(&mut p.value, w);
             core::mem::swap(&mut s.exp_avg, m);
             core::mem::swap(&mut s.exp_avg_sq, v);
-            s.maxima = (max_abs(s.exp_avg.as_slice()), max_abs(s.exp_avg_sq.as_slice()));
+            s.maxima = Cached((
+                max_abs(s.exp_avg.as_slice()),
+                max_abs(s.exp_avg_sq.as_slice()),
+            ));
             p.magnitude = Some(max_abs(p.value.as_slice()));
         }
         Ok(())
@@ -570,7 +592,7 @@ impl sealed::Sealed for Adam {
                 AdamState {
                     shape,
                     step,
-                    maxima: (max_abs(exp_avg.as_slice()), max_abs(exp_avg_sq.as_slice())),
+                    maxima: Cached((max_abs(exp_avg.as_slice()), max_abs(exp_avg_sq.as_slice()))),
                     exp_avg,
                     exp_avg_sq,
                 },
@@ -664,21 +686,22 @@ impl core::fmt::Debug for Spares {
     }
 }
 
-/// Bounds on every `|value|` of a momentum buffer ([`max_abs`]), per parameter name, kept
-/// with the buffers by the steps that write them; a buffer without one (loaded from a file)
+/// A value derived from others and kept to save work: equal whatever it holds, so that two
+/// optimizers of equal state compare equal however their caches came about.
+#[derive(Clone, Copy, Debug, Default)]
+struct Cached<T>(T);
+
+impl<T> PartialEq for Cached<T> {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+/// Bounds on every `|value|` of a momentum buffer, per parameter name, kept with the buffers
+/// by the steps that write them ([`sgd_bounds`]); a buffer without one (loaded from a file)
 /// gets one from a pass over it. A cache: equal whatever it holds.
 #[derive(Clone, Default)]
 struct Bounds(BTreeMap<String, f32>);
-
-impl Bounds {
-    /// The bound of the buffer `b` of parameter `name`.
-    fn of(&self, name: &str, b: &DMatrix<f32>) -> f32 {
-        self.0
-            .get(name)
-            .copied()
-            .unwrap_or_else(|| max_abs(b.as_slice()))
-    }
-}
 
 impl PartialEq for Bounds {
     fn eq(&self, _: &Self) -> bool {
@@ -746,40 +769,48 @@ fn adam_loop<const DECAY: bool>(
 /// bounds below are off by a few roundings at most.
 const BOUND: f64 = 1e37;
 
-/// Whether an Adam step from weights, gradients, first and second moments of at most these
-/// magnitudes (`w`, `g`, `m`, `v`: the largest `|value|` of each) gives finite values
-/// everywhere: a bound on every intermediate of [`adam_in_place`]. `false` for NaN or an
-/// infinity, and whenever it cannot tell (`eps` 0 lets `0 / 0` through).
-fn adam_bounded(w: f32, g: f32, (m, v): (f32, f32), wd: f32, k: [f32; 6]) -> bool {
-    let [a, _, _, inv_bias2_sqrt, eps, step_size] = k.map(f64::from);
-    let (w, g, m, v, wd) = (f64::from(w), f64::from(g), f64::from(m), f64::from(v), f64::from(wd));
+/// Bounds on every new weight, first and second moment (`[|w|, |m|, v]`) of an Adam step from
+/// weights, gradients and moments bounded by `w`, `g`, `m` and `v`, when they prove every
+/// intermediate of [`adam_in_place`] finite; `None` otherwise: for NaN or an infinity, for
+/// values too large, and whenever it cannot tell (`eps` 0 lets `0 / 0` through).
+///
+/// Both moments are convex combinations (`m + (1 − β1)(g − m)` lies between `m` and `g`), so
+/// their bounds do not grow unless the gradients do; the weight's grows by the largest step
+/// `lr·|m|/eps` (a loose bound: the real step is about `lr`), until a pass over the values
+/// tightens it again.
+fn adam_bounds(w: f32, g: f32, (m, v): (f32, f32), wd: f32, k: [f32; 6]) -> Option<[f32; 3]> {
+    let [_, _, _, inv_bias2_sqrt, eps, step_size] = k.map(f64::from);
+    let (w, g, m, v, wd) = (
+        f64::from(w),
+        f64::from(g),
+        f64::from(m),
+        f64::from(v),
+        f64::from(wd),
+    );
+    // A few roundings in f32, each off by 2^-24 at most.
+    let margin = 1.0 + 1e-6;
     let g = g + wd * w; // the decayed gradient
-    let m = m + a * (g + m); // |m + (1 − β1)(g − m)|
-    let v = v + g * g; // β2·v + (1 − β2)·g²
+    let m = m.max(g) * margin;
+    let v = v.max(g * g) * margin;
     let step = step_size * m; // the numerator; the denominator is at least eps
-    let update = step / eps;
     let denom = v.sqrt() * inv_bias2_sqrt + eps;
-    eps > 0.0 && [w, g, m, v, step, denom, w + update].iter().all(|&x| x <= BOUND)
+    let w_new = (w + step / eps) * margin;
+    let fine = [w, g, g * g, m, v, step, denom, w_new]
+        .iter()
+        .all(|&x| x <= BOUND);
+    (eps > 0.0 && fine).then(|| [w_new, m, v].map(|x| x as f32))
 }
 
 /// One Adam step of a parameter in place (its weight, gradient and moments: slices of one
-/// length), with the weight decay `wd` added to the gradient; bounds on the new `|w|`, `|m|`
-/// and `v` ([`max_abs`]).
-/// Only when [`adam_bounded`] proved the result finite.
-fn adam_in_place(
-    w: &mut [f32],
-    g: &[f32],
-    m: &mut [f32],
-    v: &mut [f32],
-    wd: f32,
-    k: [f32; 6],
-) -> [f32; 3] {
+/// length), with the weight decay `wd` added to the gradient. Only when [`adam_bounds`] proved
+/// the result finite.
+fn adam_in_place(w: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], wd: f32, k: [f32; 6]) {
     // As PyTorch: no decay term at all when the decay is 0 (an infinite weight stays finite
     // in the gradient).
     if wd == 0.0 {
-        adam_in_place_loop::<false>(w, g, m, v, wd, k)
+        adam_in_place_loop::<false>(w, g, m, v, wd, k);
     } else {
-        adam_in_place_loop::<true>(w, g, m, v, wd, k)
+        adam_in_place_loop::<true>(w, g, m, v, wd, k);
     }
 }
 
@@ -793,35 +824,39 @@ fn adam_in_place_loop<const DECAY: bool>(
     v: &mut [f32],
     wd: f32,
     k: [f32; 6],
-) -> [f32; 3] {
+) {
     let [one_minus_b1, b2, one_minus_b2, inv_bias2_sqrt, eps, step_size] = k;
     let n = w.len().min(g.len()).min(m.len()).min(v.len());
     let (w, g, m, v) = (&mut w[..n], &g[..n], &mut m[..n], &mut v[..n]);
-    let (mut w_max, mut m_max, mut v_max) = (0u32, 0u32, 0u32);
     for i in 0..n {
         let g = if DECAY { g[i] + wd * w[i] } else { g[i] };
         m[i] += one_minus_b1 * (g - m[i]);
         v[i] = v[i] * b2 + one_minus_b2 * g * g;
         let denom = v[i].sqrt() * inv_bias2_sqrt + eps;
         w[i] -= step_size * m[i] / denom;
-        w_max |= w[i].to_bits() & ABS;
-        m_max |= m[i].to_bits() & ABS;
-        v_max |= v[i].to_bits() & ABS;
     }
-    [w_max, m_max, v_max].map(f32::from_bits)
 }
 
 /// The bits of an `f32` but its sign: ordered as the magnitudes are (NaN above infinity).
 const ABS: u32 = 0x7fff_ffff;
 
-/// A bound on every `|value|`, at most twice the largest: the bitwise OR of their magnitudes'
-/// bits (no less than the largest, as an unsigned number, and of its exponent or one more; NaN
-/// or infinite when a value is). One OR per value, which every x86-64 vectorizes (an unsigned
-/// maximum needs SSE4.1).
+/// The largest `|value|` (NaN when one is NaN, 0 for none): a maximum of the values' bits
+/// but the sign, which order as the magnitudes do, in eight lanes of `i32` so that the loop is
+/// vectorized on every x86-64 (an unsigned maximum needs SSE4.1).
 fn max_abs(values: &[f32]) -> f32 {
-    f32::from_bits(values.iter().fold(0, |acc, v| acc | (v.to_bits() & ABS)))
+    let magnitude = |v: &f32| (v.to_bits() & ABS) as i32;
+    let mut lanes = [0i32; 8];
+    let chunks = values.chunks_exact(8);
+    let rest = chunks.remainder().iter().map(magnitude).max().unwrap_or(0);
+    for chunk in chunks {
+        for (lane, v) in lanes.iter_mut().zip(chunk) {
+            *lane = (*lane).max(magnitude(v));
+        }
+    }
+    let largest = lanes.iter().fold(rest, |a, &b| a.max(b));
+    // Non-negative: the sign bit was cleared.
+    f32::from_bits(largest as u32)
 }
-
 
 /// 1 when `a` or `b` is NaN or infinite (every exponent bit set), else 0: integer operations
 /// the compiler vectorizes.
@@ -990,31 +1025,39 @@ impl sealed::Sealed for Sgd {
         let momentum = self.momentum != 0.0;
         // When bounds on the inputs prove every new value finite (as in all but absurd cases),
         // the step runs in place, in one pass.
-        let bounded = params.iter().zip(grads).all(|(p, g)| {
-            let w = p.magnitude.unwrap_or_else(|| max_abs(p.value.as_slice()));
-            let b = match self.buffers.get(&p.name) {
-                Some((_, b)) if momentum => self.bounds.of(&p.name, b),
-                _ => 0.0,
-            };
-            sgd_bounded(w, max_abs(g.as_slice()), b, k)
-        });
-        if bounded {
+        // Bounds on the inputs: the gradient's from a pass over it; the weight's and buffer's as
+        // the last step left them, or, when those do not prove the step finite, from a pass
+        // over the values.
+        let mut bounds = Vec::with_capacity(params.len());
+        for (p, g) in params.iter().zip(grads) {
+            let g = max_abs(g.as_slice());
+            let buffer = self.buffers.get(&p.name).filter(|_| momentum);
+            let kept_b = buffer.map_or(Some(0.0), |_| self.bounds.0.get(&p.name).copied());
+            let kept = p.magnitude.zip(kept_b);
+            let bound = kept.and_then(|(w, b)| sgd_bounds(w, g, b, k)).or_else(|| {
+                let b = buffer.map_or(0.0, |(_, b)| max_abs(b.as_slice()));
+                sgd_bounds(max_abs(p.value.as_slice()), g, b, k)
+            });
+            match bound {
+                Some(b) => bounds.push(b),
+                None => break,
+            }
+        }
+        if bounds.len() == params.len() {
             // A new buffer is set to the first gradient: its (zero) values are not read.
             let first: Vec<String> = fresh.keys().cloned().collect();
             self.buffers.extend(fresh);
-            for (p, g) in params.iter_mut().zip(grads) {
+            for ((p, g), [w_bound, b_bound]) in params.iter_mut().zip(grads).zip(bounds) {
                 let (w, g) = (p.value.as_mut_slice(), g.as_slice());
-                let w = match self.buffers.get_mut(&p.name) {
+                match self.buffers.get_mut(&p.name) {
                     Some((_, b)) if momentum => {
                         let first = first.contains(&p.name);
-                        let b = b.as_mut_slice();
-                        let [w, b] = sgd_momentum_in_place(w, g, b, first, k, nesterov);
-                        self.bounds.0.insert(p.name.clone(), b);
-                        w
+                        sgd_momentum_in_place(w, g, b.as_mut_slice(), first, k, nesterov);
+                        self.bounds.0.insert(p.name.clone(), b_bound);
                     }
                     _ => sgd_in_place(w, g, k),
-                };
-                p.magnitude = Some(w);
+                }
+                p.magnitude = Some(w_bound);
             }
             return Ok(());
         }
@@ -1049,7 +1092,9 @@ impl sealed::Sealed for Sgd {
             {
                 core::mem::swap(&mut p.value, w);
                 core::mem::swap(old, b);
-                self.bounds.0.insert(p.name.clone(), max_abs(old.as_slice()));
+                self.bounds
+                    .0
+                    .insert(p.name.clone(), max_abs(old.as_slice()));
             }
             p.magnitude = Some(max_abs(p.value.as_slice()));
         }
@@ -1176,40 +1221,39 @@ fn sgd_momentum_into(
     bad == 0
 }
 
-/// Whether an SGD step from weights, gradients and momentum buffers of at most these
-/// magnitudes (`w`, `g`, `b`: bounds on `|value|`) gives finite values everywhere: a bound on
-/// every intermediate of [`sgd_in_place`] and [`sgd_momentum_in_place`]. `false` for NaN or
-/// an infinity.
-fn sgd_bounded(w: f32, g: f32, b: f32, k: [f32; 4]) -> bool {
+/// Bounds on the new `[|w|, |b|]` of an SGD step from weights, gradients and momentum buffers
+/// bounded by `w`, `g` and `b`, when they prove every intermediate of [`sgd_in_place`] and
+/// [`sgd_momentum_in_place`] finite; `None` otherwise (NaN, an infinity, values too large).
+fn sgd_bounds(w: f32, g: f32, b: f32, k: [f32; 4]) -> Option<[f32; 2]> {
     let [lr, wd, momentum, keep] = k.map(f64::from);
     let (w, g, b) = (f64::from(w), f64::from(g), f64::from(b));
+    // A few roundings in f32, each off by 2^-24 at most.
+    let margin = 1.0 + 1e-6;
     let d = g + wd * w; // the decayed gradient
-    let b = momentum * b + keep.abs().max(1.0) * d; // the buffer, or the first gradient
+    let b = (momentum * b + keep.abs().max(1.0) * d) * margin; // the buffer, or the gradient
     let step = d + momentum * b + b; // Nesterov's or not
-    let update = lr * step;
-    [w, d, b, step, update, w + update]
+    let w_new = (w + lr * step) * margin;
+    let fine = [w, d, b, step, lr * step, w_new]
         .iter()
-        .all(|&x| x <= BOUND)
+        .all(|&x| x <= BOUND);
+    fine.then(|| [w_new, b].map(|x| x as f32))
 }
 
-/// One plain SGD step of a parameter in place; a bound on the new `|w|`. Only when
-/// [`sgd_bounded`] proved the result finite. The same arithmetic as [`sgd_into`].
-fn sgd_in_place(w: &mut [f32], g: &[f32], k: [f32; 4]) -> f32 {
+/// One plain SGD step of a parameter in place. Only when [`sgd_bounds`] proved the result
+/// finite. The same arithmetic as [`sgd_into`].
+fn sgd_in_place(w: &mut [f32], g: &[f32], k: [f32; 4]) {
     let [lr, wd, _, _] = k;
     let n = w.len().min(g.len());
     let (w, g) = (&mut w[..n], &g[..n]);
-    let mut w_max = 0u32;
     for i in 0..n {
         let d = if wd != 0.0 { g[i] + wd * w[i] } else { g[i] };
         w[i] -= lr * d;
-        w_max |= w[i].to_bits() & ABS;
     }
-    f32::from_bits(w_max)
 }
 
 /// One SGD step with momentum in place, the buffer `b` set to the gradient on its `first`
-/// step; bounds on the new `|w|` and `|b|`. Only when [`sgd_bounded`] proved the result
-/// finite. The same arithmetic as [`sgd_momentum_into`].
+/// step. Only when [`sgd_bounds`] proved the result finite. The same arithmetic as
+/// [`sgd_momentum_into`].
 fn sgd_momentum_in_place(
     w: &mut [f32],
     g: &[f32],
@@ -1217,18 +1261,111 @@ fn sgd_momentum_in_place(
     first: bool,
     k: [f32; 4],
     nesterov: bool,
-) -> [f32; 2] {
+) {
     let [lr, wd, momentum, keep] = k;
     let n = w.len().min(g.len()).min(b.len());
     let (w, g, b) = (&mut w[..n], &g[..n], &mut b[..n]);
-    let (mut w_max, mut b_max) = (0u32, 0u32);
     for i in 0..n {
         let d = if wd != 0.0 { g[i] + wd * w[i] } else { g[i] };
         b[i] = if first { d } else { b[i] * momentum + keep * d };
         let step = if nesterov { d + momentum * b[i] } else { b[i] };
         w[i] -= lr * step;
-        w_max |= w[i].to_bits() & ABS;
-        b_max |= b[i].to_bits() & ABS;
     }
-    [w_max, b_max].map(f32::from_bits)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Values from a fixed xorshift stream: signs, magnitudes from 1e-30 to 1e3, subnormals
+    /// and zeros.
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        (0..n)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let unit = (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+                match i % 7 {
+                    0 => 0.0,
+                    1 => unit * 1e-40,
+                    2 => unit * 1e-30,
+                    3 => unit * 1e3,
+                    _ => unit,
+                }
+            })
+            .collect()
+    }
+
+    /// The two ways of taking a step give the same bits: in place (when bounded) and into
+    /// spare buffers (otherwise).
+    #[test]
+    fn in_place_and_spare_steps_agree_bit_for_bit() {
+        let n = 1031;
+        for seed in 0..8 {
+            let (w, g, m) = (
+                values(n, seed),
+                values(n, seed + 100),
+                values(n, seed + 200),
+            );
+            let v: Vec<f32> = values(n, seed + 300).iter().map(|x| x * x).collect();
+            for wd in [0.0, 0.01] {
+                let k = Adam::constants_of(1e-3, (0.9, 0.999), 1e-8, seed + 1);
+                let (mut w1, mut m1, mut v1) = (w.clone(), m.clone(), v.clone());
+                adam_in_place(&mut w1, &g, &mut m1, &mut v1, wd, k);
+                let (mut w2, mut m2, mut v2) = (vec![0.0; n], vec![0.0; n], vec![0.0; n]);
+                let out = [&mut w2[..], &mut m2[..], &mut v2[..]];
+                assert!(adam_into([&w, &g], [&m, &v], out, wd, k));
+                let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&w1), bits(&w2));
+                assert_eq!(bits(&m1), bits(&m2));
+                assert_eq!(bits(&v1), bits(&v2));
+
+                let k = [0.1, wd, 0.9, 0.8];
+                for nesterov in [false, true] {
+                    for first in [false, true] {
+                        let (mut w1, mut b1) = (w.clone(), m.clone());
+                        sgd_momentum_in_place(&mut w1, &g, &mut b1, first, k, nesterov);
+                        let (mut w2, mut b2) = (vec![0.0; n], vec![0.0; n]);
+                        let old = (!first).then_some(&m[..]);
+                        let out = [&mut w2[..], &mut b2[..]];
+                        assert!(sgd_momentum_into([&w, &g], old, out, k, nesterov));
+                        assert_eq!(bits(&w1), bits(&w2));
+                        assert_eq!(bits(&b1), bits(&b2));
+                    }
+                }
+                let mut w1 = w.clone();
+                sgd_in_place(&mut w1, &g, k);
+                let mut w2 = vec![0.0; n];
+                assert!(sgd_into(&w, &g, &mut w2, k));
+                assert_eq!(bits(&w1), bits(&w2));
+            }
+        }
+    }
+
+    #[test]
+    fn bounds_cover_the_largest_value_and_catch_non_finite_ones() {
+        let v = [0.5f32, -3.0, 1e-40, 2.9, 4.0, 0.25, -0.125, 1.5, 2.0];
+        assert_eq!(max_abs(&v), 4.0);
+        assert_eq!(max_abs(&v[..8]), 4.0);
+        assert_eq!(max_abs(&v[..3]), 3.0);
+        assert!(max_abs(&[1.0, f32::NAN]).is_nan());
+        assert_eq!(max_abs(&[1.0, f32::NEG_INFINITY]), f32::INFINITY);
+        assert_eq!(max_abs(&[]), 0.0);
+        let k = Adam::constants_of(1e-3, (0.9, 0.999), 1e-8, 1);
+        let bounds = adam_bounds(1.0, 2.0, (1.0, 1.0), 0.0, k).unwrap_or_default();
+        assert!(
+            bounds[1] >= 2.0 && bounds[2] >= 4.0 && bounds[0] > 1.0,
+            "{bounds:?}"
+        );
+        assert!(adam_bounds(1e38, 1.0, (1.0, 1.0), 0.0, k).is_none());
+        assert!(adam_bounds(1.0, 1e19, (1.0, 1.0), 0.0, k).is_none());
+        assert!(adam_bounds(1.0, f32::NAN, (1.0, 1.0), 0.0, k).is_none());
+        let no_eps = Adam::constants_of(1e-3, (0.9, 0.999), 0.0, 1);
+        assert!(adam_bounds(1.0, 1.0, (1.0, 1.0), 0.0, no_eps).is_none());
+        assert!(sgd_bounds(1.0, 1.0, 1.0, [0.1, 0.0, 0.9, 1.0]).is_some());
+        assert!(sgd_bounds(1.0, 1.0, 1.0, [3e38, 0.0, 0.9, 1.0]).is_none());
+        assert!(sgd_bounds(f32::INFINITY, 1.0, 1.0, [0.1, 0.0, 0.0, 1.0]).is_none());
+    }
 }

@@ -532,3 +532,39 @@ fn an_error_inside_fit_says_where_with_the_history() -> Result<(), Box<dyn std::
     );
     Ok(())
 }
+
+/// A weight set by hand after some steps is not hidden by what the optimizer knew of the old
+/// weights: a step that would overflow it is refused. And a step that cannot be proved finite
+/// in advance (weights of 2e37, `eps` 0) but is, is taken.
+#[test]
+fn steps_after_a_weight_set_by_hand_are_checked_against_it(
+) -> Result<(), Box<dyn std::error::Error>> {
+    let (mut net, mut adam, grads) = stepped(3)?;
+    // Steps that leave the weights small: the optimizers know it.
+    adam.step(&mut net, &grads)?;
+    let mut sgd = Sgd::new(0.1);
+    sgd.step(&mut net, &grads)?;
+    // Weights of `f32::MAX` set by hand, each against its gradient: a step of 1e36 times the
+    // gradient overflows every one whose gradient is not 0.
+    let g = grads.get("0.weight").ok_or("no gradient")?;
+    assert!(g.iter().any(|&v| v != 0.0));
+    net.set_param(
+        "0.weight",
+        g.map(|v| if v > 0.0 { -f32::MAX } else { f32::MAX }),
+    )?;
+    let before = snapshot(&net);
+    let err = Sgd::new(1e36).step(&mut net, &grads).err();
+    assert!(
+        matches!(err, Some(TrainError::StepNotFinite { .. })),
+        "{err:?}"
+    );
+    assert_eq!(snapshot(&net), before);
+    // Weights of 2e37 and a small step: not provably finite in advance, but finite: taken.
+    net.set_param("0.weight", DMatrix::from_element(2, 3, 2e37))?;
+    sgd.step(&mut net, &grads)?;
+    adam.step(&mut net, &grads)?;
+    assert!(net
+        .named_params()
+        .all(|(_, p)| p.iter().all(|v| v.is_finite())));
+    Ok(())
+}
