@@ -359,6 +359,19 @@ pub enum ShapeError {
         /// The first sample without a class.
         sample: usize,
     },
+
+    /// A value that must be finite is NaN or infinite: a feature that
+    /// [`Standardize`](crate::data::Standardize) measures (a NaN would make the whole feature
+    /// NaN).
+    #[error("feature {feature} of sample {sample} is not finite (NaN or infinite); {what} needs finite values")]
+    NotFinite {
+        /// What needs them, e.g. `"standardizing"`.
+        what: &'static str,
+        /// The feature (row).
+        feature: usize,
+        /// The sample (column).
+        sample: usize,
+    },
 }
 
 /// A number as given to a split (its test fraction), as [`ShapeError::SplitFraction`] and

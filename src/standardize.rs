@@ -8,7 +8,8 @@ use crate::shape::Shape;
 
 /// Per-feature mean and standard deviation, measured on one batch (the training data) and
 /// applied to others: `(x − mean) / std`, as scikit-learn's `StandardScaler` (the population
-/// standard deviation; a feature that does not vary is only shifted).
+/// standard deviation; a feature that does not vary is only shifted). The batch it measures
+/// must hold finite values: a NaN or an infinity is an error naming it, not a feature of NaN.
 ///
 /// # Example
 /// ```
@@ -33,13 +34,22 @@ impl Standardize {
     /// shifted.
     ///
     /// # Errors
-    /// [`ShapeError::EmptyBatch`] for a batch of no samples; [`ShapeError::OutOfMemory`] when
-    /// memory for the statistics cannot be had.
+    /// [`ShapeError::EmptyBatch`] for a batch of no samples; [`ShapeError::NotFinite`] naming
+    /// the first value that is NaN or infinite; [`ShapeError::OutOfMemory`] when memory for
+    /// the statistics cannot be had.
     pub fn fit<M: Shape>(x: &Batch<M>) -> Result<Self, ShapeError> {
         let m = x.as_matrix();
         let (features, samples) = m.shape();
         if samples == 0 {
             return Err(ShapeError::EmptyBatch);
+        }
+        // Column-major: one sample's features after another.
+        if let Some(index) = m.as_slice().iter().position(|v| !v.is_finite()) {
+            return Err(ShapeError::NotFinite {
+                what: "standardizing",
+                feature: index % features.max(1),
+                sample: index / features.max(1),
+            });
         }
         let memory = || ShapeError::OutOfMemory {
             what: format!("the statistics of {features} features"),
@@ -118,6 +128,22 @@ mod tests {
         assert!(mean.abs() < 1e-6 && (var - 1.0).abs() < 1e-5, "{first:?}");
         // The constant feature is only shifted.
         assert!(y.as_matrix().row(1).iter().all(|&v| v == 0.0));
+        Ok(())
+    }
+
+    #[test]
+    fn values_that_are_not_finite_are_errors_naming_them() -> Result<(), ShapeError> {
+        for bad in [f32::NAN, f32::INFINITY] {
+            let x = Batch::<U2>::from_rows([1.0f32, 1.0, 2.0, bad, 3.0, 3.0])?;
+            assert_eq!(
+                Standardize::fit(&x),
+                Err(ShapeError::NotFinite {
+                    what: "standardizing",
+                    feature: 1,
+                    sample: 1
+                })
+            );
+        }
         Ok(())
     }
 

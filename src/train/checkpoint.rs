@@ -239,17 +239,24 @@ impl<N: Shape, L: Chain<N>> Net<Init<N>, L> {
                 ),
             });
         }
-        self.set_values(values);
-        optimizer.set_state(state);
-        match (hyper, &saved) {
-            (Hyper::FromFile, Some((_, values))) => optimizer.set_hyper(values),
+        // What the optimizer takes from the file, checked by its own rules before anything
+        // changes: a crafted file cannot set a negative rate or a beta of 5.
+        let taken: Vec<(&'static str, f64)> = match (hyper, &saved) {
+            (Hyper::FromFile, Some((_, values))) => values.clone(),
             // The rate a schedule had set is state: the run goes on from it.
             (Hyper::Match, Some((_, values))) => {
-                let now: Vec<_> = values.iter().copied().filter(|(k, _)| *k == "lr").collect();
-                optimizer.set_hyper(&now);
+                values.iter().copied().filter(|(k, _)| *k == "lr").collect()
             }
-            _ => {}
-        }
+            _ => Vec::new(),
+        };
+        optimizer
+            .check_with(&taken)
+            .map_err(|err| TrainError::Checkpoint {
+                reason: format!("its optimizer metadata would make the optimizer invalid: {err}"),
+            })?;
+        self.set_values(values);
+        optimizer.set_state(state);
+        optimizer.set_hyper(&taken);
         Ok(progress)
     }
 }
@@ -266,9 +273,10 @@ fn read_hyper<O: Optimizer>(
     };
     let (name, mine) = optimizer.hyper();
     if saved != name {
-        return Err(TrainError::HyperMismatch {
-            saved: saved.to_owned(),
-            current: name.to_owned(),
+        return Err(TrainError::Checkpoint {
+            reason: format!(
+                "it holds the state of an {saved} optimizer, which cannot be loaded into {name}"
+            ),
         });
     }
     let mut values = Vec::with_capacity(mine.len());
@@ -324,8 +332,14 @@ fn compare_hyper<O: Optimizer>(
 
 /// Where the fit stood, when the file records it.
 fn read_progress(weights: &Weights<'_>) -> Result<Option<Progress>, TrainError> {
-    let (Some(epoch), Some(seed)) = (weights.metadata(EPOCH), weights.metadata(SEED)) else {
-        return Ok(None);
+    let (epoch, seed) = match (weights.metadata(EPOCH), weights.metadata(SEED)) {
+        (Some(epoch), Some(seed)) => (epoch, seed),
+        (None, None) => return Ok(None),
+        (Some(_), None) | (None, Some(_)) => {
+            return Err(TrainError::Checkpoint {
+                reason: format!("the metadata has one of `{EPOCH}` and `{SEED}` but not both"),
+            })
+        }
     };
     let bad = |key: &str, text: &str| TrainError::Checkpoint {
         reason: format!("the metadata's `{key}` is {text:?}, not a whole number"),

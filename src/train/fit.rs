@@ -198,8 +198,9 @@ impl<'a, M: Shape, T> Fit<'a, M, T> {
     }
 
     /// Holds out the last `fraction` of the samples (before any shuffling) as validation
-    /// data, as Keras's `validation_split`: with 150 samples and 0.2, samples 120 to 149 are
-    /// validated on and never trained on. Data given with [`validation`](Fit::validation)
+    /// data, as Keras's `validation_split`: the first `⌊n·(1 − fraction)⌋` are trained on, the
+    /// rest validated on; with 150 samples and 0.2, samples 120 to 149 are validated on and
+    /// never trained on. Data given with [`validation`](Fit::validation)
     /// takes precedence. `fit` refuses a fraction outside (0, 1), or one that leaves either
     /// part empty.
     pub fn validation_split(mut self, fraction: f64) -> Self {
@@ -565,7 +566,11 @@ impl<N: Shape, L: Chain<N>> Net<Init<N>, L> {
             let mut stop = false;
             if let Some(rule) = &fit.early_stopping {
                 let value = rule.monitor.of(&metrics).unwrap_or(f32::NAN);
-                if rule.improves(value, best.as_ref().map(|b| b.0)) {
+                let first = epoch == fit.first_epoch + 1;
+                // As Keras: the first epoch is the best until one improves on it, even when
+                // its metric is NaN, and the fit never stops after its first epoch.
+                let so_far = best.as_ref().map(|b| b.0).filter(|b| !b.is_nan());
+                if rule.improves(value, so_far) || first {
                     let weights = if rule.restore_best_weights {
                         Some(self.copy_params().map_err(|e| end_error(e.into()))?)
                     } else {
@@ -577,6 +582,10 @@ impl<N: Shape, L: Chain<N>> Net<Init<N>, L> {
                     waited += 1;
                     // Keras: the `patience`-th epoch in a row without improvement stops.
                     stop = waited >= rule.patience;
+                }
+                if first && value.is_nan() {
+                    // Not an improvement to wait from: the next epoch with a number is one.
+                    waited = 1;
                 }
                 history.best_epoch = best.as_ref().map(|b| b.1);
             }
@@ -677,7 +686,7 @@ struct Run<'r, M: Shape, T, F> {
 }
 
 /// Splits off the last `fraction` of the samples, as Keras's `validation_split`: the training
-/// part is the first `⌈n·(1 − fraction)⌉` samples.
+/// part is the first `⌊n·(1 − fraction)⌋` samples.
 #[allow(clippy::type_complexity)]
 fn split_off<M: Shape, T: Target>(
     x: &Batch<M>,
@@ -685,11 +694,12 @@ fn split_off<M: Shape, T: Target>(
     fraction: f64,
 ) -> Result<(Batch<M>, T, Batch<M>, T), TrainError> {
     let n = x.samples();
-    let train = (n as f64 * (1.0 - fraction)).ceil();
+    let train = (n as f64 * (1.0 - fraction)).floor();
     let ok = fraction > 0.0 && fraction < 1.0 && train >= 1.0 && train < n as f64;
     if !ok {
+        let samples = if n == 1 { "sample" } else { "samples" };
         return Err(TrainError::Setting(format!(
-            "a validation split of {fraction} of {n} samples leaves a part empty: it must be in (0, 1) and leave at least one sample for training and one for validation"
+            "a validation split of {fraction} of {n} {samples} leaves a part empty: it must be in (0, 1) and leave at least one sample for training and one for validation"
         )));
     }
     // `train` is in 1..n, so it converts exactly.

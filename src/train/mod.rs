@@ -107,13 +107,14 @@ pub enum TrainError {
     },
 
     /// The end of an epoch of a fit failed: evaluating the validation data, saving the
-    /// epoch's checkpoint, or restoring the best weights; or the per-epoch callback could not
-    /// run.
+    /// epoch's checkpoint, or copying the best weights; or the per-epoch callback could not
+    /// run. The history holds the epochs recorded: those before, and this one once its
+    /// metrics were measured (a checkpoint or callback that failed after them).
     #[error("epoch {epoch}, after its last step: {source}; training stopped, the weights are those after that step")]
     EpochEnd {
         /// The epoch, counting from 1.
         epoch: usize,
-        /// The metrics of the epochs finished before.
+        /// The metrics of the epochs recorded (see above).
         history: History,
         /// What failed.
         source: Box<TrainError>,
@@ -122,7 +123,7 @@ pub enum TrainError {
     /// The gradients are finite, but the optimizer's update would make a parameter or the
     /// optimizer's own state NaN or infinite (a learning rate of 3e38, a gradient whose square
     /// overflows `f32`): the step is refused.
-    #[error("the update of `{name}` would not be finite (NaN or infinite) though its gradient is: the step is refused and nothing changed; is the learning rate too large?")]
+    #[error("the update of `{name}` would not be finite (NaN or infinite) though its gradient is: the step is refused and nothing changed; is the learning rate too large, or are the weights or the optimizer's state already not finite?")]
     StepNotFinite {
         /// The first parameter whose update would not be finite.
         name: String,
@@ -167,9 +168,10 @@ pub enum TrainError {
     /// [`Hyper::FromFile`] to say which to use.
     #[error("the checkpoint was saved by {saved} but is loaded into {current}; load with `Hyper::KeepOwn` to keep the optimizer's, or `Hyper::FromFile` to take the file's")]
     HyperMismatch {
-        /// The file's optimizer and hyper-parameters, e.g. `Adam(lr 0.001, betas (0.9, 0.999), eps 1e-8, weight decay 0)`.
+        /// The file's optimizer and the hyper-parameters that differ, e.g. `Adam with
+        /// initial_lr 0.01`.
         saved: String,
-        /// The optimizer's.
+        /// The optimizer's, e.g. `Adam with initial_lr 0.02`.
         current: String,
     },
 

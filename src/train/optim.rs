@@ -61,6 +61,10 @@ pub(crate) mod sealed {
 
         /// Sets the hyper-parameters `hyper` named (those it does not name stay).
         fn set_hyper(&mut self, hyper: &[(&'static str, f64)]);
+
+        /// Checks that the optimizer would be valid with the hyper-parameters `hyper` named,
+        /// changing nothing.
+        fn check_with(&self, hyper: &[(&'static str, f64)]) -> Result<(), TrainError>;
     }
 }
 
@@ -345,7 +349,8 @@ impl Adam {
     }
 
     /// The term added to the denominator, at least 0. With 0, a parameter whose gradients have
-    /// all been 0 gets NaN (0 / 0), as in PyTorch.
+    /// all been 0 would get NaN (0 / 0), as in PyTorch; the step is refused instead
+    /// ([`TrainError::StepNotFinite`]).
     pub fn eps(mut self, eps: f64) -> Self {
         self.eps = eps;
         self
@@ -633,6 +638,13 @@ impl sealed::Sealed for Adam {
                 _ => {}
             }
         }
+    }
+
+    fn check_with(&self, hyper: &[(&'static str, f64)]) -> Result<(), TrainError> {
+        let mut probe = Adam::new(self.lr);
+        probe.set_hyper(&self.hyper().1);
+        probe.set_hyper(hyper);
+        probe.check_hyper()
     }
 }
 
@@ -1161,6 +1173,13 @@ impl sealed::Sealed for Sgd {
                 _ => {}
             }
         }
+    }
+
+    fn check_with(&self, hyper: &[(&'static str, f64)]) -> Result<(), TrainError> {
+        let mut probe = Sgd::new(self.lr);
+        probe.set_hyper(&self.hyper().1);
+        probe.set_hyper(hyper);
+        probe.check_hyper()
     }
 }
 

@@ -208,9 +208,9 @@ fn validation_split_holds_out_the_last_samples() -> Result<(), Box<dyn std::erro
     };
     assert_eq!(strip(&history), strip(&expected));
     assert_eq!(snapshot(&split_net), snapshot(&hand_net));
-    // Fractions that leave a part empty (0.01 of 50 validates on none), or are no fraction,
-    // are refused before any step.
-    for bad in [0.0, 1.0, -0.5, f64::NAN, 0.01] {
+    // Fractions that leave a part empty (1e-17 of 50 validates on none, 0.99 trains on none),
+    // or are no fraction, are refused before any step.
+    for bad in [0.0, 1.0, -0.5, f64::NAN, 1e-17, 0.99] {
         let fit = Fit::new(1).quiet().validation_split(bad);
         let err = split_net
             .fit(&x, &labels, CrossEntropy, &mut Sgd::new(0.1), &fit)
@@ -270,12 +270,17 @@ fn checkpoints_hold_hyper_parameters_and_progress() -> Result<(), Box<dyn std::e
     );
     assert_eq!(snapshot(&fresh), before);
     assert_eq!(other.steps("0.weight"), 0);
-    // Another optimizer altogether.
-    let err = fresh.load_checkpoint(&path.0, &mut Sgd::new(0.01)).err();
-    assert!(
-        matches!(err, Some(TrainError::HyperMismatch { .. })),
-        "{err:?}"
-    );
+    // Another optimizer altogether, whatever the policy.
+    for hyper in [Hyper::Match, Hyper::KeepOwn, Hyper::FromFile] {
+        let err = fresh
+            .load_checkpoint_with(&path.0, &mut Sgd::new(0.01), hyper)
+            .err();
+        let text = err.map(|e| e.to_string()).unwrap_or_default();
+        assert_eq!(
+            text,
+            "checkpoint: it holds the state of an Adam optimizer, which cannot be loaded into SGD"
+        );
+    }
     // Keep our own, or take the file's.
     let progress = fresh.load_checkpoint_with(&path.0, &mut other, Hyper::KeepOwn)?;
     assert_eq!(progress, Some(Progress { epoch: 2, seed: 9 }));
@@ -284,6 +289,28 @@ fn checkpoints_hold_hyper_parameters_and_progress() -> Result<(), Box<dyn std::e
     fresh.load_checkpoint_with(&path.0, &mut taken, Hyper::FromFile)?;
     assert_eq!(taken, adam);
     assert_eq!(snapshot(&fresh), snapshot(&trained));
+    // Crafted hyper-parameters the optimizer would refuse are refused on load, changing nothing:
+    // a rate of -1 (state, taken under `Match`), a beta1 of 5 (taken under `FromFile`).
+    for (key, value, hyper) in [
+        ("lazynet.optimizer.lr", "-1", Hyper::Match),
+        ("lazynet.optimizer.beta1", "5", Hyper::FromFile),
+    ] {
+        let bytes = std::fs::read(&path.0)?;
+        let crafted = TempPath::new("crafted-hyper.safetensors");
+        std::fs::write(&crafted.0, rewrite_metadata(&bytes, key, value)?)?;
+        let mut probe = adam.clone();
+        let before = snapshot(&fresh);
+        let err = fresh
+            .load_checkpoint_with(&crafted.0, &mut probe, hyper)
+            .err();
+        let text = err.map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            text.contains("would make the optimizer invalid"),
+            "{key}: {text}"
+        );
+        assert_eq!(probe, adam);
+        assert_eq!(snapshot(&fresh), before);
+    }
     // A plain `save_checkpoint` records the hyper-parameters but no progress.
     trained.save_checkpoint(&path.0, &adam)?;
     assert_eq!(fresh.load_checkpoint(&path.0, &mut adam.clone())?, None);
@@ -366,5 +393,75 @@ fn epoch_times_below_10_ms_print_as_milliseconds() -> Result<(), Box<dyn std::er
         assert!(line.ends_with(" s)"), "{line}");
     }
     assert!(line.contains(", lr 0.1 ("), "{line}");
+    Ok(())
+}
+
+/// A safetensors file's bytes with the metadata value `key` replaced by `value`.
+fn rewrite_metadata(
+    bytes: &[u8],
+    key: &str,
+    value: &str,
+) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
+    use safetensors::SafeTensors;
+    let file = SafeTensors::deserialize(bytes)?;
+    let (_, metadata) = SafeTensors::read_metadata(bytes)?;
+    let mut metadata = metadata.metadata().clone().unwrap_or_default();
+    metadata.insert(key.to_owned(), value.to_owned());
+    Ok(safetensors::serialize(file.tensors(), Some(metadata))?)
+}
+
+#[test]
+fn validation_split_rounds_the_training_part_down_as_keras(
+) -> Result<(), Box<dyn std::error::Error>> {
+    // 10 samples and 0.25: Keras trains on ⌊7.5⌋ = 7 and validates on 3; 9 samples and 0.1:
+    // 8 and 1.
+    for (n, fraction, validated) in [(10, 0.25, 3), (9, 0.1, 1)] {
+        let x = Batch::<U1>::from_fn(n, |_, s| s as f32);
+        let y = Batch::<U1>::zeros(n);
+        let mut net = Net::new().push(Dense::<U1>::new()).bind::<U1>();
+        net.set_param(
+            "0.weight",
+            lazynet::nalgebra::DMatrix::from_element(1, 1, 1.0),
+        )?;
+        net.set_param("0.bias", lazynet::nalgebra::DMatrix::zeros(1, 1))?;
+        let fit = Fit::new(1)
+            .quiet()
+            .batch_size(100)
+            .validation_split(fraction);
+        let history = net.fit(&x, &y, Mse, &mut Sgd::new(0.0), &fit)?;
+        let m = history.last().ok_or("no epoch")?;
+        // With a rate of 0 the net stays the identity: the losses are means of s².
+        let trained = n - validated;
+        let mean_sq = |r: std::ops::Range<usize>| {
+            let len = r.len() as f32;
+            r.map(|s| (s * s) as f32).sum::<f32>() / len
+        };
+        assert_eq!(m.loss, mean_sq(0..trained), "{n} × {fraction}");
+        assert_eq!(m.val_loss, Some(mean_sq(trained..n)), "{n} × {fraction}");
+    }
+    Ok(())
+}
+
+#[test]
+fn early_stopping_never_stops_after_the_first_epoch_and_keeps_its_weights(
+) -> Result<(), Box<dyn std::error::Error>> {
+    // Validation data holding a NaN: every val loss is NaN, none improves.
+    let (x, labels) = data(16)?;
+    let mut vx = x.clone().into_matrix();
+    vx[(0, 0)] = f32::NAN;
+    let vx = Batch::<U4>::try_from_matrix(vx)?;
+    let stop = EarlyStopping::new(Monitor::ValLoss)
+        .patience(1)
+        .restore_best_weights(true);
+    let fit = Fit::new(5)
+        .quiet()
+        .validation(&vx, &labels)
+        .early_stopping(stop);
+    let mut net = net(0);
+    let history = net.fit(&x, &labels, CrossEntropy, &mut Adam::new(0.01), &fit)?;
+    // Keras: no stop after the first epoch; the first epoch's weights are the best.
+    assert_eq!(history.stopped_early(), Some(2));
+    assert_eq!(history.best_epoch(), Some(1));
+    assert!(history.restored_best());
     Ok(())
 }
