@@ -473,18 +473,17 @@ impl sealed::Sealed for Adam {
                 adam_bounds(w, g, moments, wd, k)
             });
             match bound {
-                Some(b) => bounds.push(Some(b)),
+                Some(b) => bounds.push(Some((b, k))),
                 None => break,
             }
         }
         if bounds.len() == params.len() {
             self.state.extend(fresh);
             for ((p, g), bound) in params.iter_mut().zip(grads).zip(bounds) {
-                let (Some(s), Some([w, m, v])) = (self.state.get_mut(&p.name), bound) else {
+                let (Some(s), Some(([w, m, v], k))) = (self.state.get_mut(&p.name), bound) else {
                     continue;
                 };
                 s.step = s.step.saturating_add(1);
-                let k = Self::constants_of(self.lr, self.betas, self.eps, s.step);
                 let (em, ev) = (s.exp_avg.as_mut_slice(), s.exp_avg_sq.as_mut_slice());
                 adam_in_place(p.value.as_mut_slice(), g.as_slice(), em, ev, wd, k);
                 (p.magnitude, s.maxima) = (Some(w), Cached((m, v)));
