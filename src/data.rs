@@ -378,12 +378,12 @@ fn strata(classes: &[usize], test: usize) -> Result<Vec<Stratum>, ShapeError> {
         };
         // `test · count` fits in a u128, and the share is at most `count` since `test ≤ n`.
         let exact = test as u128 * count as u128;
-        let floor = (exact / n as u128) as usize;
+        let floor = usize::try_from(exact / n as u128).map_err(|_| share_error())?;
         given += floor;
         shares.push((class, floor, exact % n as u128));
     }
     // The floors sum to at most `test`, and fall short of it by fewer than the classes.
-    let left = test.saturating_sub(given);
+    let left = test.checked_sub(given).ok_or_else(share_error)?;
     let mut by_remainder: Vec<usize> = indices(distinct)?;
     by_remainder.extend(0..distinct);
     by_remainder.sort_unstable_by_key(|&k| {
@@ -430,6 +430,16 @@ fn split<M: Shape, T: Target>(
         x_test: x.select(test)?,
         y_test: target.select(test)?,
     })
+}
+
+/// The error of a class share that broke the arithmetic it rests on (a share above its
+/// class's count, shares summing past the test part): never expected, reported rather than
+/// rounded.
+fn share_error() -> ShapeError {
+    ShapeError::Contract {
+        what: "a stratified split".into(),
+        detail: "the shares of the classes do not add up to the test part".into(),
+    }
 }
 
 #[cfg(test)]

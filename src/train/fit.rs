@@ -349,8 +349,10 @@ impl core::fmt::Display for Rate {
         if lr == 0.0 || !lr.is_finite() {
             write!(f, "{lr}")
         } else if (1e-4..1e4).contains(&lr.abs()) {
-            // Four significant digits, trailing zeros dropped. The logarithm is in −4..4.
-            let digits = (3 - lr.abs().log10().floor() as i32).clamp(0, 8) as usize;
+            // Four significant digits, trailing zeros dropped. The logarithm's floor is in
+            // −4..=3 here, so the digits are 0 to 7.
+            let exponent = lr.abs().log10().floor().clamp(-5.0, 4.0);
+            let digits = usize::try_from(3 - exponent as i32).unwrap_or(0);
             let text = format!("{lr:.digits$}");
             let text = if text.contains('.') {
                 text.trim_end_matches('0').trim_end_matches('.')

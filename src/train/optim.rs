@@ -450,6 +450,7 @@ impl sealed::Sealed for Adam {
         let wd = self.weight_decay as f32;
         // When bounds on the inputs prove every new value finite (as in all but absurd cases),
         // the step runs in place, in one pass.
+        //
         // Bounds on the inputs: the gradient's from a pass over it; the weight's and moments'
         // as the last step left them, or, when those do not prove the step finite (they only
         // grow), from a pass over the values.
@@ -459,7 +460,8 @@ impl sealed::Sealed for Adam {
                 bounds.push(None);
                 continue;
             };
-            let k = Self::constants_of(self.lr, self.betas, self.eps, s.step.saturating_add(1));
+            let step = next_step(s.step, &p.name)?;
+            let k = Self::constants_of(self.lr, self.betas, self.eps, step);
             let g = max_abs(g.as_slice());
             let kept = p
                 .magnitude
@@ -473,17 +475,18 @@ impl sealed::Sealed for Adam {
                 adam_bounds(w, g, moments, wd, k)
             });
             match bound {
-                Some(b) => bounds.push(Some((b, k))),
+                Some(b) => bounds.push(Some((b, k, step))),
                 None => break,
             }
         }
         if bounds.len() == params.len() {
             self.state.extend(fresh);
             for ((p, g), bound) in params.iter_mut().zip(grads).zip(bounds) {
-                let (Some(s), Some(([w, m, v], k))) = (self.state.get_mut(&p.name), bound) else {
+                let (Some(s), Some(([w, m, v], k, step))) = (self.state.get_mut(&p.name), bound)
+                else {
                     continue;
                 };
-                s.step = s.step.saturating_add(1);
+                s.step = step;
                 let (em, ev) = (s.exp_avg.as_mut_slice(), s.exp_avg_sq.as_mut_slice());
                 adam_in_place(p.value.as_mut_slice(), g.as_slice(), em, ev, wd, k);
                 (p.magnitude, s.maxima) = (Some(w), Cached((m, v)));
@@ -491,12 +494,15 @@ impl sealed::Sealed for Adam {
             return Ok(());
         }
         // Otherwise every new value goes into the spares first; nothing else is written.
+        let mut steps = Vec::with_capacity(params.len());
         for (p, g) in params.iter().zip(grads) {
             let state = self.state.get(&p.name).or_else(|| fresh.get(&p.name));
             let Some(s) = state else {
+                steps.push(None);
                 continue;
             };
-            let step = s.step.saturating_add(1);
+            let step = next_step(s.step, &p.name)?;
+            steps.push(Some(step));
             let k = Self::constants_of(self.lr, self.betas, self.eps, step);
             let [w, m, v] = self
                 .spares
@@ -516,12 +522,13 @@ impl sealed::Sealed for Adam {
         }
         // All finite: the spares become the values, the values the spares.
         self.state.extend(fresh);
-        for p in params.iter_mut() {
-            let (Some(s), Some([w, m, v])) = (self.state.get_mut(&p.name), self.spares.of(&p.name))
+        for (p, step) in params.iter_mut().zip(steps) {
+            let (Some(s), Some([w, m, v]), Some(step)) =
+                (self.state.get_mut(&p.name), self.spares.of(&p.name), step)
             else {
                 continue;
             };
-            s.step = s.step.saturating_add(1);
+            s.step = step;
             core::mem::swap(&mut p.value, w);
             core::mem::swap(&mut s.exp_avg, m);
             core::mem::swap(&mut s.exp_avg_sq, v);
@@ -645,6 +652,16 @@ impl sealed::Sealed for Adam {
         probe.set_hyper(hyper);
         probe.check_hyper()
     }
+}
+
+/// The number of a parameter's next Adam step: one more than `step`, or an error when the
+/// count (read from a checkpoint, say) is already the largest a `u64` holds.
+fn next_step(step: u64, name: &str) -> Result<u64, TrainError> {
+    step.checked_add(1).ok_or_else(|| TrainError::Checkpoint {
+        reason: format!(
+            "the Adam step count of `{name}` is {step}, the largest there is: no further step can be counted"
+        ),
+    })
 }
 
 /// Spare buffers an optimizer writes a step's new values into, per parameter name: a step
@@ -855,7 +872,9 @@ const ABS: u32 = 0x7fff_ffff;
 /// but the sign, which order as the magnitudes do, in eight lanes of `i32` so that the loop is
 /// vectorized on every x86-64 (an unsigned maximum needs SSE4.1).
 fn max_abs(values: &[f32]) -> f32 {
-    let magnitude = |v: &f32| (v.to_bits() & ABS) as i32;
+    // Below 2^31 once the sign bit is cleared, so the conversion never fails (and compiles to
+    // nothing).
+    let magnitude = |v: &f32| i32::try_from(v.to_bits() & ABS).unwrap_or(i32::MAX);
     let mut lanes = [0i32; 8];
     let chunks = values.chunks_exact(8);
     let rest = chunks.remainder().iter().map(magnitude).max().unwrap_or(0);
@@ -866,7 +885,7 @@ fn max_abs(values: &[f32]) -> f32 {
     }
     let largest = lanes.iter().fold(rest, |a, &b| a.max(b));
     // Non-negative: the sign bit was cleared.
-    f32::from_bits(largest as u32)
+    f32::from_bits(u32::try_from(largest).unwrap_or(u32::MAX))
 }
 
 /// 1 when `a` or `b` is NaN or infinite (every exponent bit set), else 0: integer operations
@@ -1036,6 +1055,7 @@ impl sealed::Sealed for Sgd {
         let momentum = self.momentum != 0.0;
         // When bounds on the inputs prove every new value finite (as in all but absurd cases),
         // the step runs in place, in one pass.
+        //
         // Bounds on the inputs: the gradient's from a pass over it; the weight's and buffer's as
         // the last step left them, or, when those do not prove the step finite, from a pass
         // over the values.
@@ -1360,6 +1380,16 @@ mod tests {
                 assert_eq!(bits(&w1), bits(&w2));
             }
         }
+    }
+
+    #[test]
+    fn the_last_step_count_is_an_error_not_a_wrap() {
+        assert!(matches!(next_step(7, "0.weight"), Ok(8)));
+        let err = next_step(u64::MAX, "0.weight").err();
+        assert!(
+            matches!(err, Some(TrainError::Checkpoint { .. })),
+            "{err:?}"
+        );
     }
 
     #[test]

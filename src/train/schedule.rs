@@ -59,10 +59,12 @@ impl Schedule {
         Schedule(Kind::Fn(Arc::new(f)))
     }
 
-    /// The learning rate of epoch `epoch` (counting from 1). A rate that is not finite or is
-    /// negative is refused by the optimizer's step, naming the epoch.
+    /// The learning rate of epoch `epoch` (counting from 1; 0, which no fit passes, is read
+    /// as 1). A rate that is not finite or is negative is refused by the optimizer's step,
+    /// naming the epoch.
     pub fn lr(&self, epoch: usize) -> f64 {
-        let t = epoch.saturating_sub(1);
+        // Steps taken before the epoch: none for epoch 1 (and for 0).
+        let t = epoch.checked_sub(1).unwrap_or(0);
         match &self.0 {
             Kind::StepDecay { lr, every, factor } => match t.checked_div(*every) {
                 Some(k) => lr * factor.powf(k as f64),
