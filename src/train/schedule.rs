@@ -64,7 +64,10 @@ impl Schedule {
     /// naming the epoch.
     pub fn lr(&self, epoch: usize) -> f64 {
         // Steps taken before the epoch: none for epoch 1 (and for 0).
-        let t = epoch.checked_sub(1).unwrap_or(0);
+        let t = match epoch {
+            0 => 0,
+            e => e - 1,
+        };
         match &self.0 {
             Kind::StepDecay { lr, every, factor } => match t.checked_div(*every) {
                 Some(k) => lr * factor.powf(k as f64),
