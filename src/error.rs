@@ -250,6 +250,56 @@ pub enum ShapeError {
         name: String,
     },
 
+    /// A place of a [`Shared`](crate::layer::Shared) layer receives another input shape than
+    /// the place that made its parameters.
+    #[error(
+        "layer {place} shares the parameters of layer {first}, which were made for input {}, but receives {}",
+        Dims(expected),
+        Dims(found)
+    )]
+    TiedInput {
+        /// The first place, which made the parameters (`2`, or `3.1` inside a block).
+        first: String,
+        /// The place that receives another shape.
+        place: String,
+        /// The input shape of the first place.
+        expected: Vec<usize>,
+        /// The input shape of this place.
+        found: Vec<usize>,
+    },
+
+    /// The two branches of a [`Residual`](crate::layer::Residual) block give different
+    /// shapes.
+    #[error(
+        "residual block {layer}: its body gives {} but it is added to {what} {}",
+        Dims(body),
+        Dims(other)
+    )]
+    Branch {
+        /// The block (`2`, or `3.1` inside another block).
+        layer: String,
+        /// What the body is added to: `"its input"` or `"the projection's output"`.
+        what: &'static str,
+        /// The body's output shape.
+        body: Vec<usize>,
+        /// The shape it is added to.
+        other: Vec<usize>,
+    },
+
+    /// A layer inside a composite layer (a [`Residual`](crate::layer::Residual) block) does not
+    /// fit; the inner error counts layers from the start of the block's branch.
+    #[error("in layer {layer} ({kind}), {branch}: {source}")]
+    InBlock {
+        /// The composite's place (`2`, or `3.1` inside another block).
+        layer: String,
+        /// Its kind.
+        kind: &'static str,
+        /// Which branch: `"its body"` or `"its projection"`.
+        branch: &'static str,
+        /// The error inside it.
+        source: Box<ShapeError>,
+    },
+
     /// A sample index past the end of a batch or of labels.
     #[error("sample {index} is past the end: there are {samples} samples")]
     SampleIndex {

@@ -123,6 +123,8 @@ mod alloc;
 mod exec;
 #[path = "run_time/kernels.rs"]
 mod kernels;
+#[path = "run_time/plan.rs"]
+mod plan;
 #[path = "run_time/state.rs"]
 mod state;
 pub mod train;

@@ -140,18 +140,22 @@ impl<L: Layers> Net<Uninit, L> {
             .collect()
     }
 
-    /// Each layer as far as it is known before binding, first to last.
+    /// Each node as far as it is known before binding, in the order the net will run them
+    /// (a residual block's parts, then its sum).
     pub(crate) fn describe(&self) -> Vec<Described> {
-        exec::walk(&self.layer_refs(), None)
-            .map(|step| Described {
-                kind: step.layer.kind(),
-                output: step.output.clone().ok().flatten(),
-                params: step
-                    .layer
-                    .param_shapes(step.input.as_ref())
-                    .into_iter()
-                    .map(|(role, shape)| (role.param_name(step.index), shape))
-                    .collect(),
+        let mut planner = crate::plan::Planner::describing();
+        // Describing never fails: a layer that rejects what reaches it gives `?`.
+        let _ = planner.seq(&self.layer_refs(), "", &[], (crate::plan::Src::Input, None));
+        let paths: Vec<String> = planner.nodes.iter().map(|n| n.path.clone()).collect();
+        planner
+            .nodes
+            .into_iter()
+            .map(|node| Described {
+                path: node.path,
+                kind: node.kind,
+                output: node.output,
+                params: node.params.into_iter().map(|p| (p.name, p.shape)).collect(),
+                tied: node.tied.and_then(|t| paths.get(t).cloned()),
             })
             .collect()
     }
@@ -252,9 +256,12 @@ fn refs<L: Layers>(layers: &L) -> Vec<&dyn Layer> {
 
 /// A layer of a declaration as far as it is known before binding.
 pub(crate) struct Described {
+    pub(crate) path: String,
     pub(crate) kind: &'static str,
     pub(crate) output: Option<PartialShape>,
     pub(crate) params: Vec<(String, PartialShape)>,
+    /// The place whose parameters it shares, at a later place of a tied set.
+    pub(crate) tied: Option<String>,
 }
 
 impl<S, L: Layers> Net<S, L> {
@@ -393,6 +400,11 @@ impl<S, L: Layers> Net<S, L> {
     /// The layers of the declaration.
     pub fn layers(&self) -> &L {
         &self.layers
+    }
+
+    /// The layers, for a composite that holds the declaration.
+    pub(crate) fn into_layers(self) -> L {
+        self.layers
     }
 
     pub(crate) fn state(&self) -> &S {

@@ -12,6 +12,8 @@ use crate::state::{Init, Uninit};
 struct Row {
     layer: String,
     kind: &'static str,
+    /// The place whose parameters this one shares.
+    tied: Option<String>,
     output: String,
     params: Vec<(String, String, Count)>,
 }
@@ -73,7 +75,11 @@ fn table(f: &mut fmt::Formatter<'_>, title: &str, rows: &[Row], footer: &str) ->
                 ],
             }
         };
-        if row.params.is_empty() {
+        if let Some(first) = &row.tied {
+            let mut line = cells(None);
+            line[3] = format!("(tied to {first})");
+            lines.push(line);
+        } else if row.params.is_empty() {
             lines.push(cells(None));
         }
         for p in &row.params {
@@ -120,10 +126,10 @@ impl<L: Layers> fmt::Display for Net<Uninit, L> {
         let rows: Vec<Row> = self
             .describe()
             .into_iter()
-            .enumerate()
-            .map(|(index, layer)| Row {
-                layer: index.to_string(),
+            .map(|layer| Row {
+                layer: layer.path,
                 kind: layer.kind,
+                tied: layer.tied,
                 output: layer
                     .output
                     .as_ref()
@@ -162,10 +168,13 @@ impl<N: Shape, L: Layers> fmt::Display for Net<Init<N>, L> {
         let rows: Vec<Row> = state
             .layers
             .iter()
-            .enumerate()
-            .map(|(index, layer)| Row {
-                layer: index.to_string(),
+            .map(|layer| Row {
+                layer: layer.path.clone(),
                 kind: layer.kind,
+                tied: layer
+                    .tied
+                    .and_then(|t| state.layers.get(t))
+                    .map(|t| t.path.clone()),
                 output: Dims(&layer.output).to_string(),
                 params: layer
                     .params

@@ -208,6 +208,7 @@ where
     fn compile_time_outputs(out: &mut Vec<PartialShape>) {
         P::compile_time_outputs(out);
         out.push(<Self::Out as Shape>::compile_time());
+        <H as LayerOn<P::Out, P::Known>>::nested_outputs(out);
     }
 }
 

@@ -366,3 +366,82 @@ impl MseTakesTargets for TargetsKind {}
 pub trait CrossEntropyTakesLabels {}
 
 impl CrossEntropyTakesLabels for LabelsKind {}
+
+/// A shape as the composition rules ([`BranchShapesMatch`]) compare it: a flat size's decimal
+/// digits ([`Num`](crate::decimal::Num)) or [`Dyn`](crate::Dyn), or an image's three, as
+/// [`ImageKey`].
+pub trait ShapeKey {
+    /// The digits, `Dyn`, or an [`ImageKey`] of them.
+    type Key;
+}
+
+impl<U, B> ShapeKey for typenum::UInt<U, B>
+where
+    typenum::UInt<U, B>: crate::decimal::Decimal,
+{
+    type Key = crate::decimal::Dec<typenum::UInt<U, B>>;
+}
+
+impl ShapeKey for crate::Dyn {
+    type Key = crate::Dyn;
+}
+
+impl<C: Width, H: Width, W: Width> ShapeKey for crate::Image<C, H, W> {
+    type Key = ImageKey<C::Output, H::Output, W::Output>;
+}
+
+/// An image's channels, height and width as [`ShapeKey`] compares them, each its decimal
+/// digits or [`Dyn`](crate::Dyn).
+pub struct ImageKey<C, H, W>(core::marker::PhantomData<(C, H, W)>);
+
+/// Rule: the two branches that a residual block adds up give one shape: the body and the
+/// block's input (`x + body(x)`), or the body and the projection (`body(x) + projection(x)`).
+/// `Self` is the body's output, `Other` what it is added to.
+#[diagnostic::on_unimplemented(
+    message = "shape mismatch: a residual block's body gives {Self} but it is added to {Other}",
+    label = "the two branches of this residual block give different shapes",
+    note = "sizes are spelled as their decimal digits: `Num<_1, _6>` means 16; an image is `ImageKey<channels, height, width>`",
+    note = "`Residual::new(body)` adds the body's output to its input, so the body must give the shape it receives; give it a projection (`Residual::with_projection(body, projection)`) to change the shape"
+)]
+pub trait BranchShapesMatch<Other> {
+    /// [`Proven`], or [`AtRunTime`] when a size is known only at run time.
+    type Checks;
+}
+
+impl<T: Digits> BranchShapesMatch<T> for T {
+    type Checks = Proven;
+}
+impl<T: Digits> BranchShapesMatch<crate::Dyn> for T {
+    type Checks = AtRunTime;
+}
+impl<T: Digits> BranchShapesMatch<T> for crate::Dyn {
+    type Checks = AtRunTime;
+}
+impl BranchShapesMatch<crate::Dyn> for crate::Dyn {
+    type Checks = AtRunTime;
+}
+
+/// Images: channels, height and width each match.
+impl<C, H, W, C2, H2, W2> BranchShapesMatch<ImageKey<C2, H2, W2>> for ImageKey<C, H, W>
+where
+    C: BranchShapesMatch<C2>,
+    H: BranchShapesMatch<H2>,
+    W: BranchShapesMatch<W2>,
+    C::Checks: Both<H::Checks>,
+    <C::Checks as Both<H::Checks>>::Output: Both<W::Checks>,
+{
+    type Checks = <<C::Checks as Both<H::Checks>>::Output as Both<W::Checks>>::Output;
+}
+
+/// Rule: every place of a [`Shared`](crate::layer::Shared) layer receives the width the set
+/// was made for. `Self` is the width reaching this place, `Made` the width its first place
+/// after a static width receives.
+#[diagnostic::on_unimplemented(
+    message = "shape mismatch: a tied layer receives {Self} inputs here but its parameters were made for {Made}",
+    label = "this place of the `Shared` layer receives another width than its first place",
+    note = "sizes are spelled as their decimal digits: `Num<_1, _6>` means 16",
+    note = "every clone of one `Shared` computes with the same parameters, so each must receive the width they were made for"
+)]
+pub trait TiedInputMatches<Made> {}
+
+impl<T> TiedInputMatches<T> for T {}

@@ -5,6 +5,7 @@
 //! that owns its parameters.
 
 mod activation;
+mod compose;
 mod conv;
 mod dense;
 mod flatten;
@@ -19,6 +20,7 @@ use crate::error::ShapeError;
 pub use crate::partial::PartialShape;
 
 pub use activation::{Identity, Relu, Sigmoid, Tanh};
+pub use compose::{NoProjection, Parts, Projection, Residual, Shared, SkipPath, TiedPlace};
 pub use conv::Conv2d;
 pub use dense::{Dense, Infer, InputDecl, InputRule, PushRule};
 pub use flatten::Flatten;
@@ -74,6 +76,14 @@ pub trait Layer: Send + Sync + 'static {
     /// they can be allocated.
     fn scratch(&self, _input: &[usize], _output: &[usize]) -> Vec<(&'static str, Vec<usize>)> {
         Vec::new()
+    }
+
+    /// How the layer is made of other layers: [`Residual`] and [`Shared`] say so here, and the
+    /// net builds their parts instead of calling [`kernel`](Layer::kernel). A single layer
+    /// (the default) is a leaf.
+    #[doc(hidden)]
+    fn parts(&self) -> Parts<'_> {
+        Parts::Leaf
     }
 }
 
@@ -294,4 +304,10 @@ pub trait LayerOn<In: Shape, Known = crate::list::Unknown>: Layer {
     /// [`Proven`](crate::rules::Proven) when the compiler made every check,
     /// [`AtRunTime`](crate::rules::AtRunTime) when one is left for `try_bind`.
     type Checks;
+
+    /// Appends the output shape of every layer inside this one, in the order the net builds
+    /// them, as the compiler computed them: a composite layer's ([`Residual`]) parts are
+    /// checked at binding as the net's own layers are. Nothing for a single layer.
+    #[doc(hidden)]
+    fn nested_outputs(_out: &mut Vec<PartialShape>) {}
 }

@@ -4,98 +4,23 @@
 //! program declares and however long they are: the types check the shapes, these loops do the
 //! work.
 
-use std::borrow::Cow;
-
 use nalgebra::DMatrix;
 
-use std::sync::Arc;
-
-use crate::alloc::{try_clone, try_zeros, MAX_VALUES};
+use crate::alloc::{try_clone, try_zeros};
 use crate::error::ShapeError;
 use crate::init::{Dims, InitRng, Initializer, ParamInfo};
-use crate::layer::{Activation, Fault, Kernel, Layer, PartialShape};
-use crate::state::{BoundLayer, Param};
+use crate::layer::{Activation, Layer, PartialShape};
+use crate::plan::{fits, PlanOp, Planner, Src};
+use crate::state::{BoundLayer, Op, Param};
 
-/// One layer of a walk through a list: its index and the shapes around it, `None` where not
-/// even the rank is known.
-pub(crate) struct Step<'a> {
-    pub(crate) index: usize,
-    pub(crate) layer: &'a dyn Layer,
-    pub(crate) input: Option<PartialShape>,
-    /// The output shape, or why the input does not fit.
-    pub(crate) output: Result<Option<PartialShape>, Fault>,
-}
-
-/// Walks `layers` from an input shape (`None` before binding), passing each layer's output to
-/// the next. The one place that propagates shapes: checking, building and describing all use
-/// it. After a layer that rejects its input, the shape is unknown.
-pub(crate) fn walk<'a>(
-    layers: &'a [&'a dyn Layer],
-    input: Option<PartialShape>,
-) -> impl Iterator<Item = Step<'a>> + 'a {
-    layers
-        .iter()
-        .enumerate()
-        .scan(input, |shape, (index, &layer)| {
-            let input = shape.take();
-            let output = layer.output_shape(input.as_ref());
-            shape.clone_from(&output.as_ref().ok().cloned().flatten());
-            Some(Step {
-                index,
-                layer,
-                input,
-                output,
-            })
-        })
-}
-
-/// Whether a tensor of shape `dims` can be allocated and indexed: the product of its non-zero
-/// sizes is at most [`MAX_VALUES`]. Every partial product a kernel computes from these sizes
-/// (a row, a plane, `in_c·k·k`) is then at most that, so none overflows.
-fn fits(dims: &[usize]) -> bool {
-    dims.iter()
-        .filter(|&&d| d != 0)
-        .try_fold(1usize, |n, &d| n.checked_mul(d))
-        .is_some_and(|n| n <= MAX_VALUES)
-}
-
-/// The error of a layer whose run-time rule breaks the [`Layer`] trait's contract, or
-/// contradicts its compile-time half.
-fn contradicts(index: usize, kind: &str, detail: String) -> ShapeError {
-    ShapeError::Contract {
-        what: format!("layer {index} ({kind})"),
-        detail,
-    }
-}
-
-/// Whether a run-time shape is one the compiler's partial shape allows: the same rank, and
-/// every size the compiler knows the same.
-fn agrees(run_time: &[usize], compile_time: &PartialShape) -> bool {
-    run_time.len() == compile_time.0.len()
-        && run_time
-            .iter()
-            .zip(&compile_time.0)
-            .all(|(r, c)| c.is_none_or(|c| c == *r))
-}
-
-/// A parameter to allocate: where it goes and what it is.
-struct Planned {
-    name: String,
-    shape: Vec<usize>,
-    role: crate::init::Role,
-    fan_in: usize,
-    fan_out: usize,
-    rows: usize,
-    cols: usize,
-}
-
-/// Checks every shape a binding of `layers` to `input` needs and builds the bound layers, with
+/// Checks every shape a binding of `layers` to `input` needs and builds the bound nodes, with
 /// every parameter 0 (the caller initializes or loads them).
 ///
-/// One walk checks each layer (it accepts what reaches it; its parameters, input, output and
-/// work buffers can be allocated, so no size computed from them overflows); only then is
-/// anything allocated, each parameter fallibly: memory that cannot be had is
-/// [`ShapeError::OutOfMemory`] naming the parameter, and what was allocated is freed.
+/// The [plan](crate::plan) checks each layer (it accepts what reaches it; its parameters,
+/// input, output and work buffers can be allocated, so no size computed from them overflows),
+/// opening composite layers into their parts; only then is anything allocated, each parameter
+/// fallibly: memory that cannot be had is [`ShapeError::OutOfMemory`] naming the parameter,
+/// and what was allocated is freed.
 ///
 /// A layer is checked, not believed: its output must be fully known and agree with
 /// `expected` (each layer's output as the compiler computed it), its parameters' shapes must be
@@ -120,159 +45,39 @@ pub(crate) fn build(
             shape: input.to_vec(),
         });
     }
-    let mut plan = Vec::with_capacity(layers.len());
-    for step in walk(layers, Some(PartialShape::from_dims(input))) {
-        let (index, kind) = (step.index, step.layer.kind());
-        let too_large = |tensor: String, shape: Vec<usize>| ShapeError::TooLarge {
-            layer: index,
-            kind,
-            tensor,
-            shape,
-        };
-        let output = step.output.clone().map_err(|f| f.at(index, kind))?;
-        // The walk starts from a known input, and each layer before was checked to give a
-        // known output.
-        let Some(input) = step.input.as_ref().and_then(PartialShape::known) else {
-            return Err(contradicts(
-                index,
-                kind,
-                "it receives no known shape".into(),
-            ));
-        };
-        // From a known input every layer's output is known (a `Layer` promises it).
-        let output = match output.as_ref().map(|o| (o.known(), o)) {
-            Some((Some(output), _)) => output,
-            Some((None, partial)) => {
-                return Err(contradicts(
-                    index,
-                    kind,
-                    format!(
-                        "its `output_shape` gives {partial} for the known input {}; from a known input every size of the output must be known",
-                        Dims(&input)
-                    ),
-                ))
-            }
-            None => {
-                return Err(contradicts(
-                    index,
-                    kind,
-                    format!(
-                        "its `output_shape` gives no shape for the known input {}; it must give the output's shape or an error saying why the input does not fit",
-                        Dims(&input)
-                    ),
-                ))
-            }
-        };
-        if let Some(compiled) = expected.get(index) {
-            if !agrees(&output, compiled) {
-                return Err(contradicts(
-                    index,
-                    kind,
-                    format!(
-                        "its run-time rule (`Layer::output_shape`) gives output {} for input {}, but its compile-time half (`LayerOn::Out`) told the compiler {compiled}",
-                        Dims(&output),
-                        Dims(&input)
-                    ),
-                ));
-            }
-        }
-        let mut params = Vec::new();
-        for (role, shape) in step.layer.param_shapes(step.input.as_ref()) {
-            let name = role.param_name(index);
-            if params.iter().any(|(_, n, _)| *n == name) {
+    let mut planner = Planner::binding(expected);
+    planner.seq(
+        layers,
+        "",
+        &[],
+        (Src::Input, Some(PartialShape::from_dims(input))),
+    )?;
+    let nodes = planner.nodes;
+    // Two parameters of one name anywhere in the net (a block's names clashing with another
+    // layer's) would be one tensor in a file.
+    let mut seen = std::collections::HashSet::new();
+    for node in &nodes {
+        for p in &node.params {
+            if !seen.insert(p.name.as_str()) {
+                let top = node.path.split('.').next().and_then(|i| i.parse().ok());
                 return Err(ShapeError::DuplicateParam {
-                    layer: index,
-                    kind,
-                    name,
+                    layer: top.unwrap_or(0),
+                    kind: node.kind,
+                    name: p.name.clone(),
                 });
             }
-            let Some(shape) = shape.known() else {
-                return Err(contradicts(
-                    index,
-                    kind,
-                    format!(
-                        "its parameter `{name}` has shape {shape} for the known input {}; once the input is known every size of a parameter must be",
-                        Dims(&input)
-                    ),
-                ));
-            };
-            if !fits(&shape) {
-                return Err(too_large(format!("parameter `{name}`"), shape));
-            }
-            params.push((role, name, shape));
         }
-        let tensors = [("input", &input), ("output", &output)];
-        for (tensor, shape) in tensors {
-            if !fits(shape) {
-                return Err(too_large(tensor.into(), shape.clone()));
-            }
-        }
-        for (tensor, shape) in step.layer.scratch(&input, &output) {
-            if !fits(&shape) {
-                return Err(too_large(tensor.into(), shape));
-            }
-        }
-        // PyTorch's fans, read from the weight (the first parameter): a dense `[out, in]` has
-        // fan-in `in`; a convolution `[out, in, k, k]` has `in·k·k`. A bias shares them. The
-        // weight fits, so these products do not overflow.
-        let from_weight = || {
-            params.first().map_or((0, 0), |(_, _, w)| {
-                let field = w.iter().skip(2).product::<usize>();
-                let size = |i: usize| w.get(i).copied().unwrap_or(0) * field;
-                (size(1), size(0))
-            })
-        };
-        let (fan_in, fan_out) = step.layer.fans(&input, &output).unwrap_or_else(from_weight);
-        let kernel: Arc<dyn Kernel> = Arc::from(step.layer.kernel(&input, &output));
-        // Both products fit: `fits` checked them.
-        let size = |dims: &[usize]| dims.iter().product::<usize>();
-        if kernel.is_reshape() && size(&input) != size(&output) {
-            return Err(contradicts(
-                index,
-                kind,
-                format!(
-                    "its kernel says it is a reshape (`Kernel::is_reshape`), which the net skips, but its output {} holds {} values and its input {} holds {}",
-                    Dims(&output),
-                    size(&output),
-                    Dims(&input),
-                    size(&input)
-                ),
-            ));
-        }
-        if let Some(activation) = kernel.activation().filter(|_| input != output) {
-            return Err(contradicts(
-                index,
-                kind,
-                format!(
-                    "its kernel says it is the element-wise {activation:?} (`Kernel::activation`), which keeps the shape, but it maps input {} to output {}",
-                    Dims(&input),
-                    Dims(&output)
-                ),
-            ));
-        }
-        let params: Vec<Planned> = params
-            .into_iter()
-            .map(|(role, name, shape)| Planned {
-                rows: shape.first().copied().unwrap_or(1),
-                cols: shape.iter().skip(1).product(),
-                name,
-                shape,
-                role,
-                fan_in,
-                fan_out,
-            })
-            .collect();
-        plan.push((index, kind, kernel, output, params));
     }
     // Every parameter is written as soon as it is allocated (zeroed, then initialized), so
     // parameters that together need more than the memory available are refused before any is
     // allocated: with overcommitted memory the allocator would hand them out, and the process
     // would be killed while writing them.
     let mut total = 0u128;
-    for (index, kind, _, _, params) in &plan {
-        for p in params {
+    for node in &nodes {
+        for p in &node.params {
+            let dims = p.shape.known().unwrap_or_default();
             let before = total;
-            total += p.rows as u128 * p.cols as u128;
+            total += dims.iter().map(|&d| d as u128).product::<u128>();
             if !crate::alloc::fits_in_memory(total) {
                 let with = if before == 0 {
                     ""
@@ -281,31 +86,50 @@ pub(crate) fn build(
                 };
                 return Err(ShapeError::OutOfMemory {
                     what: format!(
-                        "parameter `{}` of layer {index} ({kind}), shape {}{with}",
+                        "parameter `{}` of layer {} ({}), shape {}{with}",
                         p.name,
-                        Dims(&p.shape)
+                        node.path,
+                        node.kind,
+                        Dims(&dims)
                     ),
                     values: total,
                 });
             }
         }
     }
-    plan.into_iter()
-        .map(|(index, kind, kernel, output, params)| {
-            let params = params
+    nodes
+        .into_iter()
+        .map(|node| {
+            let op = match node.op {
+                PlanOp::Layer(Some(kernel)) => Op::Layer(kernel),
+                PlanOp::Add(src) => Op::Add(src),
+                PlanOp::Layer(None) => {
+                    return Err(ShapeError::Contract {
+                        what: format!("layer {} ({})", node.path, node.kind),
+                        detail: "it was planned without a kernel".into(),
+                    })
+                }
+            };
+            let params = node
+                .params
                 .into_iter()
                 .map(|p| {
+                    let shape = p.shape.known().unwrap_or_default();
+                    let rows = shape.first().copied().unwrap_or(1);
+                    let cols = shape.iter().skip(1).product();
                     let what = || {
                         format!(
-                            "parameter `{}` of layer {index} ({kind}), shape {}",
+                            "parameter `{}` of layer {} ({}), shape {}",
                             p.name,
-                            Dims(&p.shape)
+                            node.path,
+                            node.kind,
+                            Dims(&shape)
                         )
                     };
                     Ok(Param {
-                        value: try_zeros(p.rows, p.cols, what)?,
+                        value: try_zeros(rows, cols, what)?,
                         name: p.name,
-                        shape: p.shape,
+                        shape,
                         role: p.role,
                         fan_in: p.fan_in,
                         fan_out: p.fan_out,
@@ -314,10 +138,17 @@ pub(crate) fn build(
                 })
                 .collect::<Result<_, ShapeError>>()?;
             Ok(BoundLayer {
-                kind,
-                kernel,
-                output,
+                kind: node.kind,
+                path: node.path,
+                output: node
+                    .output
+                    .as_ref()
+                    .and_then(PartialShape::known)
+                    .unwrap_or_default(),
+                op,
+                input: node.input,
                 params,
+                tied: node.tied,
             })
         })
         .collect()
@@ -364,55 +195,118 @@ pub(crate) fn initialize_fresh(layers: &mut [BoundLayer], init: &dyn Initializer
     }
 }
 
-/// One step of a forward pass: a layer, and the activation after it that it fuses (the
-/// identity when none). Reshapes are no steps: their output is their input.
+/// Where a step reads a value: the net's input or the output of an earlier step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Slot {
+    /// The net's input.
+    Input,
+    /// The output of step `s`.
+    Step(usize),
+}
+
+/// One step of a forward pass: a node, and the activation after it that it fuses (the
+/// identity when none). Reshapes are no steps: their output is their input's value.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Stage {
-    /// The layer that computes.
+    /// The node that computes.
     pub(crate) layer: usize,
-    /// The layer whose output the step's output is (the fused activation's, or `layer`).
+    /// The node whose output the step's output is (the fused activation's, or `layer`).
     pub(crate) last: usize,
     /// The fused activation.
     pub(crate) then: Activation,
+    /// Where it reads its input.
+    pub(crate) input: Slot,
+    /// Where it reads the value it adds, for a residual sum.
+    pub(crate) add: Option<Slot>,
 }
 
-/// The steps of a forward pass through `layers`.
-pub(crate) fn steps(layers: &[BoundLayer]) -> impl Iterator<Item = Stage> + '_ {
+/// The steps of a forward pass through `layers`, and where the net's output is.
+///
+/// A node that fuses activations (a dense layer, a convolution, a residual sum) followed by an
+/// activation that reads only it, when nothing else reads it, runs as one step.
+pub(crate) fn stages(layers: &[BoundLayer]) -> (Vec<Stage>, Slot) {
+    let mut readers = vec![0usize; layers.len()];
+    for l in layers {
+        for src in [Some(l.input), l.adds()].into_iter().flatten() {
+            if let Src::Node(k) = src {
+                if let Some(r) = readers.get_mut(k) {
+                    *r += 1;
+                }
+            }
+        }
+    }
+    let mut slot_of: Vec<Slot> = Vec::with_capacity(layers.len());
+    let resolve = |slot_of: &[Slot], src: Src| match src {
+        Src::Input => Slot::Input,
+        Src::Node(k) => slot_of.get(k).copied().unwrap_or(Slot::Input),
+    };
+    let mut out = Vec::with_capacity(layers.len());
     let mut i = 0;
-    core::iter::from_fn(move || loop {
-        let layer = layers.get(i)?;
-        if layer.kernel.is_reshape() {
+    while let Some(layer) = layers.get(i) {
+        let input = resolve(&slot_of, layer.input);
+        if layer.is_reshape() {
+            slot_of.push(input);
             i += 1;
             continue;
         }
-        let next = layers.get(i + 1).and_then(|l| l.kernel.activation());
-        let stage = match next {
-            Some(then) if layer.kernel.fuses_activation() => Stage {
-                layer: i,
-                last: i + 1,
-                then,
-            },
-            _ => Stage {
-                layer: i,
-                last: i,
-                then: Activation::Identity,
-            },
-        };
-        i = stage.last + 1;
-        return Some(stage);
-    })
+        let add = layer.adds().map(|src| resolve(&slot_of, src));
+        let next = layers
+            .get(i + 1)
+            .filter(|n| n.input == Src::Node(i) && readers[i] == 1)
+            .and_then(BoundLayer::activation);
+        let step = Slot::Step(out.len());
+        match next {
+            Some(then) if layer.fuses_activation() => {
+                out.push(Stage {
+                    layer: i,
+                    last: i + 1,
+                    then,
+                    input,
+                    add,
+                });
+                slot_of.extend([step, step]);
+                i += 2;
+            }
+            _ => {
+                out.push(Stage {
+                    layer: i,
+                    last: i,
+                    then: Activation::Identity,
+                    input,
+                    add,
+                });
+                slot_of.push(step);
+                i += 1;
+            }
+        }
+    }
+    (out, slot_of.last().copied().unwrap_or(Slot::Input))
+}
+
+/// The step at which each step's output is read for the last time (`None`: never read).
+fn last_reads(stages: &[Stage]) -> Vec<Option<usize>> {
+    let mut last = vec![None; stages.len()];
+    for (s, st) in stages.iter().enumerate() {
+        for slot in [Some(st.input), st.add].into_iter().flatten() {
+            if let Slot::Step(p) = slot {
+                if let Some(l) = last.get_mut(p) {
+                    *l = Some(s);
+                }
+            }
+        }
+    }
+    last
 }
 
 /// The error of a kernel that left a buffer of another shape than it was given.
 fn broke(
-    index: usize,
-    kind: &str,
+    layer: &BoundLayer,
     what: &str,
     expected: (usize, usize),
     found: (usize, usize),
 ) -> ShapeError {
     ShapeError::Contract {
-        what: format!("layer {index} ({kind})"),
+        what: format!("layer {} ({})", layer.path, layer.kind),
         detail: format!(
             "{what} is {} × {} but must stay {} × {}",
             found.0, found.1, expected.0, expected.1
@@ -421,10 +315,10 @@ fn broke(
 }
 
 /// Names the layer in an error a kernel returned.
-fn at_layer(err: ShapeError, index: usize, kind: &str) -> ShapeError {
+fn at_layer(err: ShapeError, layer: &BoundLayer) -> ShapeError {
     match err {
         ShapeError::OutOfMemory { what, values } => ShapeError::OutOfMemory {
-            what: format!("{what} (layer {index}, {kind})"),
+            what: format!("{what} (layer {}, {})", layer.path, layer.kind),
             values,
         },
         other => other,
@@ -437,177 +331,314 @@ fn output_buffer(
     step: &Stage,
     samples: usize,
 ) -> Result<DMatrix<f32>, ShapeError> {
-    let (index, layer) = (step.last, &layers[step.last]);
+    let layer = &layers[step.last];
     // Binding checked that the output's size fits.
     let rows: usize = layer.output.iter().product();
     try_zeros(rows, samples, || {
         format!(
-            "the output of layer {index} ({}), {rows} values × {samples} samples",
-            layer.kind
+            "the output of layer {} ({}), {rows} values × {samples} samples",
+            layer.path, layer.kind
         )
     })
 }
 
-/// Runs one step.
+/// The parameters node `layer` computes with: its own, or its tied set's.
+fn params_of(layers: &[BoundLayer], layer: usize) -> &[crate::state::Param] {
+    let owner = layers[layer].tied.unwrap_or(layer);
+    layers.get(owner).map_or(&[], |l| l.params.as_slice())
+}
+
+/// Runs one step on its input `x` (and `add`, the value a residual sum adds).
 fn run_step(
     layers: &[BoundLayer],
     step: &Stage,
     x: &DMatrix<f32>,
+    add: Option<&DMatrix<f32>>,
 ) -> Result<DMatrix<f32>, ShapeError> {
     let layer = &layers[step.layer];
     let mut y = output_buffer(layers, step, x.ncols())?;
     let shape = y.shape();
-    layer
-        .kernel
-        .forward(&layer.params, x, &mut y, step.then)
-        .map_err(|e| at_layer(e, step.layer, layer.kind))?;
+    match (&layer.op, add) {
+        (Op::Add(_), Some(other)) => {
+            // Binding checked that both branches give the output's shape.
+            if x.shape() != shape || other.shape() != shape {
+                return Err(broke(layer, "a branch", shape, x.shape()));
+            }
+            let sums = y.as_mut_slice().iter_mut();
+            for ((y, a), b) in sums.zip(x.as_slice()).zip(other.as_slice()) {
+                *y = a + b;
+            }
+            step.then.apply(y.as_mut_slice(), &[], 1);
+        }
+        (Op::Layer(kernel), _) => {
+            kernel
+                .forward(params_of(layers, step.layer), x, &mut y, step.then)
+                .map_err(|e| at_layer(e, layer))?;
+        }
+        (Op::Add(_), None) => {
+            return Err(broke(layer, "its second branch", shape, (0, 0)));
+        }
+    }
     if y.shape() != shape {
-        return Err(broke(
-            step.layer,
-            layer.kind,
-            "its output",
-            shape,
-            y.shape(),
-        ));
+        return Err(broke(layer, "its output", shape, y.shape()));
     }
     Ok(y)
 }
 
-/// Runs the bound layers on a `features × samples` matrix whose row count was checked. Every
+/// The value at `slot`: the input `x`, or a step's output.
+fn value<'a>(
+    x: &'a DMatrix<f32>,
+    outputs: &'a [Option<DMatrix<f32>>],
+    slot: Slot,
+) -> Result<&'a DMatrix<f32>, ShapeError> {
+    match slot {
+        Slot::Input => Ok(x),
+        Slot::Step(s) => {
+            outputs
+                .get(s)
+                .and_then(Option::as_ref)
+                .ok_or_else(|| ShapeError::Contract {
+                    what: "the net's plan".into(),
+                    detail: format!("step {s} is read after its value was dropped"),
+                })
+        }
+    }
+}
+
+/// Runs the bound nodes on a `features × samples` matrix whose row count was checked. Every
 /// buffer is allocated fallibly: memory that cannot be had is [`ShapeError::OutOfMemory`]
 /// naming the layer and the buffer.
 ///
 /// A layer that fuses activations (dense, convolution) followed by an activation runs as one
-/// step: the product, then bias and activation in a single pass over the output.
+/// step: the product, then bias and activation in a single pass over the output. An activation
+/// whose input no later step reads runs in place, and every value is dropped after its last
+/// read.
 pub(crate) fn forward(layers: &[BoundLayer], x: &DMatrix<f32>) -> Result<DMatrix<f32>, ShapeError> {
     let samples = x.ncols();
-    let mut cur: Cow<'_, DMatrix<f32>> = Cow::Borrowed(x);
-    for step in steps(layers) {
+    let (stages, output) = stages(layers);
+    let last = last_reads(&stages);
+    let mut outputs: Vec<Option<DMatrix<f32>>> = Vec::with_capacity(stages.len());
+    for (s, step) in stages.iter().enumerate() {
         let layer = &layers[step.layer];
-        // An activation on a buffer of its own runs in place.
-        if let (Some(a), Cow::Owned(m)) = (layer.kernel.activation(), &mut cur) {
-            a.apply(m.as_mut_slice(), &[], 1);
-            continue;
+        // An activation on a value no later step reads runs in place.
+        if let (Some(a), Slot::Step(p)) = (layer.activation(), step.input) {
+            if last.get(p) == Some(&Some(s)) {
+                if let Some(mut m) = outputs.get_mut(p).and_then(Option::take) {
+                    a.apply(m.as_mut_slice(), &[], 1);
+                    outputs.push(Some(m));
+                    continue;
+                }
+            }
         }
-        cur = Cow::Owned(run_step(layers, &step, cur.as_ref())?);
+        let add = step.add.map(|a| value(x, &outputs, a)).transpose()?;
+        let y = run_step(layers, step, value(x, &outputs, step.input)?, add)?;
+        // Values read for the last time are dropped.
+        for slot in [Some(step.input), step.add].into_iter().flatten() {
+            if let Slot::Step(p) = slot {
+                if last.get(p) == Some(&Some(s)) && Slot::Step(p) != output {
+                    if let Some(v) = outputs.get_mut(p) {
+                        *v = None;
+                    }
+                }
+            }
+        }
+        outputs.push(Some(y));
     }
-    match cur {
-        Cow::Owned(m) => Ok(m),
-        Cow::Borrowed(m) => try_clone(m, || {
-            format!("the output, {} values × {samples} samples", m.nrows())
+    match output {
+        Slot::Step(s) => {
+            outputs
+                .get_mut(s)
+                .and_then(Option::take)
+                .ok_or_else(|| ShapeError::Contract {
+                    what: "the net's plan".into(),
+                    detail: "its output was dropped".into(),
+                })
+        }
+        Slot::Input => try_clone(x, || {
+            format!("the output, {} values × {samples} samples", x.nrows())
         }),
     }
 }
 
 /// A forward pass kept for the backward pass: every step's output.
 pub(crate) struct Trace {
-    steps: Vec<Stage>,
-    outputs: Vec<DMatrix<f32>>,
+    stages: Vec<Stage>,
+    output: Slot,
+    outputs: Vec<Option<DMatrix<f32>>>,
 }
 
 impl Trace {
     /// The net's output (the input when the net computes nothing).
     pub(crate) fn output<'a>(&'a self, x: &'a DMatrix<f32>) -> &'a DMatrix<f32> {
-        self.outputs.last().unwrap_or(x)
+        match self.output {
+            Slot::Step(s) => self.outputs.get(s).and_then(Option::as_ref).unwrap_or(x),
+            Slot::Input => x,
+        }
     }
 }
 
-/// Runs the bound layers on `x`, keeping every step's output.
+/// Runs the bound nodes on `x`, keeping every step's output.
 pub(crate) fn forward_trace(layers: &[BoundLayer], x: &DMatrix<f32>) -> Result<Trace, ShapeError> {
-    let steps: Vec<Stage> = steps(layers).collect();
-    let mut outputs: Vec<DMatrix<f32>> = Vec::with_capacity(steps.len());
-    for step in &steps {
-        let input = outputs.last().unwrap_or(x);
-        let y = run_step(layers, step, input)?;
-        outputs.push(y);
+    let (stages, output) = stages(layers);
+    let mut outputs: Vec<Option<DMatrix<f32>>> = Vec::with_capacity(stages.len());
+    for step in &stages {
+        let add = step.add.map(|a| value(x, &outputs, a)).transpose()?;
+        let y = run_step(layers, step, value(x, &outputs, step.input)?, add)?;
+        outputs.push(Some(y));
     }
-    Ok(Trace { steps, outputs })
+    Ok(Trace {
+        stages,
+        output,
+        outputs,
+    })
+}
+
+/// Adds `d` into the gradient kept for `slot`, or keeps it there when there is none yet.
+fn accumulate(dvalues: &mut [Option<DMatrix<f32>>], slot: Slot, d: DMatrix<f32>) {
+    let Slot::Step(p) = slot else { return };
+    let Some(entry) = dvalues.get_mut(p) else {
+        return;
+    };
+    match entry {
+        Some(sum) => {
+            for (s, v) in sum.as_mut_slice().iter_mut().zip(d.as_slice()) {
+                *s += v;
+            }
+        }
+        None => *entry = Some(d),
+    }
 }
 
 /// The gradient of every parameter, in order, given the trace of a forward pass on `x` and
 /// `dy`, the gradient of the loss with respect to the net's output. Every buffer is
 /// allocated fallibly.
+///
+/// Gradients accumulate: a value read by two steps (a residual block's input) gets the sum of
+/// both gradients, and a tied parameter set the sum over its places, as PyTorch's autograd
+/// gives them.
 pub(crate) fn backward(
     layers: &[BoundLayer],
     x: &DMatrix<f32>,
     trace: Trace,
     dy: DMatrix<f32>,
 ) -> Result<Vec<DMatrix<f32>>, ShapeError> {
-    let Trace { steps, outputs } = trace;
+    let Trace {
+        stages,
+        output,
+        outputs,
+    } = trace;
     // Every parameter's gradient, zeroed, in order.
     let mut grads = Vec::new();
-    for p in layers.iter().flat_map(|l| &l.params) {
-        let what = || format!("the gradient of `{}`, shape {}", p.name, Dims(&p.shape));
-        grads.push(try_zeros(p.value.nrows(), p.value.ncols(), what)?);
-    }
     let mut offsets = Vec::with_capacity(layers.len());
-    let mut offset = 0;
     for l in layers {
-        offsets.push(offset);
-        offset += l.params.len();
-    }
-    // No step before the first one with parameters needs its input's gradient.
-    let first_learning = steps
-        .iter()
-        .position(|s| !layers[s.layer].params.is_empty())
-        .unwrap_or(steps.len());
-    let mut dy = dy;
-    for (k, step) in steps.iter().enumerate().rev() {
-        if k < first_learning {
-            break;
+        offsets.push(grads.len());
+        for p in &l.params {
+            let what = || format!("the gradient of `{}`, shape {}", p.name, Dims(&p.shape));
+            grads.push(try_zeros(p.value.nrows(), p.value.ncols(), what)?);
         }
+    }
+    // Whether a step's output depends on a parameter: only then does its input need a
+    // gradient.
+    let mut learns = Vec::with_capacity(stages.len());
+    for step in &stages {
+        let reads = |slot: Slot| match slot {
+            Slot::Step(p) => learns.get(p).copied().unwrap_or(false),
+            Slot::Input => false,
+        };
+        let own = !params_of(layers, step.layer).is_empty();
+        let value = own || reads(step.input) || step.add.is_some_and(reads);
+        learns.push(value);
+    }
+    let needs = |slot: Slot| match slot {
+        Slot::Step(p) => learns.get(p).copied().unwrap_or(false),
+        Slot::Input => false,
+    };
+    let mut dvalues: Vec<Option<DMatrix<f32>>> = (0..stages.len()).map(|_| None).collect();
+    match output {
+        Slot::Step(s) if needs(output) => accumulate(&mut dvalues, Slot::Step(s), dy),
+        _ => return Ok(grads),
+    }
+    // Which parameter sets a kernel already wrote: a later write (another place of a tied
+    // set, met earlier going backwards) goes through a buffer of its own and is added.
+    let mut written = vec![false; layers.len()];
+    for (s, step) in stages.iter().enumerate().rev() {
+        let Some(mut dy) = dvalues.get_mut(s).and_then(Option::take) else {
+            continue;
+        };
         let layer = &layers[step.layer];
-        let y = &outputs[k];
-        let input = match k.checked_sub(1) {
-            Some(prev) => &outputs[prev],
-            None => x,
+        let Some(Some(y)) = outputs.get(s) else {
+            continue;
         };
         step.then.backward(y.as_slice(), dy.as_mut_slice());
-        let start = offsets[step.layer];
-        let mine = &mut grads[start..start + layer.params.len()];
-        let mut dx = if k > first_learning {
+        let input = value(x, &outputs, step.input)?;
+        let kernel = match &layer.op {
+            Op::Add(_) => {
+                if let Some(add) = step.add.filter(|a| needs(*a)) {
+                    let copy = try_clone(&dy, || {
+                        format!(
+                            "the gradient of a branch of layer {} ({})",
+                            layer.path, layer.kind
+                        )
+                    })?;
+                    accumulate(&mut dvalues, add, copy);
+                }
+                if needs(step.input) {
+                    accumulate(&mut dvalues, step.input, dy);
+                }
+                continue;
+            }
+            Op::Layer(kernel) => kernel,
+        };
+        let owner = layer.tied.unwrap_or(step.layer);
+        let params = params_of(layers, step.layer);
+        let start = offsets.get(owner).copied().unwrap_or(0);
+        let mut own = None;
+        let first = !std::mem::replace(&mut written[owner], true);
+        let mine: &mut [DMatrix<f32>] = if first {
+            &mut grads[start..start + params.len()]
+        } else {
+            let mut fresh = Vec::with_capacity(params.len());
+            for p in params {
+                let what = || format!("the gradient of `{}`, shape {}", p.name, Dims(&p.shape));
+                fresh.push(try_zeros(p.value.nrows(), p.value.ncols(), what)?);
+            }
+            own.insert(fresh).as_mut_slice()
+        };
+        let mut dx = if needs(step.input) {
             let (rows, samples) = input.shape();
             Some(try_zeros(rows, samples, || {
                 format!(
                     "the input gradient of layer {} ({}), {rows} values × {samples} samples",
-                    step.layer, layer.kind
+                    layer.path, layer.kind
                 )
             })?)
         } else {
             None
         };
-        layer
-            .kernel
-            .backward(&layer.params, input, y, &dy, mine, dx.as_mut())
-            .map_err(|e| at_layer(e, step.layer, layer.kind))?;
+        kernel
+            .backward(params, input, y, &dy, mine, dx.as_mut())
+            .map_err(|e| at_layer(e, layer))?;
         // A kernel written outside the crate may have replaced a buffer by one of another
         // shape; the layers before it would then fail inside a GEMM.
-        for (g, p) in mine.iter().zip(&layer.params) {
+        for (g, p) in mine.iter().zip(params) {
             if g.shape() != p.value.shape() {
                 let what = format!("the gradient of `{}`", p.name);
-                return Err(broke(
-                    step.layer,
-                    layer.kind,
-                    &what,
-                    p.value.shape(),
-                    g.shape(),
-                ));
+                return Err(broke(layer, &what, p.value.shape(), g.shape()));
             }
         }
-        if let Some(dx) = &dx {
-            if dx.shape() != input.shape() {
-                let what = "its input gradient";
-                return Err(broke(
-                    step.layer,
-                    layer.kind,
-                    what,
-                    input.shape(),
-                    dx.shape(),
-                ));
+        if let Some(fresh) = own {
+            for (sum, g) in grads[start..start + params.len()].iter_mut().zip(fresh) {
+                for (s, v) in sum.as_mut_slice().iter_mut().zip(g.as_slice()) {
+                    *s += v;
+                }
             }
         }
         if let Some(dx) = dx {
-            dy = dx;
+            if dx.shape() != input.shape() {
+                let what = "its input gradient";
+                return Err(broke(layer, what, input.shape(), dx.shape()));
+            }
+            accumulate(&mut dvalues, step.input, dx);
         }
     }
     Ok(grads)

@@ -8,6 +8,7 @@ use nalgebra::DMatrix;
 use crate::error::ShapeError;
 use crate::init::{DefaultInit, Initializer, Role};
 use crate::layer::Kernel;
+use crate::plan::Src;
 use crate::shape::Shape;
 
 /// The state of a net that is declared but not bound: it holds the registered initializer and
@@ -64,19 +65,68 @@ impl<N: Shape> fmt::Debug for Init<N> {
     }
 }
 
-/// A layer after binding: its output shape, its computation and its parameters.
+/// A node of a bound net, in the order the net runs them: a layer (or a part of a composite
+/// layer) with its output shape, its computation, where it reads its input and its parameters.
 #[derive(Clone)]
 pub struct BoundLayer {
     pub(crate) kind: &'static str,
+    /// Its place: `3`, or `2.0` inside the block at index 2.
+    pub(crate) path: String,
     pub(crate) output: Vec<usize>,
-    pub(crate) kernel: Arc<dyn Kernel>,
+    pub(crate) op: Op,
+    /// Where it reads its input.
+    pub(crate) input: Src,
+    /// The parameters it owns: none at a later place of a tied set.
     pub(crate) params: Vec<Param>,
+    /// The node whose parameters it computes with, at a later place of a tied set.
+    pub(crate) tied: Option<usize>,
+}
+
+/// What a bound node computes.
+#[derive(Clone)]
+pub(crate) enum Op {
+    /// A layer's kernel.
+    Layer(Arc<dyn Kernel>),
+    /// Adds the value read at another node to its input (a residual block's sum).
+    Add(Src),
+}
+
+impl BoundLayer {
+    /// The node whose value a residual sum adds.
+    pub(crate) fn adds(&self) -> Option<Src> {
+        match self.op {
+            Op::Add(src) => Some(src),
+            Op::Layer(_) => None,
+        }
+    }
+
+    /// Whether the node passes its input's values on unchanged (a reshape).
+    pub(crate) fn is_reshape(&self) -> bool {
+        matches!(&self.op, Op::Layer(k) if k.is_reshape())
+    }
+
+    /// The element-wise function the node is, if it is one.
+    pub(crate) fn activation(&self) -> Option<crate::layer::Activation> {
+        match &self.op {
+            Op::Layer(k) => k.activation(),
+            Op::Add(_) => None,
+        }
+    }
+
+    /// Whether the node applies the activation after it in its own pass.
+    pub(crate) fn fuses_activation(&self) -> bool {
+        match &self.op {
+            Op::Layer(k) => k.fuses_activation(),
+            Op::Add(_) => true,
+        }
+    }
 }
 
 impl fmt::Debug for BoundLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let shapes: Vec<_> = self.params.iter().map(|p| (&p.name, &p.shape)).collect();
         f.debug_struct("BoundLayer")
+            .field("path", &self.path)
             .field("kind", &self.kind)
             .field("params", &shapes)
             .finish()

@@ -212,10 +212,26 @@ pub enum LoadError {
         output: Vec<usize>,
     },
 
+    /// A file that names a tied parameter at two places with different values: a tied set
+    /// has one value.
+    #[error("tensors `{first}` and `{place}` name one tied parameter but hold different values{}", at_index(*index))]
+    TiedDiffers {
+        /// The name at the set's first place.
+        first: String,
+        /// The name at a later place.
+        place: String,
+        /// The first flat index at which they differ (`None` when their shapes differ).
+        index: Option<usize>,
+    },
+
     /// A run-time binding before the load failed (from `?` on
     /// [`try_bind`](crate::Net::try_bind)).
     #[error(transparent)]
     Bind(#[from] ShapeError),
+}
+
+fn at_index(index: Option<usize>) -> String {
+    index.map_or_else(String::new, |i| format!(" (first at flat index {i})"))
 }
 
 fn offsets_fault(start: usize, end: usize, previous_end: usize) -> String {

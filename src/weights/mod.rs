@@ -259,17 +259,67 @@ impl<'a> Weights<'a> {
         options: LoadOptions,
     ) -> Result<Vec<DMatrix<f32>>, LoadError> {
         let params: Vec<_> = layers.iter().flat_map(|l| &l.params).collect();
+        // A tied parameter set is listed once, under its first place's name; a PyTorch
+        // `state_dict` names it at every place too: `(first, later)` for every later place.
+        let aliases: Vec<(&str, String)> = layers
+            .iter()
+            .filter_map(|l| Some((l, layers.get(l.tied?)?)))
+            .flat_map(|(place, first)| {
+                first.params.iter().map(move |p| {
+                    (
+                        p.name.as_str(),
+                        format!("{}.{}", place.path, p.role.suffix()),
+                    )
+                })
+            })
+            .collect();
         let values = params
             .iter()
             .map(|p| {
-                self.matrix_like(p)?.ok_or_else(|| LoadError::Missing {
+                let value = match self.matrix_like(p)? {
+                    Some(value) => Some(value),
+                    // A file that names the set at a later place only.
+                    None => aliases
+                        .iter()
+                        .filter(|(first, _)| *first == p.name)
+                        .find_map(|(_, later)| {
+                            self.matrix_for(later, &p.shape, p.value.nrows(), p.value.ncols())
+                                .transpose()
+                        })
+                        .transpose()?,
+                };
+                value.ok_or_else(|| LoadError::Missing {
                     name: p.name.clone(),
                     expected: PartialShape::from_dims(&p.shape),
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        // Every later place the file names holds the first place's values.
+        for (first, later) in &aliases {
+            let Some((index, p)) = params.iter().enumerate().find(|(_, p)| p.name == *first) else {
+                continue;
+            };
+            let Some(found) = self.matrix_for(later, &p.shape, p.value.nrows(), p.value.ncols())?
+            else {
+                continue;
+            };
+            let differs = |value: &DMatrix<f32>| {
+                value
+                    .iter()
+                    .zip(found.iter())
+                    .position(|(a, b)| a.to_bits() != b.to_bits())
+            };
+            if let Some(at) = values.get(index).and_then(differs) {
+                return Err(LoadError::TiedDiffers {
+                    first: (*first).to_owned(),
+                    place: later.clone(),
+                    index: Some(at),
+                });
+            }
+        }
         if !options.allow_unexpected {
-            let names: HashSet<&str> = params.iter().map(|p| p.name.as_str()).collect();
+            let mut names: HashSet<&str> = params.iter().map(|p| p.name.as_str()).collect();
+            names.extend(aliases.iter().map(|(_, later)| later.as_str()));
             let extra: Vec<(String, Vec<usize>)> = self
                 .tensors
                 .iter()
@@ -592,11 +642,12 @@ impl<L: Layers> Net<Uninit, L> {
             .position(|l| !l.params.is_empty())
             .unwrap_or(0);
         let mut shape = vec![input];
-        for (index, layer) in layers.iter().enumerate().take(owner) {
+        for layer in layers.iter().take(owner) {
             if layer.output != shape {
+                let top = layer.path.split('.').next().and_then(|i| i.parse().ok());
                 return Err(LoadError::InferThrough {
                     name,
-                    layer: index,
+                    layer: top.unwrap_or(0),
                     kind: layer.kind,
                     input: shape,
                     output: layer.output.clone(),

@@ -1,0 +1,557 @@
+//! The plan binding builds: every layer of a declaration, composite layers ([`Residual`],
+//! [`Shared`]) opened into their parts, as a list of nodes in the order they run, each reading
+//! the value of an earlier node (or the input).
+//!
+//! One walk serves both uses: describing a declaration before binding (shapes as far as they
+//! are known, `?` elsewhere, never an error) and binding (every shape known and checked, a
+//! [`ShapeError`] at the first that does not fit). The walk is not generic over the net's type.
+//!
+//! [`Residual`]: crate::layer::Residual
+//! [`Shared`]: crate::layer::Shared
+
+use std::sync::Arc;
+
+use crate::error::ShapeError;
+use crate::init::{Dims, Role};
+use crate::layer::{Fault, Kernel, Layer, PartialShape, Parts};
+
+/// Where a node reads its input: the net's input, or the value an earlier node gives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Src {
+    /// The net's input.
+    Input,
+    /// The output of node `k`.
+    Node(usize),
+}
+
+/// What a planned node computes.
+pub(crate) enum PlanOp {
+    /// A layer's kernel (`None` when describing: no kernel is made before binding).
+    Layer(Option<Arc<dyn Kernel>>),
+    /// Adds the value of another node to its input: a residual block's sum.
+    Add(Src),
+}
+
+/// A parameter as planned: its name, its shape as far as it is known, its role and the fans
+/// its initializer sees.
+pub(crate) struct Planned {
+    pub(crate) name: String,
+    pub(crate) shape: PartialShape,
+    pub(crate) role: Role,
+    pub(crate) fan_in: usize,
+    pub(crate) fan_out: usize,
+}
+
+/// A planned node.
+pub(crate) struct Node {
+    /// Its place: `3`, or `2.0` inside the block at index 2; its parameters are
+    /// `{path}.weight`, ….
+    pub(crate) path: String,
+    pub(crate) kind: &'static str,
+    pub(crate) input: Src,
+    /// Its output shape, as far as it is known (known when binding).
+    pub(crate) output: Option<PartialShape>,
+    pub(crate) op: PlanOp,
+    /// The parameters it owns (none at a later place of a tied set).
+    pub(crate) params: Vec<Planned>,
+    /// The node whose parameters it computes with, at a later place of a tied set.
+    pub(crate) tied: Option<usize>,
+}
+
+/// The first place of a tied set.
+struct Tie {
+    key: usize,
+    node: usize,
+    input: Option<PartialShape>,
+}
+
+/// The value a node passes on: where it is read, and its shape as far as it is known.
+type Flow = (Src, Option<PartialShape>);
+
+/// Plans a net; see the module's documentation.
+pub(crate) struct Planner<'e> {
+    binding: bool,
+    expected: &'e [PartialShape],
+    cursor: usize,
+    pub(crate) nodes: Vec<Node>,
+    ties: Vec<Tie>,
+}
+
+/// Whether a tensor of shape `dims` can be allocated and indexed: the product of its non-zero
+/// sizes is at most [`MAX_VALUES`](crate::alloc::MAX_VALUES). Every partial product a kernel
+/// computes from these sizes (a row, a plane, `in_c·k·k`) is then at most that, so none
+/// overflows.
+pub(crate) fn fits(dims: &[usize]) -> bool {
+    dims.iter()
+        .filter(|&&d| d != 0)
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .is_some_and(|n| n <= crate::alloc::MAX_VALUES)
+}
+
+/// The error of a layer whose run-time rule breaks the [`Layer`] trait's contract, or
+/// contradicts its compile-time half.
+fn contradicts(index: usize, kind: &str, detail: String) -> ShapeError {
+    ShapeError::Contract {
+        what: format!("layer {index} ({kind})"),
+        detail,
+    }
+}
+
+/// Whether a run-time shape is one the compiler's partial shape allows: the same rank, and
+/// every size the compiler knows the same.
+fn agrees(run_time: &[usize], compile_time: &PartialShape) -> bool {
+    run_time.len() == compile_time.0.len()
+        && run_time
+            .iter()
+            .zip(&compile_time.0)
+            .all(|(r, c)| c.is_none_or(|c| c == *r))
+}
+
+impl<'e> Planner<'e> {
+    /// A planner that describes a declaration: shapes as far as they are known, no error.
+    pub(crate) fn describing() -> Self {
+        Planner {
+            binding: false,
+            expected: &[],
+            cursor: 0,
+            nodes: Vec::new(),
+            ties: Vec::new(),
+        }
+    }
+
+    /// A planner that binds: every shape must be known and fit, and each layer's output must
+    /// agree with `expected`, the output shapes the compiler computed, in the order the plan
+    /// visits layers (a composite before its parts).
+    pub(crate) fn binding(expected: &'e [PartialShape]) -> Self {
+        Planner {
+            binding: true,
+            expected,
+            cursor: 0,
+            nodes: Vec::new(),
+            ties: Vec::new(),
+        }
+    }
+
+    /// Plans `layers` one after the other from `input`, naming layer `j` `{prefix}{names[j]}`
+    /// (`{prefix}{j}` past the names given).
+    pub(crate) fn seq(
+        &mut self,
+        layers: &[&dyn Layer],
+        prefix: &str,
+        names: &[String],
+        input: Flow,
+    ) -> Result<Flow, ShapeError> {
+        let mut flow = input;
+        for (index, layer) in layers.iter().enumerate() {
+            let path = match names.get(index) {
+                Some(name) => format!("{prefix}{name}"),
+                None => format!("{prefix}{index}"),
+            };
+            flow = self.layer(*layer, index, path, flow)?;
+        }
+        Ok(flow)
+    }
+
+    /// The compile-time output shape of the next layer the plan visits.
+    fn take_expected(&mut self) -> Option<PartialShape> {
+        let expected = self.expected.get(self.cursor).cloned();
+        self.cursor += 1;
+        expected
+    }
+
+    fn push(&mut self, node: Node) -> Src {
+        self.nodes.push(node);
+        Src::Node(self.nodes.len() - 1)
+    }
+
+    /// Plans one layer, the `index`-th of its sequence, at `path`.
+    fn layer(
+        &mut self,
+        layer: &dyn Layer,
+        index: usize,
+        path: String,
+        flow: Flow,
+    ) -> Result<Flow, ShapeError> {
+        match layer.parts() {
+            Parts::Residual {
+                body,
+                names,
+                projection,
+            } => self.residual(index, path, flow, &body, names, projection),
+            Parts::Shared { key, layer: inner } => {
+                if !matches!(inner.parts(), Parts::Leaf) {
+                    return Err(contradicts(
+                        index,
+                        layer.kind(),
+                        "a `Shared` layer holds a single layer, not a composite one".into(),
+                    ));
+                }
+                match self.ties.iter().position(|t| t.key == key) {
+                    Some(tie) => self.tied(inner, index, path, flow, tie),
+                    None => {
+                        let (node, output) = self.leaf(inner, index, path, flow.clone())?;
+                        if let Src::Node(node) = node {
+                            self.ties.push(Tie {
+                                key,
+                                node,
+                                input: flow.1,
+                            });
+                        }
+                        Ok((node, output))
+                    }
+                }
+            }
+            _ => self.leaf(layer, index, path, flow),
+        }
+    }
+
+    /// Checks a layer's output against what the compiler computed for it.
+    fn check_expected(
+        &self,
+        index: usize,
+        kind: &str,
+        expected: Option<&PartialShape>,
+        input: &[usize],
+        output: &[usize],
+    ) -> Result<(), ShapeError> {
+        match expected {
+            Some(compiled) if !agrees(output, compiled) => Err(contradicts(
+                index,
+                kind,
+                format!(
+                    "its run-time rule (`Layer::output_shape`) gives output {} for input {}, but its compile-time half (`LayerOn::Out`) told the compiler {compiled}",
+                    Dims(output),
+                    Dims(input)
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// A later place of a tied set: the first place's kernel and parameters, on the same
+    /// input shape.
+    fn tied(
+        &mut self,
+        layer: &dyn Layer,
+        index: usize,
+        path: String,
+        flow: Flow,
+        tie: usize,
+    ) -> Result<Flow, ShapeError> {
+        let kind = layer.kind();
+        let expected = self.take_expected();
+        let first = self.ties[tie].node;
+        let made_for = self.ties[tie].input.clone();
+        if !self.binding {
+            let output = layer.output_shape(flow.1.as_ref()).ok().flatten();
+            let src = self.push(Node {
+                path,
+                kind,
+                input: flow.0,
+                output: output.clone(),
+                op: PlanOp::Layer(None),
+                params: Vec::new(),
+                tied: Some(first),
+            });
+            return Ok((src, output));
+        }
+        let known = |s: &Option<PartialShape>| s.as_ref().and_then(PartialShape::known);
+        let (Some(input), Some(made_for)) = (known(&flow.1), known(&made_for)) else {
+            return Err(contradicts(
+                index,
+                kind,
+                "it receives no known shape".into(),
+            ));
+        };
+        let Some(node) = self.nodes.get(first) else {
+            return Err(contradicts(
+                index,
+                kind,
+                "its tied set has no first place".into(),
+            ));
+        };
+        if input != made_for {
+            return Err(ShapeError::TiedInput {
+                first: node.path.clone(),
+                place: path,
+                expected: made_for,
+                found: input,
+            });
+        }
+        let output = node.output.clone();
+        let PlanOp::Layer(kernel) = &node.op else {
+            return Err(contradicts(
+                index,
+                kind,
+                "its tied set is not a layer".into(),
+            ));
+        };
+        let kernel = kernel.clone();
+        if let Some(out) = output.as_ref().and_then(PartialShape::known) {
+            self.check_expected(index, kind, expected.as_ref(), &input, &out)?;
+        }
+        let src = self.push(Node {
+            path,
+            kind,
+            input: flow.0,
+            output: output.clone(),
+            op: PlanOp::Layer(kernel),
+            params: Vec::new(),
+            tied: Some(first),
+        });
+        Ok((src, output))
+    }
+
+    /// A residual block: its body, its projection, and the node that adds them.
+    fn residual(
+        &mut self,
+        index: usize,
+        path: String,
+        flow: Flow,
+        body: &[&dyn Layer],
+        names: &[String],
+        projection: Option<(&str, Vec<&dyn Layer>)>,
+    ) -> Result<Flow, ShapeError> {
+        let kind = "Residual";
+        let expected = self.take_expected();
+        let inside = |branch: &'static str, path: &str| {
+            let layer = path.to_owned();
+            move |source: ShapeError| ShapeError::InBlock {
+                layer,
+                kind,
+                branch,
+                source: Box::new(source),
+            }
+        };
+        let (body_src, body_shape) = self
+            .seq(body, &format!("{path}."), names, flow.clone())
+            .map_err(inside("its body", &path))?;
+        let (other_src, other_shape, what) = match projection {
+            Some((name, layers)) => {
+                let (src, shape) = self
+                    .seq(&layers, &format!("{path}.{name}."), &[], flow.clone())
+                    .map_err(inside("its projection", &path))?;
+                (src, shape, "the projection's output")
+            }
+            None => (flow.0, flow.1.clone(), "its input"),
+        };
+        let output = if self.binding {
+            let known = |s: &Option<PartialShape>| s.as_ref().and_then(PartialShape::known);
+            let (Some(body), Some(other)) = (known(&body_shape), known(&other_shape)) else {
+                return Err(contradicts(
+                    index,
+                    kind,
+                    "its branches give no known shape".into(),
+                ));
+            };
+            if body != other {
+                return Err(ShapeError::Branch {
+                    layer: path,
+                    what,
+                    body,
+                    other,
+                });
+            }
+            let input = known(&flow.1).unwrap_or_default();
+            self.check_expected(index, kind, expected.as_ref(), &input, &body)?;
+            Some(PartialShape::from_dims(&body))
+        } else {
+            match (body_shape, other_shape) {
+                (Some(b), Some(o)) if b.0.len() != o.0.len() => None,
+                (Some(b), Some(o)) => Some(PartialShape(
+                    b.0.iter()
+                        .zip(&o.0)
+                        .map(|(b, o)| match (b, o) {
+                            (Some(b), Some(o)) if b != o => None,
+                            _ => b.or(*o),
+                        })
+                        .collect(),
+                )),
+                (b, o) => b.or(o),
+            }
+        };
+        let src = self.push(Node {
+            path,
+            kind,
+            input: body_src,
+            output: output.clone(),
+            op: PlanOp::Add(other_src),
+            params: Vec::new(),
+            tied: None,
+        });
+        Ok((src, output))
+    }
+
+    /// A single layer, run by its kernel.
+    fn leaf(
+        &mut self,
+        layer: &dyn Layer,
+        index: usize,
+        path: String,
+        flow: Flow,
+    ) -> Result<Flow, ShapeError> {
+        let kind = layer.kind();
+        let expected = self.take_expected();
+        let output = layer.output_shape(flow.1.as_ref());
+        if !self.binding {
+            let output = output.ok().flatten();
+            let params = layer
+                .param_shapes(flow.1.as_ref())
+                .into_iter()
+                .map(|(role, shape)| Planned {
+                    name: format!("{path}.{}", role.suffix()),
+                    shape,
+                    role,
+                    fan_in: 0,
+                    fan_out: 0,
+                })
+                .collect();
+            let src = self.push(Node {
+                path,
+                kind,
+                input: flow.0,
+                output: output.clone(),
+                op: PlanOp::Layer(None),
+                params,
+                tied: None,
+            });
+            return Ok((src, output));
+        }
+        let too_large = |tensor: String, shape: Vec<usize>| ShapeError::TooLarge {
+            layer: index,
+            kind,
+            tensor,
+            shape,
+        };
+        let output = output.map_err(|f: Fault| f.at(index, kind))?;
+        // The walk starts from a known input, and each layer before was checked to give a
+        // known output.
+        let Some(input) = flow.1.as_ref().and_then(PartialShape::known) else {
+            return Err(contradicts(
+                index,
+                kind,
+                "it receives no known shape".into(),
+            ));
+        };
+        // From a known input every layer's output is known (a `Layer` promises it).
+        let output = match output.as_ref().map(|o| (o.known(), o)) {
+            Some((Some(output), _)) => output,
+            Some((None, partial)) => {
+                return Err(contradicts(
+                    index,
+                    kind,
+                    format!(
+                        "its `output_shape` gives {partial} for the known input {}; from a known input every size of the output must be known",
+                        Dims(&input)
+                    ),
+                ))
+            }
+            None => {
+                return Err(contradicts(
+                    index,
+                    kind,
+                    format!(
+                        "its `output_shape` gives no shape for the known input {}; it must give the output's shape or an error saying why the input does not fit",
+                        Dims(&input)
+                    ),
+                ))
+            }
+        };
+        self.check_expected(index, kind, expected.as_ref(), &input, &output)?;
+        let mut params: Vec<(Role, String, Vec<usize>)> = Vec::new();
+        for (role, shape) in layer.param_shapes(flow.1.as_ref()) {
+            let name = format!("{path}.{}", role.suffix());
+            if params.iter().any(|(_, n, _)| *n == name) {
+                return Err(ShapeError::DuplicateParam {
+                    layer: index,
+                    kind,
+                    name,
+                });
+            }
+            let Some(shape) = shape.known() else {
+                return Err(contradicts(
+                    index,
+                    kind,
+                    format!(
+                        "its parameter `{name}` has shape {shape} for the known input {}; once the input is known every size of a parameter must be",
+                        Dims(&input)
+                    ),
+                ));
+            };
+            if !fits(&shape) {
+                return Err(too_large(format!("parameter `{name}`"), shape));
+            }
+            params.push((role, name, shape));
+        }
+        let tensors = [("input", &input), ("output", &output)];
+        for (tensor, shape) in tensors {
+            if !fits(shape) {
+                return Err(too_large(tensor.into(), shape.clone()));
+            }
+        }
+        for (tensor, shape) in layer.scratch(&input, &output) {
+            if !fits(&shape) {
+                return Err(too_large(tensor.into(), shape));
+            }
+        }
+        // PyTorch's fans, read from the weight (the first parameter): a dense `[out, in]` has
+        // fan-in `in`; a convolution `[out, in, k, k]` has `in·k·k`. A bias shares them. The
+        // weight fits, so these products do not overflow.
+        let from_weight = || {
+            params.first().map_or((0, 0), |(_, _, w)| {
+                let field = w.iter().skip(2).product::<usize>();
+                let size = |i: usize| w.get(i).copied().unwrap_or(0) * field;
+                (size(1), size(0))
+            })
+        };
+        let (fan_in, fan_out) = layer.fans(&input, &output).unwrap_or_else(from_weight);
+        let kernel: Arc<dyn Kernel> = Arc::from(layer.kernel(&input, &output));
+        // Both products fit: `fits` checked them.
+        let size = |dims: &[usize]| dims.iter().product::<usize>();
+        if kernel.is_reshape() && size(&input) != size(&output) {
+            return Err(contradicts(
+                index,
+                kind,
+                format!(
+                    "its kernel says it is a reshape (`Kernel::is_reshape`), which the net skips, but its output {} holds {} values and its input {} holds {}",
+                    Dims(&output),
+                    size(&output),
+                    Dims(&input),
+                    size(&input)
+                ),
+            ));
+        }
+        if let Some(activation) = kernel.activation().filter(|_| input != output) {
+            return Err(contradicts(
+                index,
+                kind,
+                format!(
+                    "its kernel says it is the element-wise {activation:?} (`Kernel::activation`), which keeps the shape, but it maps input {} to output {}",
+                    Dims(&input),
+                    Dims(&output)
+                ),
+            ));
+        }
+        let params = params
+            .into_iter()
+            .map(|(role, name, shape)| Planned {
+                name,
+                shape: PartialShape::from_dims(&shape),
+                role,
+                fan_in,
+                fan_out,
+            })
+            .collect();
+        let output = PartialShape::from_dims(&output);
+        let src = self.push(Node {
+            path,
+            kind,
+            input: flow.0,
+            output: Some(output.clone()),
+            op: PlanOp::Layer(Some(kernel)),
+            params,
+            tied: None,
+        });
+        Ok((src, Some(output)))
+    }
+}
