@@ -398,9 +398,9 @@ pub struct ImageKey<C, H, W>(core::marker::PhantomData<(C, H, W)>);
 /// block's input (`x + body(x)`), or the body and the projection (`body(x) + projection(x)`).
 /// `Self` is the body's output, `Other` what it is added to.
 #[diagnostic::on_unimplemented(
-    message = "shape mismatch: a residual block's body gives {Self} but it is added to {Other}",
+    message = "shape mismatch: a residual block's body gives {Self} features but they are added to {Other} features",
     label = "the two branches of this residual block give different shapes",
-    note = "sizes are spelled as their decimal digits: `Num<_1, _6>` means 16; an image is `ImageKey<channels, height, width>`",
+    note = "sizes are spelled as their decimal digits: `Num<_1, _6>` means 16",
     note = "`Residual::new(body)` adds the body's output to its input, so the body must give the shape it receives; give it a projection (`Residual::with_projection(body, projection)`) to change the shape"
 )]
 pub trait BranchShapesMatch<Other> {
@@ -424,14 +424,59 @@ impl BranchShapesMatch<crate::Dyn> for crate::Dyn {
 /// Images: channels, height and width each match.
 impl<C, H, W, C2, H2, W2> BranchShapesMatch<ImageKey<C2, H2, W2>> for ImageKey<C, H, W>
 where
-    C: BranchShapesMatch<C2>,
-    H: BranchShapesMatch<H2>,
-    W: BranchShapesMatch<W2>,
+    C: BranchChannelsMatch<C2>,
+    H: BranchHeightsMatch<H2>,
+    W: BranchWidthsMatch<W2>,
     C::Checks: Both<H::Checks>,
     <C::Checks as Both<H::Checks>>::Output: Both<W::Checks>,
 {
     type Checks = <<C::Checks as Both<H::Checks>>::Output as Both<W::Checks>>::Output;
 }
+
+/// Writes one of the image rules of a residual block, per axis, with the axis in its message.
+macro_rules! branch_axis_rule {
+    ($(#[$doc:meta])* $rule:ident, $message:literal) => {
+        $(#[$doc])*
+        #[diagnostic::on_unimplemented(
+            message = $message,
+            label = "the two branches of this residual block give images of different shapes",
+            note = "sizes are spelled as their decimal digits: `Num<_1, _6>` means 16",
+            note = "`Residual::new(body)` adds the body's output to its input, so the body must give the shape it receives (a convolution with padding `(k − 1) / 2` and stride 1 keeps height and width); give it a projection (`Residual::with_projection(body, projection)`) to change the shape"
+        )]
+        pub trait $rule<Other> {
+            /// [`Proven`], or [`AtRunTime`] when a size is known only at run time.
+            type Checks;
+        }
+        impl<T: Digits> $rule<T> for T {
+            type Checks = Proven;
+        }
+        impl<T: Digits> $rule<crate::Dyn> for T {
+            type Checks = AtRunTime;
+        }
+        impl<T: Digits> $rule<T> for crate::Dyn {
+            type Checks = AtRunTime;
+        }
+        impl $rule<crate::Dyn> for crate::Dyn {
+            type Checks = AtRunTime;
+        }
+    };
+}
+
+branch_axis_rule!(
+    /// Rule: the two branches of a residual block give images of one number of channels.
+    BranchChannelsMatch,
+    "shape mismatch: a residual block's body gives images of {Self} channels but they are added to images of {Other} channels"
+);
+branch_axis_rule!(
+    /// Rule: the two branches of a residual block give images of one height.
+    BranchHeightsMatch,
+    "shape mismatch: a residual block's body gives images of height {Self} but they are added to images of height {Other}"
+);
+branch_axis_rule!(
+    /// Rule: the two branches of a residual block give images of one width.
+    BranchWidthsMatch,
+    "shape mismatch: a residual block's body gives images of width {Self} but they are added to images of width {Other}"
+);
 
 /// Rule: every place of a [`Shared`](crate::layer::Shared) layer receives the width the set
 /// was made for. `Self` is the width reaching this place, `Made` the width its first place

@@ -28,6 +28,7 @@ fn compile_errors_match_their_snapshots() {
     let t = trybuild::TestCases::new();
     for topic in [
         "mismatch", "unbound", "bound", "runtime", "size", "conv", "images", "train", "custom",
+        "compose",
     ] {
         t.compile_fail(format!("ui-tests/{topic}/*.rs"));
     }
