@@ -286,6 +286,15 @@ pub enum ShapeError {
         other: Vec<usize>,
     },
 
+    /// A batch of a shape that no stem of a net with several stems takes.
+    #[error("no stem of the net takes samples of shape {}; its stems take {}", Dims(found), stems.iter().map(|s| Dims(s).to_string()).collect::<Vec<_>>().join(", "))]
+    NoStem {
+        /// The batch's sample shape.
+        found: Vec<usize>,
+        /// The shapes the stems take.
+        stems: Vec<Vec<usize>>,
+    },
+
     /// A layer inside a composite layer (a [`Residual`](crate::layer::Residual) block) does not
     /// fit; the inner error counts layers from the start of the block's branch.
     #[error("in layer {layer} ({kind}), {branch}: {source}")]

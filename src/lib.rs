@@ -141,6 +141,7 @@ pub mod init;
 mod net;
 pub mod prelude;
 mod standardize;
+pub mod stems;
 mod summary;
 pub mod weights;
 

@@ -402,6 +402,11 @@ impl<S, L: Layers> Net<S, L> {
         &self.layers
     }
 
+    /// A net of a state and layers.
+    pub(crate) fn from_parts(state: S, layers: L) -> Self {
+        Net { state, layers }
+    }
+
     /// The layers, for a composite that holds the declaration.
     pub(crate) fn into_layers(self) -> L {
         self.layers

@@ -14,6 +14,7 @@ pub use crate::layer::{
 pub use crate::net::Net;
 pub use crate::shape::{Image, Shape, StaticShape};
 pub use crate::state::{Init, Uninit};
+pub use crate::stems::Stems;
 pub use crate::train::{
     Adam, Control, CrossEntropy, EarlyStopping, EpochMetrics, Fit, Grads, History, Hyper, Labels,
     Monitor, Mse, Optimizer, Progress, Schedule, Sgd, TrainError,

@@ -4,6 +4,8 @@
 //! program declares and however long they are: the types check the shapes, these loops do the
 //! work.
 
+use core::ops::Range;
+
 use nalgebra::DMatrix;
 
 use crate::alloc::{try_clone, try_zeros};
@@ -32,6 +34,19 @@ pub(crate) fn build(
     input: &[usize],
     expected: &[PartialShape],
 ) -> Result<Vec<BoundLayer>, ShapeError> {
+    check_input(input)?;
+    let mut planner = Planner::binding(expected);
+    planner.seq(
+        layers,
+        "",
+        &[],
+        (Src::Input, Some(PartialShape::from_dims(input))),
+    )?;
+    allocate(planner.nodes)
+}
+
+/// Checks an input shape as [`build`] does.
+fn check_input(input: &[usize]) -> Result<(), ShapeError> {
     if input.contains(&0) {
         return Err(match input {
             [_] => ShapeError::ZeroInput,
@@ -45,14 +60,57 @@ pub(crate) fn build(
             shape: input.to_vec(),
         });
     }
-    let mut planner = Planner::binding(expected);
-    planner.seq(
-        layers,
-        "",
-        &[],
-        (Src::Input, Some(PartialShape::from_dims(input))),
-    )?;
-    let nodes = planner.nodes;
+    Ok(())
+}
+
+/// Builds a net of several stems and one trunk: each stem's nodes, then the trunk's, whose
+/// parameters the first stem's path owns and every other path shares. Returns the nodes and,
+/// per stem, the range of nodes its inputs run through.
+pub(crate) fn build_stems(
+    stems: &[crate::stems::StemPlan<'_>],
+    trunk: &[&dyn Layer],
+    trunk_expected: &[PartialShape],
+) -> Result<(Vec<BoundLayer>, Vec<Range<usize>>), ShapeError> {
+    let mut planner = Planner::binding(&[]);
+    let mut ranges = Vec::with_capacity(stems.len());
+    let mut first_trunk: Option<(Range<usize>, Src, Option<PartialShape>, String)> = None;
+    for stem in stems {
+        check_input(&stem.input)?;
+        let start = planner.nodes.len();
+        planner.expect(&stem.expected);
+        let input = (Src::Input, Some(PartialShape::from_dims(&stem.input)));
+        let prefix = format!("stems.{}.", stem.name);
+        let (src, shape) = planner.seq(&stem.layers, &prefix, &[], input)?;
+        match &first_trunk {
+            None => {
+                let trunk_start = planner.nodes.len();
+                planner.expect(trunk_expected);
+                planner.seq(trunk, "trunk.", &[], (src, shape.clone()))?;
+                let range = trunk_start..planner.nodes.len();
+                first_trunk = Some((range, src, shape, stem.name.clone()));
+            }
+            Some((range, first_src, first_shape, first_name)) => {
+                if shape != *first_shape {
+                    let known = |s: &Option<PartialShape>| {
+                        s.as_ref().and_then(PartialShape::known).unwrap_or_default()
+                    };
+                    return Err(ShapeError::TiedInput {
+                        first: format!("trunk (after stem {first_name})"),
+                        place: format!("trunk (after stem {})", stem.name),
+                        expected: known(first_shape),
+                        found: known(&shape),
+                    });
+                }
+                planner.replay(range.clone(), *first_src, src);
+            }
+        }
+        ranges.push(start..planner.nodes.len());
+    }
+    Ok((allocate(planner.nodes)?, ranges))
+}
+
+/// Allocates the parameters of planned nodes, all 0, and makes them bound nodes.
+fn allocate(nodes: Vec<crate::plan::Node>) -> Result<Vec<BoundLayer>, ShapeError> {
     // Two parameters of one name anywhere in the net (a block's names clashing with another
     // layer's) would be one tensor in a file.
     let mut seen = std::collections::HashSet::new();
@@ -224,25 +282,30 @@ pub(crate) struct Stage {
 ///
 /// A node that fuses activations (a dense layer, a convolution, a residual sum) followed by an
 /// activation that reads only it, when nothing else reads it, runs as one step.
-pub(crate) fn stages(layers: &[BoundLayer]) -> (Vec<Stage>, Slot) {
-    let mut readers = vec![0usize; layers.len()];
-    for l in layers {
+pub(crate) fn stages(layers: &[BoundLayer], nodes: Range<usize>) -> (Vec<Stage>, Slot) {
+    let start = nodes.start;
+    let Some(layers_in) = layers.get(nodes.clone()) else {
+        return (Vec::new(), Slot::Input);
+    };
+    // How many nodes read each node's output, and the slot each node's value is in; both
+    // indexed from `start`.
+    let mut readers = vec![0usize; layers_in.len()];
+    for l in layers_in {
         for src in [Some(l.input), l.adds()].into_iter().flatten() {
-            if let Src::Node(k) = src {
-                if let Some(r) = readers.get_mut(k) {
-                    *r += 1;
-                }
+            if let Some(r) = local(src, start).and_then(|k| readers.get_mut(k)) {
+                *r += 1;
             }
         }
     }
-    let mut slot_of: Vec<Slot> = Vec::with_capacity(layers.len());
-    let resolve = |slot_of: &[Slot], src: Src| match src {
-        Src::Input => Slot::Input,
-        Src::Node(k) => slot_of.get(k).copied().unwrap_or(Slot::Input),
+    let mut slot_of: Vec<Slot> = Vec::with_capacity(layers_in.len());
+    let resolve = |slot_of: &[Slot], src: Src| {
+        local(src, start)
+            .and_then(|k| slot_of.get(k).copied())
+            .unwrap_or(Slot::Input)
     };
-    let mut out = Vec::with_capacity(layers.len());
+    let mut out = Vec::with_capacity(layers_in.len());
     let mut i = 0;
-    while let Some(layer) = layers.get(i) {
+    while let Some(layer) = layers_in.get(i) {
         let input = resolve(&slot_of, layer.input);
         if layer.is_reshape() {
             slot_of.push(input);
@@ -250,16 +313,16 @@ pub(crate) fn stages(layers: &[BoundLayer]) -> (Vec<Stage>, Slot) {
             continue;
         }
         let add = layer.adds().map(|src| resolve(&slot_of, src));
-        let next = layers
+        let next = layers_in
             .get(i + 1)
-            .filter(|n| n.input == Src::Node(i) && readers[i] == 1)
+            .filter(|n| n.input == Src::Node(start + i) && readers[i] == 1)
             .and_then(BoundLayer::activation);
         let step = Slot::Step(out.len());
         match next {
             Some(then) if layer.fuses_activation() => {
                 out.push(Stage {
-                    layer: i,
-                    last: i + 1,
+                    layer: start + i,
+                    last: start + i + 1,
                     then,
                     input,
                     add,
@@ -269,8 +332,8 @@ pub(crate) fn stages(layers: &[BoundLayer]) -> (Vec<Stage>, Slot) {
             }
             _ => {
                 out.push(Stage {
-                    layer: i,
-                    last: i,
+                    layer: start + i,
+                    last: start + i,
                     then: Activation::Identity,
                     input,
                     add,
@@ -281,6 +344,15 @@ pub(crate) fn stages(layers: &[BoundLayer]) -> (Vec<Stage>, Slot) {
         }
     }
     (out, slot_of.last().copied().unwrap_or(Slot::Input))
+}
+
+/// A node read by a node of a range starting at `start`, counted from `start` (`None` for the
+/// input).
+fn local(src: Src, start: usize) -> Option<usize> {
+    match src {
+        Src::Node(k) => k.checked_sub(start),
+        Src::Input => None,
+    }
 }
 
 /// The step at which each step's output is read for the last time (`None`: never read).
@@ -414,8 +486,18 @@ fn value<'a>(
 /// whose input no later step reads runs in place, and every value is dropped after its last
 /// read.
 pub(crate) fn forward(layers: &[BoundLayer], x: &DMatrix<f32>) -> Result<DMatrix<f32>, ShapeError> {
+    forward_at(layers, 0..layers.len(), x)
+}
+
+/// [`forward`] through the nodes `nodes` only (one entry of a net with several stems), whose
+/// first node reads `x`.
+pub(crate) fn forward_at(
+    layers: &[BoundLayer],
+    nodes: Range<usize>,
+    x: &DMatrix<f32>,
+) -> Result<DMatrix<f32>, ShapeError> {
     let samples = x.ncols();
-    let (stages, output) = stages(layers);
+    let (stages, output) = stages(layers, nodes);
     let last = last_reads(&stages);
     let mut outputs: Vec<Option<DMatrix<f32>>> = Vec::with_capacity(stages.len());
     for (s, step) in stages.iter().enumerate() {
@@ -478,8 +560,12 @@ impl Trace {
 }
 
 /// Runs the bound nodes on `x`, keeping every step's output.
-pub(crate) fn forward_trace(layers: &[BoundLayer], x: &DMatrix<f32>) -> Result<Trace, ShapeError> {
-    let (stages, output) = stages(layers);
+pub(crate) fn forward_trace(
+    layers: &[BoundLayer],
+    nodes: Range<usize>,
+    x: &DMatrix<f32>,
+) -> Result<Trace, ShapeError> {
+    let (stages, output) = stages(layers, nodes);
     let mut outputs: Vec<Option<DMatrix<f32>>> = Vec::with_capacity(stages.len());
     for step in &stages {
         let add = step.add.map(|a| value(x, &outputs, a)).transpose()?;

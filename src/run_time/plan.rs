@@ -132,6 +132,44 @@ impl<'e> Planner<'e> {
         }
     }
 
+    /// Checks the layers planned next against `expected` (as [`binding`](Planner::binding)).
+    pub(crate) fn expect(&mut self, expected: &'e [PartialShape]) {
+        self.expected = expected;
+        self.cursor = 0;
+    }
+
+    /// Plans the nodes `range` again, as later places of the parameters they own (or share),
+    /// reading `input` where they read `from`: a trunk run after another stem.
+    pub(crate) fn replay(&mut self, range: core::ops::Range<usize>, from: Src, input: Src) {
+        let offset = self.nodes.len();
+        let start = range.start;
+        let map = |src: Src| match src {
+            s if s == from => input,
+            Src::Node(k) if range.contains(&k) => Src::Node(offset + (k - start)),
+            other => other,
+        };
+        for k in range.clone() {
+            let Some(node) = self.nodes.get(k) else {
+                continue;
+            };
+            let op = match &node.op {
+                PlanOp::Layer(kernel) => PlanOp::Layer(kernel.clone()),
+                PlanOp::Add(src) => PlanOp::Add(map(*src)),
+            };
+            let owns = !node.params.is_empty() || node.tied.is_some();
+            let replayed = Node {
+                path: node.path.clone(),
+                kind: node.kind,
+                input: map(node.input),
+                output: node.output.clone(),
+                op,
+                params: Vec::new(),
+                tied: owns.then(|| node.tied.unwrap_or(k)),
+            };
+            self.nodes.push(replayed);
+        }
+    }
+
     /// Plans `layers` one after the other from `input`, naming layer `j` `{prefix}{names[j]}`
     /// (`{prefix}{j}` past the names given).
     pub(crate) fn seq(

@@ -9,6 +9,9 @@ use nalgebra::DMatrix;
 pub struct Grads {
     pub(crate) names: Vec<String>,
     pub(crate) values: Vec<DMatrix<f32>>,
+    /// Which parameters the batch reached (`None`: all): a net with several stems gives no
+    /// gradient to the stems a batch does not run through, and a step leaves them alone.
+    pub(crate) reached: Option<Vec<bool>>,
 }
 
 impl Grads {

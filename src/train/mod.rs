@@ -285,31 +285,47 @@ impl<N: Shape, L: Chain<N>> Net<Init<N>, L> {
         loss: F,
     ) -> Result<(f32, Grads, Option<usize>), ShapeError> {
         let layers = self.state().bound_layers();
-        let x = x.as_matrix();
-        let trace = exec::forward_trace(layers, x)?;
-        let y = trace.output(x);
-        let correct = target.correct(y);
-        let (value, dy) = loss.loss_and_grad(y, target)?;
-        if dy.shape() != y.shape() {
-            return Err(ShapeError::Contract {
-                what: format!("the loss {}", loss.name()),
-                detail: format!(
-                    "its gradient is {} × {} but the output is {} × {}",
-                    dy.nrows(),
-                    dy.ncols(),
-                    y.nrows(),
-                    y.ncols()
-                ),
-            });
-        }
-        let values = exec::backward(layers, x, trace, dy)?;
-        let names = layers
-            .iter()
-            .flat_map(|l| &l.params)
-            .map(|p| p.name.clone())
-            .collect();
-        Ok((value, Grads { names, values }, correct))
+        loss_grads_at(layers, 0..layers.len(), x.as_matrix(), target, loss)
     }
+}
+
+/// The loss, the gradients and the number of samples classified right (for labels) of the
+/// nodes `nodes` of `layers` (a net, or one entry of a net with several stems) on a checked
+/// batch `x` and target.
+pub(crate) fn loss_grads_at<T: Target, F: Loss<T>>(
+    layers: &[crate::state::BoundLayer],
+    nodes: core::ops::Range<usize>,
+    x: &nalgebra::DMatrix<f32>,
+    target: &T,
+    loss: F,
+) -> Result<(f32, Grads, Option<usize>), ShapeError> {
+    let trace = exec::forward_trace(layers, nodes, x)?;
+    let y = trace.output(x);
+    let correct = target.correct(y);
+    let (value, dy) = loss.loss_and_grad(y, target)?;
+    if dy.shape() != y.shape() {
+        return Err(ShapeError::Contract {
+            what: format!("the loss {}", loss.name()),
+            detail: format!(
+                "its gradient is {} × {} but the output is {} × {}",
+                dy.nrows(),
+                dy.ncols(),
+                y.nrows(),
+                y.ncols()
+            ),
+        });
+    }
+    let values = exec::backward(layers, x, trace, dy)?;
+    let names = layers
+        .iter()
+        .flat_map(|l| &l.params)
+        .map(|p| p.name.clone())
+        .collect();
+    Ok((value, Grads {
+            names,
+            values,
+            reached: None,
+        }, correct))
 }
 
 /// Checks labels or targets against the net's output width and the batch's sample count.

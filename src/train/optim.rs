@@ -38,7 +38,7 @@ pub(crate) mod sealed {
             &mut self,
             fresh: Box<dyn core::any::Any>,
             params: &mut [&mut Param],
-            grads: &[DMatrix<f32>],
+            grads: &[&DMatrix<f32>],
         ) -> Result<(), TrainError>;
 
         /// The state, as tensors named `optim.{param}.{what}`, for a checkpoint.
@@ -121,13 +121,23 @@ pub trait Optimizer: sealed::Sealed {
         Self: Sized,
     {
         let layers = net.state_mut().bound_layers_mut();
-        let mut params: Vec<&mut Param> = layers.iter_mut().flat_map(|l| &mut l.params).collect();
+        let params: Vec<&mut Param> = layers.iter_mut().flat_map(|l| &mut l.params).collect();
         check_grads(&params, grads)?;
         self.check_hyper()?;
+        // A parameter the batch did not reach (a stem it did not run through) has no
+        // gradient: the step leaves it and its state alone, as PyTorch skips a `None` grad.
+        let reached = |i: usize| grads.reached.as_ref().is_none_or(|r| r.get(i) == Some(&true));
+        let (mut params, values): (Vec<&mut Param>, Vec<&DMatrix<f32>>) = params
+            .into_iter()
+            .zip(&grads.values)
+            .enumerate()
+            .filter(|(i, _)| reached(*i))
+            .map(|(_, pair)| pair)
+            .unzip();
         let fresh = self.prepare(&params)?;
         // A non-finite gradient makes its update non-finite, so the check is made once, on
         // the results; the error then names the cause.
-        self.apply(fresh, &mut params, &grads.values)
+        self.apply(fresh, &mut params, &values)
             .map_err(|err| match (err, grads.first_not_finite()) {
                 (TrainError::StepNotFinite { .. }, Some(name)) => TrainError::GradientNotFinite {
                     name: name.to_owned(),
@@ -441,7 +451,7 @@ impl sealed::Sealed for Adam {
         &mut self,
         fresh: Box<dyn core::any::Any>,
         params: &mut [&mut Param],
-        grads: &[DMatrix<f32>],
+        grads: &[&DMatrix<f32>],
     ) -> Result<(), TrainError> {
         let fresh: BTreeMap<String, AdamState> = fresh
             .downcast::<Vec<(String, AdamState)>>()
@@ -1039,7 +1049,7 @@ impl sealed::Sealed for Sgd {
         &mut self,
         fresh: Box<dyn core::any::Any>,
         params: &mut [&mut Param],
-        grads: &[DMatrix<f32>],
+        grads: &[&DMatrix<f32>],
     ) -> Result<(), TrainError> {
         let fresh: BTreeMap<String, Buffer> = fresh
             .downcast::<Vec<(String, Buffer)>>()
