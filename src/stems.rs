@@ -272,7 +272,10 @@ impl<E> Clone for Stemmed<E> {
 impl<E> fmt::Debug for Stemmed<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Stemmed")
-            .field("inputs", &self.entries.iter().map(|e| &e.0).collect::<Vec<_>>())
+            .field(
+                "inputs",
+                &self.entries.iter().map(|e| &e.0).collect::<Vec<_>>(),
+            )
             .field("seed", &self.seed)
             .field("layers", &self.layers)
             .finish()
@@ -421,7 +424,8 @@ impl<E: StemsFit<L>, L: Layers> Net<Stemmed<E>, L> {
         let nodes = self.entry(&x.features().dims())?;
         crate::train::check_target(&self.output_of(&nodes), x.samples(), target)?;
         let layers = &self.state().layers;
-        let (value, mut grads, _) = loss_grads_at(layers, nodes.clone(), x.as_matrix(), target, loss)?;
+        let (value, mut grads, _) =
+            loss_grads_at(layers, nodes.clone(), x.as_matrix(), target, loss)?;
         grads.reached = Some(reached(layers, nodes));
         Ok((value, grads))
     }

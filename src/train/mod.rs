@@ -321,11 +321,15 @@ pub(crate) fn loss_grads_at<T: Target, F: Loss<T>>(
         .flat_map(|l| &l.params)
         .map(|p| p.name.clone())
         .collect();
-    Ok((value, Grads {
+    Ok((
+        value,
+        Grads {
             names,
             values,
             reached: None,
-        }, correct))
+        },
+        correct,
+    ))
 }
 
 /// Checks labels or targets against the net's output width and the batch's sample count.

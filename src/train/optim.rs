@@ -126,7 +126,12 @@ pub trait Optimizer: sealed::Sealed {
         self.check_hyper()?;
         // A parameter the batch did not reach (a stem it did not run through) has no
         // gradient: the step leaves it and its state alone, as PyTorch skips a `None` grad.
-        let reached = |i: usize| grads.reached.as_ref().is_none_or(|r| r.get(i) == Some(&true));
+        let reached = |i: usize| {
+            grads
+                .reached
+                .as_ref()
+                .is_none_or(|r| r.get(i) == Some(&true))
+        };
         let (mut params, values): (Vec<&mut Param>, Vec<&DMatrix<f32>>) = params
             .into_iter()
             .zip(&grads.values)
@@ -137,13 +142,14 @@ pub trait Optimizer: sealed::Sealed {
         let fresh = self.prepare(&params)?;
         // A non-finite gradient makes its update non-finite, so the check is made once, on
         // the results; the error then names the cause.
-        self.apply(fresh, &mut params, &values)
-            .map_err(|err| match (err, grads.first_not_finite()) {
+        self.apply(fresh, &mut params, &values).map_err(|err| {
+            match (err, grads.first_not_finite()) {
                 (TrainError::StepNotFinite { .. }, Some(name)) => TrainError::GradientNotFinite {
                     name: name.to_owned(),
                 },
                 (err, _) => err,
-            })
+            }
+        })
     }
 }
 

@@ -13,6 +13,7 @@ mod layers;
 mod promises;
 mod props;
 mod robust;
+mod stems;
 mod strategies;
 mod train;
 mod train_fixtures;
