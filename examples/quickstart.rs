@@ -150,6 +150,79 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let (net, y) = decl.clone().initialize(DefaultInit).forward_init(&x)?;
         sizes.push((net.input().size(), y.features().size()));
     }
-    println!("  run-time sizes from data, one net each: {sizes:?}");
+    println!("  run-time sizes from data, one net each: {sizes:?}\n");
+
+    // The hint: parameter tying. First d2l's own example, one layer used twice.
+    println!("## Exercise 3, the hint: parameter tying (d2l's `shared = nn.LazyLinear(8)`)\n");
+    let shared = Shared::new(Dense::<U8>::new());
+    let mut tied = Net::new()
+        .push(Dense::<U8>::new())
+        .push(Relu)
+        .push(shared.clone())
+        .push(Relu)
+        .push(shared.clone())
+        .push(Relu)
+        .push(Dense::<U1>::new())
+        .seed(1)
+        .bind::<U4>();
+    println!("{tied}\n");
+    let x4 = Batch::<U4>::from_fn(8, |f, s| ((f + 3 * s) % 7) as f32 / 7.0);
+    let t = Batch::<U1>::from_fn(8, |_, s| (s % 2) as f32);
+    let (_, grads) = tied.loss_and_grads(&x4, &t, Mse)?;
+    let g = grads.get("2.weight").ok_or("no gradient for the tied weight")?;
+    println!(
+        "  one gradient for the tied weight, the sum over both places: |d 2.weight| = {:.4}",
+        g.norm()
+    );
+    let tied_weight = |net: &Net<Init<U4>, _>| {
+        net.named_params()
+            .find(|(n, _)| *n == "2.weight")
+            .map(|(_, w)| w.clone())
+    };
+    let before = tied_weight(&tied);
+    Sgd::new(0.1).step(&mut tied, &grads)?;
+    println!(
+        "  one SGD step changed 2.weight: {}; places 2 and 4 both compute with it\n",
+        tied_weight(&tied) != before
+    );
+
+    // Then the exercise: inputs of 4 and 7 features, each through its own stem, into one
+    // trunk whose parameters serve both.
+    println!("## Exercise 3, answered: one trunk for inputs of 4 and of 7 features\n");
+    let trunk = Net::new()
+        .push(Dense::<U16>::new())
+        .push(Relu)
+        .push(Dense::<U1>::new())
+        .seed(2);
+    let stems = Stems::new()
+        .stem::<U4, _>(Net::new().push(Dense::<U16>::new()).push(Relu))
+        .stem::<U7, _>(Net::new().push(Dense::<U16>::new()).push(Relu));
+    let mut net = trunk.bind_stems(stems);
+    let names: Vec<&str> = net.named_params().map(|(n, _)| n).collect();
+    println!("  parameters: {names:?}");
+    let x7 = Batch::<U7>::from_fn(8, |f, s| ((f * s) % 5) as f32 / 5.0);
+    let mut adam = Adam::new(1e-2);
+    for _ in 0..50 {
+        let (_, g4) = net.loss_and_grads(&x4, &t, Mse)?;
+        adam.step(&mut net, &g4)?;
+        let (_, g7) = net.loss_and_grads(&x7, &t, Mse)?;
+        adam.step(&mut net, &g7)?;
+    }
+    let (l4, _) = net.loss_and_grads(&x4, &t, Mse)?;
+    let (l7, _) = net.loss_and_grads(&x7, &t, Mse)?;
+    println!(
+        "  after 50 steps on each size: loss {l4:.4} on 4 features, {l7:.4} on 7; Adam stepped trunk.0.weight {} times, stems.4.0.weight {}, stems.7.0.weight {}",
+        adam.steps("trunk.0.weight"),
+        adam.steps("stems.4.0.weight"),
+        adam.steps("stems.7.0.weight")
+    );
+    let _: Batch<U1> = net.forward(&x4);
+    let _: Batch<U1> = net.forward(&x7);
+    println!("  a batch of 5 features does not compile (ui-tests/compose/batch_of_a_size_without_a_stem.rs);");
+    let five = Batch::<Dyn>::from_fn_dyn(5, 1, |_, _| 0.0);
+    match net.try_forward(&five) {
+        Ok(_) => println!("  unexpectedly ran"),
+        Err(e) => println!("  at run time: Err(\"{e}\")"),
+    }
     Ok(())
 }
