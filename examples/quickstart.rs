@@ -169,7 +169,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let x4 = Batch::<U4>::from_fn(8, |f, s| ((f + 3 * s) % 7) as f32 / 7.0);
     let t = Batch::<U1>::from_fn(8, |_, s| (s % 2) as f32);
     let (_, grads) = tied.loss_and_grads(&x4, &t, Mse)?;
-    let g = grads.get("2.weight").ok_or("no gradient for the tied weight")?;
+    let g = grads
+        .get("2.weight")
+        .ok_or("no gradient for the tied weight")?;
     println!(
         "  one gradient for the tied weight, the sum over both places: |d 2.weight| = {:.4}",
         g.norm()

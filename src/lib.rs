@@ -148,7 +148,7 @@ pub mod weights;
 pub use batch::Batch;
 pub use dim::{Dim, Dyn, StaticDim};
 pub use error::ShapeError;
-pub use net::{BindTo, ForwardInit, NamedParams, Net};
+pub use net::{BindTo, ForwardInit, NamedParams, Net, TryBindTo};
 pub use shape::{FromRows, Image, ImageVolume, RunTimeInput, Shape, StaticShape};
 pub use state::{Bound, Init, Unbound, Uninit};
 pub use train::TrainError;

@@ -179,11 +179,11 @@ impl<L: Layers> Net<Uninit, L> {
     ///   holds more values than one allocation can;
     /// * [`ShapeError::OutOfMemory`] when the memory for the parameters cannot be had; what
     ///   was allocated is freed.
-    pub fn try_bind<I: RunTimeInput>(&self, input: I) -> Result<Net<Init<I::Shape>, L>, ShapeError>
-    where
-        L: Chain<I::Shape>,
-    {
-        let expected = compile_time_outputs::<I::Shape, L>();
+    pub fn try_bind<I: TryBindTo<L>>(
+        &self,
+        input: I,
+    ) -> Result<Net<Init<I::Shape>, L>, ShapeError> {
+        let expected = I::compile_time_outputs();
         let mut net = self.try_zeroed(input.into_shape(), &expected)?;
         self.state.initialize(&mut net.state.layers);
         Ok(net)
@@ -648,6 +648,30 @@ where
 {
     fn compile_time_outputs() -> Vec<PartialShape> {
         compile_time_outputs::<N, L>()
+    }
+}
+
+/// An input that [`Net::try_bind`] binds a list of layers `L` to: a `usize` (a flat input of
+/// that many features), or any [`RunTimeInput`] shape the layers accept.
+///
+/// The bound of `try_bind`, stated on the input rather than on the layers: the compiler then
+/// checks the layers only once it knows the input's type. (A bound `L: Chain<I::Shape>` made
+/// it search every layer's rules with the input still unknown, and a declaration of 12 layers
+/// took 40 s and 3 GB to type-check, 18 layers more memory than the machine had.)
+#[diagnostic::on_unimplemented(
+    message = "the net cannot be bound to `{Self}` at run time",
+    label = "not an input this net takes",
+    note = "`try_bind` takes a number of features (`try_bind(20)`) or a shape (`try_bind(Image::dynamic(1, 28, 28))`)"
+)]
+pub trait TryBindTo<L>: RunTimeInput {
+    /// Every layer's output shape as the compiler computed it.
+    #[doc(hidden)]
+    fn compile_time_outputs() -> Vec<PartialShape>;
+}
+
+impl<I: RunTimeInput, L: Chain<I::Shape>> TryBindTo<L> for I {
+    fn compile_time_outputs() -> Vec<PartialShape> {
+        compile_time_outputs::<I::Shape, L>()
     }
 }
 

@@ -146,6 +146,9 @@ pub trait StemsFit<L>: Clone + Send + Sync + 'static {
     /// Appends each stem, first added first.
     #[doc(hidden)]
     fn plans<'a>(&'a self, out: &mut Vec<StemPlan<'a>>);
+    /// The trunk's layers' output shapes as the compiler computed them.
+    #[doc(hidden)]
+    fn trunk_expected() -> Vec<PartialShape>;
 }
 
 /// One stem of a net with several: its name, its input shape, its layers, and their output
@@ -189,6 +192,9 @@ where
     fn plans<'a>(&'a self, out: &mut Vec<StemPlan<'a>>) {
         out.push(plan_of(&self.0));
     }
+    fn trunk_expected() -> Vec<PartialShape> {
+        compile_time_outputs::<S::Out, L>()
+    }
 }
 
 /// A later stem: it gives what the stems before it give.
@@ -209,6 +215,9 @@ where
     fn plans<'a>(&'a self, out: &mut Vec<StemPlan<'a>>) {
         self.1.plans(out);
         out.push(plan_of(&self.0));
+    }
+    fn trunk_expected() -> Vec<PartialShape> {
+        <(H, T) as StemsFit<L>>::trunk_expected()
     }
 }
 
@@ -306,10 +315,7 @@ impl<L: Layers> Net<Uninit, L> {
     /// As [`bind`](Net::bind): only when memory for the parameters cannot be had, or a layer
     /// written outside this crate contradicts its compile-time half;
     /// [`try_bind_stems`](Net::try_bind_stems) returns that as an error.
-    pub fn bind_stems<E: StemsFit<L>>(&self, stems: Stems<E>) -> Net<Stemmed<E>, L>
-    where
-        L: Chain<E::TrunkIn>,
-    {
+    pub fn bind_stems<E: StemsFit<L>>(&self, stems: Stems<E>) -> Net<Stemmed<E>, L> {
         match self.try_bind_stems(stems) {
             Ok(net) => net,
             Err(err) => panic!("cannot bind the net: {err}"),
@@ -326,13 +332,10 @@ impl<L: Layers> Net<Uninit, L> {
     pub fn try_bind_stems<E: StemsFit<L>>(
         &self,
         stems: Stems<E>,
-    ) -> Result<Net<Stemmed<E>, L>, ShapeError>
-    where
-        L: Chain<E::TrunkIn>,
-    {
+    ) -> Result<Net<Stemmed<E>, L>, ShapeError> {
         let mut plans = Vec::new();
         stems.entries.plans(&mut plans);
-        let trunk_expected = compile_time_outputs::<E::TrunkIn, L>();
+        let trunk_expected = E::trunk_expected();
         let (mut layers, ranges) = exec::build_stems(&plans, &self.layer_refs(), &trunk_expected)?;
         self.state().initialize(&mut layers);
         let entries = plans.into_iter().map(|p| p.input).zip(ranges).collect();
