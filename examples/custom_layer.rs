@@ -2,23 +2,18 @@
 //! parameter `g` has the shape of the input, `(in,)`, known only once the net is bound (as the
 //! weight of PyTorch's `LazyBatchNorm1d`).
 //!
-//! It implements lazynet's public traits, the run-time half ([`Layer`], [`Kernel`]) and the
-//! compile-time half ([`LayerOn`], [`DeclaresInput`], [`Follows`]), and from then on it is
-//! checked, summarized, initialized, trained, saved and loaded like the layers the crate ships.
+//! It implements lazynet's run-time traits ([`Layer`], [`Kernel`]) and states its shape class
+//! with one macro line for the compile-time half; from then on it is checked, summarized,
+//! initialized, trained, saved and loaded like the layers the crate ships, and
+//! `Gain::new().with_input::<U4>()` declares its input size as `Dense` does.
 //!
 //! Run with `cargo run --example custom_layer`.
 
 use std::error::Error;
 
-use lazynet::layer::{
-    Activation, DeclaresInput, Fault, Infer, InputDecl, InputRule, Kernel, Layer, LayerOn, Param,
-    PartialShape,
-};
-use lazynet::list::{Follows, Static};
+use lazynet::layer::{Activation, Fault, Kernel, Layer, Param, PartialShape};
 use lazynet::nalgebra::DMatrix;
 use lazynet::prelude::*;
-use lazynet::rules::Input;
-use lazynet::typenum::UInt;
 
 // ---------------------------------------------------------------------------------------------
 // The layer.
@@ -26,73 +21,37 @@ use lazynet::typenum::UInt;
 
 /// A learnable gain per feature: `y = g ⊙ x`, with `g` of shape `(in,)`, named
 /// `{index}.weight` (as PyTorch names the gain of a batch or layer norm).
-///
-/// # Type parameters
-/// * `I`: the input width: [`Infer`] (`Gain::new()`) to take it from the layer before at
-///   binding, a typenum number to declare it (`Gain::with_input::<U4>()`, checked by the
-///   compiler), or [`Dyn`] to declare it at run time (`Gain::new().with_input_size(4)`, checked
-///   by `try_bind`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Gain<I = Infer> {
-    input: I,
-}
+pub struct Gain;
 
 impl Gain {
     /// A gain whose width is inferred when the net is bound.
     pub fn new() -> Self {
-        Gain { input: Infer }
-    }
-
-    /// A gain that declares `I` inputs.
-    pub fn with_input<I: StaticDim>() -> Gain<I> {
-        Gain {
-            input: I::default(),
-        }
-    }
-
-    /// A gain that declares its width at run time.
-    pub fn with_input_size(self, input: usize) -> Gain<Dyn> {
-        Gain { input: Dyn(input) }
+        Gain
     }
 }
 
 /// The run-time half: the kind, the shape rule, the parameter's shape, the computation.
-impl<I: InputDecl> Layer for Gain<I> {
+impl Layer for Gain {
     fn kind(&self) -> &'static str {
         "Gain"
     }
 
     fn output_shape(&self, input: Option<&PartialShape>) -> Result<Option<PartialShape>, Fault> {
-        let Some(input) = input else {
-            // Nothing is known about the input yet but that a gain takes a flat one: `(?,)`, or
-            // the declared width.
-            return Ok(Some(PartialShape(vec![self.input.declared()])));
-        };
-        let [width] = input.0.as_slice() else {
-            return Err(Fault::Rank {
+        match input.map(|i| i.0.as_slice()) {
+            None => Ok(Some(PartialShape(vec![None]))), // flat, width not known yet: `(?,)`
+            Some([_]) => Ok(input.cloned()),
+            Some(_) => Err(Fault::Rank {
                 needs: "a flat input",
-                found: input.0.iter().map(|d| d.unwrap_or(0)).collect(),
-            });
-        };
-        if let (Some(expected), Some(actual)) = (self.input.declared(), *width) {
-            if expected != actual {
-                return Err(Fault::DeclaredInput { expected, actual });
-            }
+                found: input.map(PartialShape::or_zero).unwrap_or_default(),
+            }),
         }
-        Ok(Some(PartialShape(vec![self.input.declared().or(*width)])))
     }
 
     fn param_shapes(&self, input: Option<&PartialShape>) -> Vec<(Role, PartialShape)> {
         // `(?,)` until the width is known; a 1-d parameter is stored as a column.
-        let width = self
-            .input
-            .declared()
-            .or_else(|| input.and_then(PartialShape::len));
+        let width = input.and_then(PartialShape::len);
         vec![(Role::Weight, PartialShape(vec![width]))]
-    }
-
-    fn declared_input(&self) -> Option<usize> {
-        self.input.declared()
     }
 
     fn kernel(&self, _input: &[usize], _output: &[usize]) -> Box<dyn Kernel> {
@@ -100,10 +59,44 @@ impl<I: InputDecl> Layer for Gain<I> {
     }
 }
 
+// The compile-time half: a flat input, an output of its width. An image reaching a gain is a
+// compile error naming it; `with_input` (from the prelude) declares a width.
+lazynet::shape_rule!(Gain, flat -> same);
+
 /// The bound computation: forward `y = g ⊙ x`; backward `dg = Σ_samples dy ⊙ x`,
-/// `dx = g ⊙ dy`.
+/// `dx = g ⊙ dy`. Every matrix holds one sample per column.
 #[derive(Clone, Copy, Debug)]
 struct GainKernel;
+
+impl GainKernel {
+    /// The gain, checked against the batch `x` and the buffers that must have its shape: a
+    /// kernel called on its own with other shapes gets an error, not a panic.
+    fn gain<'p>(
+        params: &'p [Param],
+        x: &DMatrix<f32>,
+        like_x: &[(usize, usize)],
+    ) -> Result<&'p [f32], ShapeError> {
+        let contract = |detail: String| ShapeError::Contract {
+            what: "a call to the Gain kernel".into(),
+            detail,
+        };
+        let [g] = params else {
+            return Err(contract(format!(
+                "it takes 1 parameter, given {}",
+                params.len()
+            )));
+        };
+        let g = g.value().as_slice();
+        if x.nrows() != g.len() || like_x.iter().any(|&s| s != x.shape()) {
+            return Err(contract(format!(
+                "a gain of {} values meets buffers of shapes {:?} and {like_x:?}",
+                g.len(),
+                x.shape()
+            )));
+        }
+        Ok(g)
+    }
+}
 
 impl Kernel for GainKernel {
     fn forward(
@@ -113,16 +106,10 @@ impl Kernel for GainKernel {
         y: &mut DMatrix<f32>,
         _then: Activation, // always the identity: this kernel fuses no activation
     ) -> Result<(), ShapeError> {
-        if let [g] = params {
-            let g = g.value().as_slice();
-            // One column per sample; row i of every column is scaled by g[i].
-            for (out, column) in y
-                .column_iter_mut()
-                .zip(x.as_slice().chunks_exact(g.len().max(1)))
-            {
-                for ((y, x), g) in out.into_iter().zip(column).zip(g) {
-                    *y = g * x;
-                }
+        let g = Self::gain(params, x, &[y.shape()])?;
+        for (y, x) in y.column_iter_mut().zip(x.column_iter()) {
+            for ((y, x), g) in y.into_iter().zip(x.iter()).zip(g) {
+                *y = g * x;
             }
         }
         Ok(())
@@ -137,21 +124,31 @@ impl Kernel for GainKernel {
         grads: &mut [DMatrix<f32>],
         dx: Option<&mut DMatrix<f32>>,
     ) -> Result<(), ShapeError> {
-        let ([g], [dg]) = (params, grads) else {
-            return Ok(());
+        let mut shapes = vec![dy.shape()];
+        shapes.extend(dx.as_ref().map(|dx| dx.shape()));
+        let g = Self::gain(params, x, &shapes)?;
+        let [dg] = grads else {
+            return Err(ShapeError::Contract {
+                what: "a call to the Gain kernel".into(),
+                detail: format!("it takes 1 gradient, given {}", grads.len()),
+            });
         };
-        let rows = x.nrows().max(1);
-        let samples = x.as_slice().chunks_exact(rows);
-        for (x, dy) in samples.zip(dy.as_slice().chunks_exact(rows)) {
-            for ((dg, x), dy) in dg.as_mut_slice().iter_mut().zip(x).zip(dy) {
-                *dg += dy * x;
-            }
+        if dg.shape() != (g.len(), 1) {
+            return Err(ShapeError::Contract {
+                what: "a call to the Gain kernel".into(),
+                detail: format!(
+                    "the gradient is {:?}, the gain {} values",
+                    dg.shape(),
+                    g.len()
+                ),
+            });
+        }
+        for (x, dy) in x.column_iter().zip(dy.column_iter()) {
+            *dg += x.component_mul(&dy);
         }
         if let Some(dx) = dx {
-            let g = g.value().as_slice();
-            let columns = dx.as_mut_slice().chunks_exact_mut(rows);
-            for (dx, dy) in columns.zip(dy.as_slice().chunks_exact(rows)) {
-                for ((dx, dy), g) in dx.iter_mut().zip(dy).zip(g) {
+            for (mut dx, dy) in dx.column_iter_mut().zip(dy.column_iter()) {
+                for ((dx, dy), g) in dx.iter_mut().zip(dy.iter()).zip(g) {
                     *dx = g * dy;
                 }
             }
@@ -159,54 +156,6 @@ impl Kernel for GainKernel {
         Ok(())
     }
 }
-
-// The compile-time half.
-
-/// The input a gain declares, read by `push` (lazynet's `PushRule`: a static declaration after
-/// a static width must equal it).
-impl<I> DeclaresInput for Gain<I> {
-    type Input = I;
-}
-
-/// With nothing declared, a gain produces what it receives, as an activation does.
-impl<Prev> Follows<Prev> for Gain<Infer> {
-    type Known = Prev;
-}
-
-/// Declared static: it produces that width.
-impl<U: 'static, B: 'static, Prev> Follows<Prev> for Gain<UInt<U, B>>
-where
-    UInt<U, B>: StaticDim,
-{
-    type Known = Static<UInt<U, B>>;
-}
-
-/// Declared at run time: a run-time width.
-impl<Prev> Follows<Prev> for Gain<Dyn> {
-    type Known = Dyn;
-}
-
-/// A flat input keeps its shape; lazynet's `InputRule` checks a declared width, at compile
-/// time when both sizes are static, at `try_bind` otherwise.
-impl<I: InputDecl, In: Shape, Known> LayerOn<In, Known> for Gain<I>
-where
-    Input<In>: GainTakesFlat,
-    I: InputRule<In, Known>,
-{
-    type Out = In;
-    type Checks = I::Checks;
-}
-
-/// Rule: a gain receives a flat vector. One implementation per kind of flat size, so that an
-/// image finds none and the compiler prints this message.
-#[diagnostic::on_unimplemented(
-    message = "a Gain layer needs a flat input, but receives an image",
-    label = "this net gives an image to a Gain layer",
-    note = "put `Flatten` before the Gain"
-)]
-pub trait GainTakesFlat {}
-impl<U, B> GainTakesFlat for Input<UInt<U, B>> {}
-impl GainTakesFlat for Input<Dyn> {}
 
 // ---------------------------------------------------------------------------------------------
 // Using it.
@@ -291,22 +240,21 @@ fn main() -> Result<(), Box<dyn Error>> {
     //   let _y: Batch<U4> = net.forward(&x);
     //   // error[E0308]: mismatched types: the net outputs `Batch<U1>`
     //
-    //   Net::new().push(Dense::<U8>::new()).push(Gain::with_input::<U4>());
+    //   Net::new().push(Dense::<U8>::new()).push(Gain::new().with_input::<U4>());
     //   // error[E0277]: shape mismatch: a layer declares Num<_4> inputs but the layer before
     //   //               it outputs Num<_8>
     //
-    //   Net::new().push(Gain::with_input::<U4>()).push(Dense::<U1>::new()).bind::<U5>();
+    //   Net::new().push(Gain::new().with_input::<U4>()).push(Dense::<U1>::new()).bind::<U5>();
     //   // error[E0277]: shape mismatch: a layer declares Num<_4> inputs but the net is bound
     //   //               to Num<_5> inputs
     //
     //   Net::new().push(Conv2d::<U4, U3>::new()).push(Gain::new()).bind::<Image<U1, U8, U8>>();
-    //   // error[E0277]: a Gain layer needs a flat input, but receives an image
-    //   //               (the `GainTakesFlat` rule above, with its own message)
+    //   // error[E0277]: `Gain` needs a flat input, but receives an image
     //
     // while a declared width that agrees compiles:
     let _fits = Net::new()
         .push(Dense::<U8>::new())
-        .push(Gain::with_input::<U8>())
+        .push(Gain::new().with_input::<U8>())
         .bind::<U4>();
 
     // 3. Checked at run time by `try_bind` when a size is known only then.

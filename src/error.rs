@@ -309,6 +309,18 @@ pub enum ShapeError {
         source: Box<ShapeError>,
     },
 
+    /// Two layers of a net give a parameter the same name: names a block was given
+    /// ([`Residual::names`](crate::layer::Residual::names)) that clash.
+    #[error("layers {first} and {second} both have a parameter named `{name}`; give the layers of a block distinct names")]
+    DuplicateName {
+        /// The name given twice.
+        name: String,
+        /// The first layer's place.
+        first: String,
+        /// The second layer's place.
+        second: String,
+    },
+
     /// A sample index past the end of a batch or of labels.
     #[error("sample {index} is past the end: there are {samples} samples")]
     SampleIndex {

@@ -9,7 +9,8 @@ pub use crate::init::{
     ParamInfo, Role, Uniform, WeightBias, XavierNormal, XavierUniform, Zeros,
 };
 pub use crate::layer::{
-    AvgPool2d, Conv2d, Dense, Flatten, Identity, MaxPool2d, Relu, Residual, Shared, Sigmoid, Tanh,
+    AvgPool2d, Conv2d, DeclareInput, Dense, Flatten, Identity, MaxPool2d, Relu, Residual, Shared,
+    Sigmoid, Tanh,
 };
 pub use crate::net::Net;
 pub use crate::shape::{Image, Shape, StaticShape};

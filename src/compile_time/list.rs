@@ -226,6 +226,15 @@ where
     type Input = I;
 }
 
+/// When the list holds one layer: a layer that declares its input with
+/// [`with_input`](crate::layer::DeclareInput::with_input).
+impl<L: Layer + Clone, I: Dim, K: 'static> FirstInput for Cons<(), crate::layer::WithInput<L, I>, K>
+where
+    crate::layer::WithInput<L, I>: Layer,
+{
+    type Input = I;
+}
+
 /// More layers follow the first: look further in.
 impl<PP, PH, PK, H: Layer + Clone, K: 'static> FirstInput for Cons<Cons<PP, PH, PK>, H, K>
 where

@@ -59,8 +59,14 @@ impl PartialShape {
     }
 
     /// The sizes, with 0 where one is not known: for shapes known to be complete, and for
-    /// error messages.
-    pub(crate) fn or_zero(&self) -> Vec<usize> {
+    /// error messages ([`Fault::Rank`](crate::layer::Fault::Rank)).
+    ///
+    /// ```
+    /// use lazynet::layer::PartialShape;
+    ///
+    /// assert_eq!(PartialShape(vec![Some(3), None]).or_zero(), [3, 0]);
+    /// ```
+    pub fn or_zero(&self) -> Vec<usize> {
         self.0.iter().map(|d| d.unwrap_or(0)).collect()
     }
 

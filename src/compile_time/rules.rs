@@ -490,3 +490,31 @@ branch_axis_rule!(
 pub trait TiedInputMatches<Made> {}
 
 impl<T> TiedInputMatches<T> for T {}
+
+/// Rule: the layer `L` receives a flat vector (a layer written with
+/// [`shape_rule!(L, flat -> same)`](crate::shape_rule)). One implementation per kind of flat
+/// size, so that an image finds none and the error states this rule.
+#[diagnostic::on_unimplemented(
+    message = "`{L}` needs a flat input, but receives an image",
+    label = "this net gives an image to a layer that takes flat vectors",
+    note = "put `Flatten` before it"
+)]
+pub trait NeedsFlat<L> {}
+
+impl<U, B, L> NeedsFlat<L> for Input<typenum::UInt<U, B>> {}
+impl<L> NeedsFlat<L> for Input<typenum::UTerm> {}
+impl<L> NeedsFlat<L> for Input<crate::Dyn> {}
+
+/// Rule: the layer `L` receives an image (a layer written with
+/// [`shape_rule!(L, image -> same)`](crate::shape_rule)).
+#[diagnostic::on_unimplemented(
+    message = "`{L}` needs an image input, but receives a flat vector",
+    label = "this net gives a flat vector to a layer that takes images",
+    note = "bind the net to an image, `Image<U1, U28, U28>` or `Image::dynamic(1, 28, 28)`, and put no `Flatten` or `Dense` before it"
+)]
+pub trait NeedsImage<L> {}
+
+impl<C: crate::Dim, H: crate::Dim, W: crate::Dim, L> NeedsImage<L>
+    for Input<crate::Image<C, H, W>>
+{
+}

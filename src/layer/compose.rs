@@ -207,7 +207,7 @@ impl<B, P> Residual<B, P> {
     /// Names the body's layers, first to last, in place of their indices: with
     /// `names(["conv1", "relu", "conv2"])` the block at index 4 holds `4.conv1.weight` and
     /// `4.conv2.weight`. Layers past the last name keep their index. Two places with one name
-    /// are an error at binding ([`ShapeError::DuplicateParam`]).
+    /// are an error at binding ([`ShapeError::DuplicateName`]).
     pub fn names<S: Into<String>>(mut self, names: impl IntoIterator<Item = S>) -> Self {
         self.names = names.into_iter().map(Into::into).collect();
         self

@@ -7,6 +7,7 @@
 mod activation;
 mod compose;
 mod conv;
+mod declared;
 mod dense;
 mod flatten;
 mod pool;
@@ -22,6 +23,7 @@ pub use crate::partial::PartialShape;
 pub use activation::{Identity, Relu, Sigmoid, Tanh};
 pub use compose::{NoProjection, Parts, Projection, Residual, Shared, SkipPath, TiedPlace};
 pub use conv::Conv2d;
+pub use declared::{DeclareInput, WithInput};
 pub use dense::{Dense, Infer, InputDecl, InputRule, PushRule};
 pub use flatten::Flatten;
 pub use pool::{Avg, AvgPool2d, Max, MaxPool2d, Pool2d, PoolKind};
@@ -272,6 +274,84 @@ macro_rules! keeps_shape {
 
         /// Any input, flat or an image; the output has its shape.
         impl<In: $crate::Shape, Known> $crate::layer::LayerOn<In, Known> for $layer {
+            type Out = In;
+            type Checks = $crate::rules::Proven;
+        }
+    };
+}
+
+/// Writes the compile-time half of a layer from its shape class: its
+/// [`DeclaresInput`], [`Follows`](crate::list::Follows) and [`LayerOn`] implementations.
+///
+/// * `shape_rule!(MyLayer, any -> same)`: any input, flat or an image; the output has its
+///   shape (an activation). The same as [`keeps_shape!`].
+/// * `shape_rule!(MyLayer, flat -> same)`: a flat input; the output has its width. An image
+///   reaching it is a compile error naming the layer.
+/// * `shape_rule!(MyLayer, image -> same)`: an image; the output has its shape. A flat input
+///   reaching it is a compile error.
+///
+/// The layer declares no input size; [`with_input`](DeclareInput::with_input) makes it
+/// declare one. A layer of another class writes the three implementations itself.
+///
+/// # Example
+/// ```
+/// use lazynet::prelude::*;
+/// # use lazynet::layer::{Fault, Kernel, Layer, PartialShape};
+/// # #[derive(Clone, Copy, Debug)]
+/// # struct Norm;
+/// # impl Layer for Norm {
+/// #     fn kind(&self) -> &'static str { "Norm" }
+/// #     fn output_shape(&self, i: Option<&PartialShape>) -> Result<Option<PartialShape>, Fault> { Ok(i.cloned()) }
+/// #     fn param_shapes(&self, _: Option<&PartialShape>) -> Vec<(Role, PartialShape)> { vec![] }
+/// #     fn kernel(&self, _: &[usize], _: &[usize]) -> Box<dyn Kernel> { unimplemented!() }
+/// # }
+/// lazynet::shape_rule!(Norm, flat -> same);
+///
+/// let decl = Net::new().push(Dense::<U8>::new()).push(Norm).push(Dense::<U2>::new());
+/// let declared = Net::new().push(Norm.with_input::<U4>()).push(Dense::<U2>::new());
+/// # let _ = (decl, declared);
+/// ```
+#[macro_export]
+macro_rules! shape_rule {
+    ($layer:ty, any -> same) => {
+        $crate::keeps_shape!($layer);
+    };
+    ($layer:ty, flat -> same) => {
+        /// Follows anything; produces what it receives.
+        impl<Prev> $crate::list::Follows<Prev> for $layer {
+            type Known = Prev;
+        }
+
+        /// Declares no input size.
+        impl $crate::layer::DeclaresInput for $layer {
+            type Input = $crate::layer::Infer;
+        }
+
+        /// A flat input; the output has its width.
+        impl<In: $crate::Shape, Known> $crate::layer::LayerOn<In, Known> for $layer
+        where
+            $crate::rules::Input<In>: $crate::rules::NeedsFlat<$layer>,
+        {
+            type Out = In;
+            type Checks = $crate::rules::Proven;
+        }
+    };
+    ($layer:ty, image -> same) => {
+        /// Follows anything; produces what it receives.
+        impl<Prev> $crate::list::Follows<Prev> for $layer {
+            type Known = Prev;
+        }
+
+        /// Declares no input size.
+        impl $crate::layer::DeclaresInput for $layer {
+            type Input = $crate::layer::Infer;
+        }
+
+        /// An image; the output has its shape.
+        impl<In: $crate::Shape, Known> $crate::layer::LayerOn<In, Known> for $layer
+        where
+            $crate::rules::Input<In>: $crate::rules::NeedsImage<$layer>,
+        {
             type Out = In;
             type Checks = $crate::rules::Proven;
         }

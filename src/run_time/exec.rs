@@ -113,15 +113,14 @@ pub(crate) fn build_stems(
 fn allocate(nodes: Vec<crate::plan::Node>) -> Result<Vec<BoundLayer>, ShapeError> {
     // Two parameters of one name anywhere in the net (a block's names clashing with another
     // layer's) would be one tensor in a file.
-    let mut seen = std::collections::HashSet::new();
+    let mut seen = std::collections::HashMap::new();
     for node in &nodes {
         for p in &node.params {
-            if !seen.insert(p.name.as_str()) {
-                let top = node.path.split('.').next().and_then(|i| i.parse().ok());
-                return Err(ShapeError::DuplicateParam {
-                    layer: top.unwrap_or(0),
-                    kind: node.kind,
+            if let Some(first) = seen.insert(p.name.as_str(), node.path.as_str()) {
+                return Err(ShapeError::DuplicateName {
                     name: p.name.clone(),
+                    first: first.to_owned(),
+                    second: node.path.clone(),
                 });
             }
         }

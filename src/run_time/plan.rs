@@ -210,7 +210,25 @@ impl<'e> Planner<'e> {
         path: String,
         flow: Flow,
     ) -> Result<Flow, ShapeError> {
-        match layer.parts() {
+        // A composite layer that declares its input (`with_input`) is checked here: its
+        // parts never see the declaration.
+        let parts = layer.parts();
+        if let (false, Some(expected), Some([Some(actual)])) = (
+            matches!(parts, Parts::Leaf),
+            layer.declared_input(),
+            flow.1.as_ref().map(|s| s.0.as_slice()),
+        ) {
+            if expected != *actual {
+                let fault = Fault::DeclaredInput {
+                    expected,
+                    actual: *actual,
+                };
+                if self.binding {
+                    return Err(fault.at(index, layer.kind()));
+                }
+            }
+        }
+        match parts {
             Parts::Residual {
                 body,
                 names,

@@ -224,6 +224,16 @@ pub enum LoadError {
         index: Option<usize>,
     },
 
+    /// [`Net::load_infer`](crate::Net::load_infer) on a net whose first parameter has one
+    /// size: it holds no input size, as a dense weight `(out, in)` does.
+    #[error("tensor `{name}` of shape {} holds no input size (`load_infer` reads the second size of the first parameter, as a dense weight `(out, in)` holds it); bind with `try_bind` or `load_bound`, then `load`", Dims(shape))]
+    NoInputSize {
+        /// The first parameter.
+        name: String,
+        /// Its shape in the file.
+        shape: Vec<usize>,
+    },
+
     /// A run-time binding before the load failed (from `?` on
     /// [`try_bind`](crate::Net::try_bind)).
     #[error(transparent)]

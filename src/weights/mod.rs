@@ -303,11 +303,14 @@ impl<'a> Weights<'a> {
             else {
                 continue;
             };
+            // The first flat index in the file's (row-major) order, as PyTorch shows it.
             let differs = |value: &DMatrix<f32>| {
-                value
-                    .iter()
-                    .zip(found.iter())
-                    .position(|(a, b)| a.to_bits() != b.to_bits())
+                let (rows, cols) = value.shape();
+                (0..rows)
+                    .flat_map(|r| (0..cols).map(move |c| (r, c)))
+                    .position(|at| {
+                        value.get(at).map(|v| v.to_bits()) != found.get(at).map(|v| v.to_bits())
+                    })
             };
             if let Some(at) = values.get(index).and_then(differs) {
                 return Err(LoadError::TiedDiffers {
@@ -380,11 +383,10 @@ impl<'a> Weights<'a> {
         tensor.check_shape(&expected)?;
         let from_file = tensor.shape().get(1).copied();
         let input = expected.0.get(1).copied().flatten().or(from_file);
-        // A weight has at least two sizes, and `check_shape` matched the ranks.
-        let input = input.ok_or_else(|| LoadError::Rank {
+        // A 1-d first parameter (a gain, a norm's weight) holds no input size.
+        let input = input.ok_or_else(|| LoadError::NoInputSize {
             name: name.clone(),
-            expected,
-            found: tensor.shape().to_vec(),
+            shape: tensor.shape().to_vec(),
         })?;
         Ok((name, input))
     }

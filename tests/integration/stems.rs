@@ -6,7 +6,10 @@ use lazynet::prelude::*;
 
 type Error = Box<dyn std::error::Error>;
 
-fn trunk() -> Net<Uninit, lazynet::Layers![Dense<U8>, Relu, Dense<U1>]> {
+/// The trunk's layers.
+type Trunk = lazynet::Layers![Dense<U8>, Relu, Dense<U1>];
+
+fn trunk() -> Net<Uninit, Trunk> {
     Net::new()
         .push(Dense::<U8>::new())
         .push(Relu)
