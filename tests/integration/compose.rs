@@ -123,7 +123,10 @@ fn error(what: &str, actual: &DMatrix<f32>, (expected, shape): &(Vec<f64>, Vec<u
             scale = scale.max(e.abs());
         }
     }
-    assert!(scale > 0.0, "{what}: an all-zero expectation proves nothing");
+    assert!(
+        scale > 0.0,
+        "{what}: an all-zero expectation proves nothing"
+    );
     diff / scale
 }
 
@@ -154,7 +157,11 @@ fn check_fixture<S: Bound + Clone, L: Layers + Clone>(
         loss_err <= LOSS_TOL,
         "{name}: loss {loss}, numpy {expected}: relative error {loss_err:.2e}"
     );
-    assert_eq!(grads.len(), params.len(), "{name}: one gradient per parameter");
+    assert_eq!(
+        grads.len(),
+        params.len(),
+        "{name}: one gradient per parameter"
+    );
     let mut worst = 0.0f64;
     for (p, g) in grads.named_grads() {
         let err = error(p, g, &fixture.values(&format!("grad.{p}")));
@@ -186,7 +193,10 @@ fn check_fixture<S: Bound + Clone, L: Layers + Clone>(
         );
         // Not vacuous: the steps moved the parameter far more than the tolerance.
         let moved = error(p, before, &expected);
-        assert!(moved > 10.0 * STEP_TOL, "{name}: `{p}` hardly moved: {moved:.2e}");
+        assert!(
+            moved > 10.0 * STEP_TOL,
+            "{name}: `{p}` hardly moved: {moved:.2e}"
+        );
         worst_step = worst_step.max(err);
     }
     eprintln!(
@@ -225,7 +235,10 @@ fn d2l_tied_net_matches_numpy() {
     // `state_dict()` does; `load` reads both and keeps one.
     let net = check_fixture(&fixture, d2l_tied!().bind::<U4>(), &run);
     let names: Vec<&str> = net.named_params().map(|(n, _)| n).collect();
-    assert_eq!(names, ["0.weight", "0.bias", "2.weight", "2.bias", "6.weight", "6.bias"]);
+    assert_eq!(
+        names,
+        ["0.weight", "0.bias", "2.weight", "2.bias", "6.weight", "6.bias"]
+    );
 
     // The tied gradient is the sum over both places, not either place's alone: each place's
     // share differs from the sum by far more than the tolerance.
