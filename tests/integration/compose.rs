@@ -297,3 +297,497 @@ fn projection_block_matches_numpy() {
         (net.forward(&x).into_matrix(), loss, grads)
     });
 }
+
+// ---------------------------------------------------------------------------------------------
+// Names, counts and the summary.
+
+/// Every parameter's name and values, to compare a net before and after a failed load.
+fn snapshot<S: Bound, L: Layers>(net: &Net<S, L>) -> Vec<(String, DMatrix<f32>)> {
+    net.named_params()
+        .map(|(name, value)| (name.to_owned(), value.clone()))
+        .collect()
+}
+
+fn names<S: Bound, L: Layers>(net: &Net<S, L>) -> Vec<String> {
+    net.named_params().map(|(n, _)| n.to_owned()).collect()
+}
+
+#[test]
+fn a_tied_set_is_listed_counted_differentiated_and_saved_once(
+) -> Result<(), Box<dyn std::error::Error>> {
+    let decl = d2l_tied!();
+    let expected = [
+        "0.weight", "0.bias", "2.weight", "2.bias", "6.weight", "6.bias",
+    ];
+    let declared: Vec<String> = decl.partial_shapes().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(declared, expected);
+    let net = decl.bind::<U4>();
+    assert_eq!(names(&net), expected);
+    assert_eq!(
+        net.param_shapes(),
+        [
+            vec![8, 4],
+            vec![8],
+            vec![8, 8],
+            vec![8],
+            vec![1, 8],
+            vec![1]
+        ]
+    );
+    // PyTorch's `sum(p.numel() for p in net.parameters())`: the shared 8 × 8 + 8 once.
+    assert_eq!(net.param_count(), 8 * 4 + 8 + 8 * 8 + 8 + 8 + 1);
+
+    let x = Batch::<U4>::from_fn(3, |f, s| (f as f32 - 1.5) * (s as f32 + 1.0) / 4.0);
+    let (_, grads) = net.loss_and_grads(&x, &Batch::<U1>::zeros(3), Mse)?;
+    let grad_names: Vec<&str> = grads.named_grads().map(|(n, _)| n).collect();
+    assert_eq!(grad_names, expected);
+    assert!(grads.get("4.weight").is_none());
+
+    // `save` writes the shared tensors once, under the first place's name.
+    let bytes = net.save_to_bytes()?;
+    let weights = Weights::from_bytes(&bytes)?;
+    let mut sorted = expected.to_vec();
+    sorted.sort_unstable();
+    assert_eq!(weights.names().collect::<Vec<_>>(), sorted);
+    Ok(())
+}
+
+#[test]
+fn residual_parameters_nest_as_a_sequential_in_a_sequential() {
+    let named = Residual::new(
+        Net::new()
+            .push(Dense::<U6>::new())
+            .push(Relu)
+            .push(Dense::<U6>::new()),
+    )
+    .names(["fc1", "relu", "fc2"]);
+    let projected = Residual::with_projection(
+        Net::new()
+            .push(Dense::<U4>::new())
+            .push(Tanh)
+            .push(Dense::<U4>::new()),
+        Net::new().push(Dense::<U4>::new()),
+    )
+    .projection_name("shortcut");
+    // Fewer names than layers: the rest keep their index.
+    let partly = Residual::new(Net::new().push(Dense::<U4>::new()).push(Dense::<U4>::new()))
+        .names(["first"]);
+    // A block in a block.
+    let nested = Residual::new(
+        Net::new()
+            .push(Relu)
+            .push(Residual::new(Net::new().push(Dense::<U4>::new()))),
+    );
+    let net = Net::new()
+        .push(Dense::<U6>::new())
+        .push(named)
+        .push(projected)
+        .push(partly)
+        .push(nested)
+        .push(Residual::new(Net::new()))
+        .bind::<U3>();
+    assert_eq!(
+        names(&net),
+        [
+            "0.weight",
+            "0.bias",
+            "1.fc1.weight",
+            "1.fc1.bias",
+            "1.fc2.weight",
+            "1.fc2.bias",
+            "2.0.weight",
+            "2.0.bias",
+            "2.2.weight",
+            "2.2.bias",
+            "2.shortcut.0.weight",
+            "2.shortcut.0.bias",
+            "3.first.weight",
+            "3.first.bias",
+            "3.1.weight",
+            "3.1.bias",
+            "4.1.0.weight",
+            "4.1.0.bias",
+        ]
+    );
+    assert_eq!(net.output_dims(), [4]);
+    // 0: 6·3 + 6; 1: two 6·6 + 6; 2: 4·6 + 4, 4·4 + 4 and the shortcut's 4·6 + 4; 3: two 4·4 + 4;
+    // 4: 4·4 + 4.
+    assert_eq!(net.param_count(), 24 + 84 + 76 + 40 + 20);
+}
+
+#[test]
+fn two_places_of_one_name_in_a_block_are_refused() {
+    let clash = Residual::new(
+        Net::new()
+            .push(Dense::<U4>::new())
+            .push(Relu)
+            .push(Dense::<U4>::new()),
+    )
+    .names(["fc", "relu", "fc"]);
+    let err = Net::new()
+        .push(Dense::<U4>::new())
+        .push(clash)
+        .try_bind(3)
+        .map(|_| ())
+        .unwrap_err();
+    assert!(
+        matches!(&err, ShapeError::DuplicateParam { layer: 1, name, .. } if name == "1.fc.weight"),
+        "{err:?}"
+    );
+}
+
+#[test]
+#[ignore = "bug: a name clash from `Residual::names` reads `layer 1 (Dense) has two parameters named `1.fc.weight`; give them distinct roles (`Role::Named`)`: layer 1 is the Residual, and the advice does not apply (the fix is distinct names)"]
+fn a_name_clash_in_a_block_says_which_names_clash() {
+    let clash = Residual::new(
+        Net::new()
+            .push(Dense::<U4>::new())
+            .push(Relu)
+            .push(Dense::<U4>::new()),
+    )
+    .names(["fc", "relu", "fc"]);
+    let err = Net::new()
+        .push(Dense::<U4>::new())
+        .push(clash)
+        .try_bind(3)
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("1.fc.weight"), "{err}");
+    assert!(!err.contains("Role::Named"), "{err}");
+}
+
+#[test]
+fn the_summary_marks_a_later_tied_place() {
+    let decl = d2l_tied!();
+    let declared = format!("{decl}");
+    let bound = format!("{}", decl.bind::<U4>());
+    eprintln!("{declared}\n{bound}");
+    for table in [&declared, &bound] {
+        let row = |layer: &str| {
+            table
+                .lines()
+                .find(|l| l.split_whitespace().next() == Some(layer))
+                .unwrap_or_else(|| panic!("no row for layer {layer}:\n{table}"))
+                .to_owned()
+        };
+        assert!(row("4").contains("(tied to 2)"), "{table}");
+        assert!(!row("2").contains("tied"), "{table}");
+        assert!(row("2").contains("2.weight"), "{table}");
+        assert!(!table.contains("4.weight"), "{table}");
+    }
+    assert!(bound.ends_with("parameters: 121"), "{bound}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loading ties.
+
+/// The tensors of a file: name, shape and row-major values.
+type Tensors = Vec<(String, Vec<usize>, Vec<f32>)>;
+
+/// A bound net's parameters as the tensors of a file.
+fn tensors_of<S: Bound, L: Layers>(net: &Net<S, L>) -> Tensors {
+    net.named_params()
+        .zip(net.param_shapes())
+        .map(|((name, m), shape)| {
+            let mut values = Vec::with_capacity(m.len());
+            for r in 0..m.nrows() {
+                for c in 0..m.ncols() {
+                    values.push(m[(r, c)]);
+                }
+            }
+            (name.to_owned(), shape, values)
+        })
+        .collect()
+}
+
+/// The tensor `name` of `tensors`, for editing.
+fn tensor<'a>(tensors: &'a mut Tensors, name: &str) -> &'a mut (String, Vec<usize>, Vec<f32>) {
+    tensors
+        .iter_mut()
+        .find(|(n, _, _)| n == name)
+        .unwrap_or_else(|| panic!("no tensor `{name}`"))
+}
+
+/// `tensors` with a copy of tensor `from` named `to`.
+fn with_copy(mut tensors: Tensors, from: &str, to: &str) -> Tensors {
+    let (_, shape, values) = tensor(&mut tensors, from).clone();
+    tensors.push((to.to_owned(), shape, values));
+    tensors
+}
+
+/// The bytes of a safetensors file holding `tensors` as `F32`.
+fn file(tensors: &Tensors) -> Vec<u8> {
+    let data: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
+        .collect();
+    let views: Vec<_> = tensors
+        .iter()
+        .zip(&data)
+        .map(|((name, shape, _), bytes)| {
+            let view = safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), bytes)
+                .expect("a valid test tensor");
+            (name.clone(), view)
+        })
+        .collect();
+    safetensors::serialize(views, None).expect("the test tensors serialize")
+}
+
+/// d2l's tied net's tensors as PyTorch's `state_dict()` holds them: the shared layer's at both
+/// of its places, `2.*` and `4.*`.
+fn state_dict_of<S: Bound, L: Layers>(net: &Net<S, L>) -> Tensors {
+    let tensors = with_copy(tensors_of(net), "2.weight", "4.weight");
+    with_copy(tensors, "2.bias", "4.bias")
+}
+
+#[test]
+fn load_reads_a_tied_tensor_at_every_place_at_the_first_or_at_a_later_one(
+) -> Result<(), Box<dyn std::error::Error>> {
+    let source = d2l_tied!().seed(1).bind::<U4>();
+    let expected = snapshot(&source);
+    let fresh = || d2l_tied!().seed(2).bind::<U4>();
+    assert_ne!(snapshot(&fresh()), expected);
+
+    // A PyTorch `state_dict`: every place, equal values.
+    let torch = file(&state_dict_of(&source));
+    let mut net = fresh();
+    net.load_from_bytes(&torch)?;
+    assert_eq!(snapshot(&net), expected);
+    // The same file through `load_bound` and `load_infer` (the input size read from `0.weight`).
+    let weights = Weights::from_bytes(&torch)?;
+    let bound = d2l_tied!().load_bound_weights::<U4>(&weights, LoadOptions::new())?;
+    assert_eq!(snapshot(&bound), expected);
+    let inferred = d2l_tied!().load_infer_weights(&weights, LoadOptions::new())?;
+    assert_eq!(inferred.input(), Dyn(4));
+    assert_eq!(snapshot(&inferred), expected);
+
+    // lazynet's own file: the first place only.
+    let mut net = fresh();
+    net.load_from_bytes(&source.save_to_bytes()?)?;
+    assert_eq!(snapshot(&net), expected);
+
+    // The second place only.
+    let mut later: Tensors = tensors_of(&source);
+    for (name, _, _) in &mut later {
+        if let Some(role) = name.strip_prefix("2.") {
+            *name = format!("4.{role}");
+        }
+    }
+    let mut net = fresh();
+    net.load_from_bytes(&file(&later))?;
+    assert_eq!(snapshot(&net), expected);
+
+    // What loads computes: both places with the loaded values.
+    let x = Batch::<U4>::from_fn(3, |f, s| (f + 2 * s) as f32 / 7.0 - 0.5);
+    assert_eq!(net.forward(&x).as_matrix(), source.forward(&x).as_matrix());
+    Ok(())
+}
+
+#[test]
+fn a_file_whose_places_of_a_tie_differ_is_refused_and_changes_nothing() {
+    let source = d2l_tied!().seed(1).bind::<U4>();
+    let mut net = d2l_tied!().seed(2).bind::<U4>();
+    let before = snapshot(&net);
+
+    // The weight at the second place differs in one value: row 1, column 2.
+    let mut tensors = state_dict_of(&source);
+    tensor(&mut tensors, "4.weight").2[8 + 2] += 0.25;
+    let err = net.load_from_bytes(&file(&tensors)).unwrap_err();
+    assert!(
+        matches!(&err, LoadError::TiedDiffers { first, place, index: Some(_) } if first == "2.weight" && place == "4.weight"),
+        "{err:?}"
+    );
+    assert_eq!(snapshot(&net), before, "a refused file changed the net");
+
+    // The bias.
+    let mut tensors = state_dict_of(&source);
+    tensor(&mut tensors, "4.bias").2[3] = -tensor(&mut tensors, "4.bias").2[3] - 1.0;
+    let err = net.load_from_bytes(&file(&tensors)).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "tensors `2.bias` and `4.bias` name one tied parameter but hold different values (first at flat index 3)"
+    );
+    assert_eq!(snapshot(&net), before);
+
+    // A second place of another shape is a shape error naming it.
+    let mut tensors = state_dict_of(&source);
+    let wrong = tensor(&mut tensors, "4.weight");
+    wrong.1 = vec![8, 4];
+    wrong.2.truncate(32);
+    let err = net.load_from_bytes(&file(&tensors)).unwrap_err();
+    assert!(
+        matches!(&err, LoadError::Shape { name, found, .. } if name == "4.weight" && found == &[8, 4]),
+        "{err:?}"
+    );
+    assert_eq!(snapshot(&net), before);
+
+    // A place that holds no parameters (the ReLU at 3) is not a place of the tie.
+    let tensors = with_copy(state_dict_of(&source), "2.weight", "3.weight");
+    let err = net.load_from_bytes(&file(&tensors)).unwrap_err();
+    assert!(
+        matches!(&err, LoadError::Unexpected { tensors } if tensors.len() == 1 && tensors[0].0 == "3.weight"),
+        "{err:?}"
+    );
+    assert_eq!(snapshot(&net), before);
+}
+
+#[test]
+#[ignore = "bug: LoadError::TiedDiffers gives the flat index in lazynet's column-major storage order, not in the file's row-major order: a weight [8, 8] differing at row 1, column 2 reports index 17, not 10"]
+fn tied_differs_gives_the_index_in_the_files_order() {
+    let source = d2l_tied!().seed(1).bind::<U4>();
+    let mut net = d2l_tied!().seed(2).bind::<U4>();
+    let mut tensors = state_dict_of(&source);
+    // Row 1, column 2 of the [8, 8] weight: flat index 1·8 + 2 = 10 in the file (row-major, as
+    // PyTorch's `flatten()` and safetensors store it).
+    tensor(&mut tensors, "4.weight").2[8 + 2] += 0.25;
+    let err = net.load_from_bytes(&file(&tensors)).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            LoadError::TiedDiffers {
+                index: Some(10),
+                ..
+            }
+        ),
+        "{err:?}: {err}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Training a tie.
+
+/// d2l's net with the shared layer written out twice, untied: the same parameters at 2 and 4
+/// make it compute what the tied net computes.
+macro_rules! d2l_untied {
+    () => {
+        Net::new()
+            .push(Dense::<U8>::new())
+            .push(Relu)
+            .push(Dense::<U8>::new())
+            .push(Relu)
+            .push(Dense::<U8>::new())
+            .push(Relu)
+            .push(Dense::<U1>::new())
+    };
+}
+
+/// Sets an untied d2l net ([`d2l_untied!`]) to a tied one's parameters, the shared ones at 2
+/// and at 4.
+fn untie_into<S: Bound, L: Layers, S2: Bound, L2: Layers>(
+    tied: &Net<S, L>,
+    untied: &mut Net<S2, L2>,
+) -> Result<(), ShapeError> {
+    for (name, value) in tied.named_params() {
+        untied.set_param(name, value.clone())?;
+        if let Some(role) = name.strip_prefix("2.") {
+            untied.set_param(&format!("4.{role}"), value.clone())?;
+        }
+    }
+    Ok(())
+}
+
+fn batch4() -> (Batch<U4>, Batch<U1>) {
+    let x = Batch::<U4>::from_fn(5, |f, s| ((f * 3 + s * 5) % 7) as f32 / 3.0 - 1.0);
+    let t = Batch::<U1>::from_fn(5, |_, s| s as f32 / 4.0 - 0.5);
+    (x, t)
+}
+
+/// `max |a − b| / max |b|`.
+fn relative(a: &DMatrix<f32>, b: &DMatrix<f32>) -> f32 {
+    let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    assert!(scale > 0.0);
+    (a - b).iter().fold(0.0f32, |m, v| m.max(v.abs())) / scale
+}
+
+#[test]
+fn a_tied_gradient_is_the_sum_of_the_untied_places() -> Result<(), Box<dyn std::error::Error>> {
+    let net = d2l_tied!().seed(5).bind::<U4>();
+    let mut untied = d2l_untied!().bind::<U4>();
+    untie_into(&net, &mut untied)?;
+    let (x, t) = batch4();
+    assert_eq!(net.forward(&x).as_matrix(), untied.forward(&x).as_matrix());
+    let (loss, grads) = net.loss_and_grads(&x, &t, Mse)?;
+    let (untied_loss, untied_grads) = untied.loss_and_grads(&x, &t, Mse)?;
+    assert_eq!(loss, untied_loss);
+    for role in ["weight", "bias"] {
+        let tied = grads.get(&format!("2.{role}")).ok_or("no tied gradient")?;
+        let first = untied_grads
+            .get(&format!("2.{role}"))
+            .ok_or("no gradient at 2")?;
+        let second = untied_grads
+            .get(&format!("4.{role}"))
+            .ok_or("no gradient at 4")?;
+        let sum = first + second;
+        assert!(relative(tied, &sum) <= 1e-6, "2.{role}: {tied} vs {sum}");
+        // Neither place alone.
+        assert!(relative(tied, first) > 1e-2 && relative(tied, second) > 1e-2);
+    }
+    for name in ["0.weight", "0.bias", "6.weight", "6.bias"] {
+        assert_eq!(grads.get(name), untied_grads.get(name), "{name}");
+    }
+    Ok(())
+}
+
+#[test]
+fn one_step_moves_a_tied_weight_once_and_both_places_use_it(
+) -> Result<(), Box<dyn std::error::Error>> {
+    let (x, t) = batch4();
+
+    // SGD: w − lr·g, g the sum over the places.
+    let mut net = d2l_tied!().seed(5).bind::<U4>();
+    let before = snapshot(&net);
+    let (_, grads) = net.loss_and_grads(&x, &t, Mse)?;
+    let lr = 0.1f32;
+    Sgd::new(f64::from(lr)).step(&mut net, &grads)?;
+    for ((name, after), (_, b)) in net.named_params().zip(&before) {
+        let g = grads.get(name).ok_or("no gradient")?;
+        let expected = b - g * lr;
+        assert!(relative(after, &expected) <= 1e-6, "{name}");
+    }
+    // Both places compute with the stepped values: the untied net with them at 2 and 4 agrees.
+    let mut untied = d2l_untied!().bind::<U4>();
+    untie_into(&net, &mut untied)?;
+    assert_eq!(net.forward(&x).as_matrix(), untied.forward(&x).as_matrix());
+
+    // Adam's first step moves every value by lr·|g|/(|g| + eps): at most lr, and about lr
+    // where |g| is far above eps. A tie stepped twice would move by up to 2·lr.
+    let mut net = d2l_tied!().seed(5).bind::<U4>();
+    let (_, grads) = net.loss_and_grads(&x, &t, Mse)?;
+    let lr = 0.01f64;
+    let mut adam = Adam::new(lr);
+    adam.step(&mut net, &grads)?;
+    assert_eq!(adam.steps("2.weight"), 1);
+    assert_eq!(adam.steps("4.weight"), 0);
+    for ((name, after), (_, b)) in net.named_params().zip(&before) {
+        let g = grads.get(name).ok_or("no gradient")?;
+        for ((a, b), g) in after.iter().zip(b.iter()).zip(g.iter()) {
+            let moved = f64::from((a - b).abs());
+            assert!(moved <= lr * 1.001, "{name}: moved by {moved}");
+            if g.abs() > 1e-4 {
+                assert!(
+                    moved >= lr * 0.99,
+                    "{name}: moved by {moved} for a gradient of {g}"
+                );
+            }
+        }
+    }
+    let mut untied = d2l_untied!().bind::<U4>();
+    untie_into(&net, &mut untied)?;
+    assert_eq!(net.forward(&x).as_matrix(), untied.forward(&x).as_matrix());
+    Ok(())
+}
+
+#[test]
+fn nets_bound_from_one_declaration_own_their_ties() -> Result<(), Box<dyn std::error::Error>> {
+    let decl = d2l_tied!();
+    let mut a = decl.clone().bind::<U4>();
+    let b = decl.bind::<U4>();
+    assert_eq!(snapshot(&a), snapshot(&b));
+    a.set_param("2.weight", DMatrix::from_element(8, 8, 0.5))?;
+    assert_ne!(snapshot(&a), snapshot(&b));
+    assert!(b.named_params().all(|(_, m)| m.iter().all(|&v| v != 0.5)));
+    // The tie is one parameter of the net: `4.weight` is no name of it.
+    assert!(a.set_param("4.weight", DMatrix::zeros(8, 8)).is_err());
+    Ok(())
+}
