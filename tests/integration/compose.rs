@@ -791,3 +791,284 @@ fn nets_bound_from_one_declaration_own_their_ties() -> Result<(), Box<dyn std::e
     assert!(a.set_param("4.weight", DMatrix::zeros(8, 8)).is_err());
     Ok(())
 }
+
+// ---------------------------------------------------------------------------------------------
+// Binding errors.
+
+/// The error of binding `decl` to `input`.
+macro_rules! bind_err {
+    ($decl:expr, $input:expr) => {
+        match $decl.try_bind($input) {
+            Ok(_) => panic!("binding succeeded"),
+            Err(err) => err,
+        }
+    };
+}
+
+#[test]
+fn a_tied_place_that_receives_another_size_is_an_error() {
+    // The widths are run-time numbers, so `try_bind` checks the places.
+    let tie = Shared::<_, ()>::new(Dense::dynamic(3));
+    let decl = Net::new()
+        .push(Dense::dynamic(5))
+        .push(tie.clone())
+        .push(Dense::dynamic(6))
+        .push(tie.clone());
+    let err = bind_err!(decl, 2);
+    assert_eq!(
+        err,
+        ShapeError::TiedInput {
+            first: "1".into(),
+            place: "3".into(),
+            expected: vec![5],
+            found: vec![6],
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        "layer 3 shares the parameters of layer 1, which were made for input (5,), but receives (6,)"
+    );
+    // The same widths bind.
+    let fits = Net::new()
+        .push(Dense::dynamic(5))
+        .push(tie.clone())
+        .push(Dense::dynamic(5))
+        .push(tie);
+    assert!(fits.try_bind(2).is_ok());
+
+    // The first place decides, wherever it is: here inside a block, the later place after it.
+    let tie = Shared::<_, ()>::new(Dense::dynamic(4));
+    let decl = Net::new()
+        .push(Dense::dynamic(4))
+        .push(Residual::new(Net::new().push(tie.clone())))
+        .push(Dense::dynamic(7))
+        .push(tie);
+    let err = bind_err!(decl, 2);
+    assert_eq!(
+        err,
+        ShapeError::TiedInput {
+            first: "1.0".into(),
+            place: "3".into(),
+            expected: vec![4],
+            found: vec![7],
+        }
+    );
+}
+
+#[test]
+fn a_tied_convolution_is_made_for_one_image_shape() {
+    // A convolution's parameters depend on the channels only, but a tie is made for the whole
+    // input shape its first place receives: another height is an error (PyTorch would run it).
+    let tie = Shared::<_, ()>::new(Conv2d::dynamic(2, 3).padding_size(1));
+    let decl = Net::new()
+        .push(tie.clone())
+        .push(MaxPool2d::dynamic(2))
+        .push(tie);
+    let err = bind_err!(decl, Image::dynamic(2, 8, 8));
+    assert_eq!(
+        err,
+        ShapeError::TiedInput {
+            first: "0".into(),
+            place: "2".into(),
+            expected: vec![2, 8, 8],
+            found: vec![2, 4, 4],
+        }
+    );
+}
+
+#[test]
+fn a_residual_body_that_changes_the_size_at_run_time_is_an_error() {
+    let decl = Net::new()
+        .push(Dense::dynamic(5))
+        .push(Residual::new(Net::new().push(Dense::dynamic(7))));
+    let err = bind_err!(decl, 3);
+    assert_eq!(
+        err,
+        ShapeError::Branch {
+            layer: "1".into(),
+            what: "its input",
+            body: vec![7],
+            other: vec![5],
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        "residual block 1: its body gives (7,) but it is added to its input (5,)"
+    );
+
+    // Against a projection.
+    let decl = Net::new()
+        .push(Dense::dynamic(5))
+        .push(Residual::with_projection(
+            Net::new().push(Dense::dynamic(4)),
+            Net::new().push(Dense::dynamic(6)),
+        ));
+    let err = bind_err!(decl, 3);
+    assert_eq!(
+        err.to_string(),
+        "residual block 1: its body gives (4,) but it is added to the projection's output (6,)"
+    );
+
+    // On images: an unpadded convolution shrinks the image; a block in a block names its
+    // place.
+    let inner = Residual::new(Net::new().push(Conv2d::dynamic(3, 3)));
+    let decl = Net::new()
+        .push(Conv2d::dynamic(3, 1))
+        .push(Residual::new(Net::new().push(Relu).push(inner)));
+    let err = bind_err!(decl, Image::dynamic(1, 6, 6));
+    assert_eq!(
+        err.to_string(),
+        "in layer 1 (Residual), its body: residual block 1.1: its body gives (3, 4, 4) but it is added to its input (3, 6, 6)"
+    );
+    // The same block with padding binds.
+    let inner = Residual::new(Net::new().push(Conv2d::dynamic(3, 3).padding_size(1)));
+    let fits = Net::new()
+        .push(Conv2d::dynamic(3, 1))
+        .push(Residual::new(Net::new().push(Relu).push(inner)));
+    assert!(fits.try_bind(Image::dynamic(1, 6, 6)).is_ok());
+}
+
+#[test]
+fn an_error_inside_a_block_names_the_block_and_the_branch() {
+    // A layer of the body declares another input size.
+    let decl = Net::new().push(Dense::dynamic(5)).push(Residual::new(
+        Net::new()
+            .push(Relu)
+            .push(Dense::<U5>::new().with_input_size(9)),
+    ));
+    let err = bind_err!(decl, 3);
+    assert_eq!(
+        err,
+        ShapeError::InBlock {
+            layer: "1".into(),
+            kind: "Residual",
+            branch: "its body",
+            source: Box::new(ShapeError::LayerInput {
+                layer: 1,
+                kind: "Dense",
+                expected: 9,
+                actual: 5,
+            }),
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        "in layer 1 (Residual), its body: layer 1 (Dense) declares 9 inputs but receives 5 from the layer before it"
+    );
+
+    // A kernel larger than the image, in the projection.
+    let decl = Net::new()
+        .push(Conv2d::dynamic(2, 1))
+        .push(Residual::with_projection(
+            Net::new().push(Conv2d::dynamic(2, 1)),
+            Net::new().push(Conv2d::dynamic(2, 5)),
+        ));
+    let err = bind_err!(decl, Image::dynamic(1, 4, 4));
+    assert!(
+        matches!(&err, ShapeError::InBlock { layer, branch: "its projection", source, .. }
+            if layer == "1" && matches!(**source, ShapeError::KernelTooLarge { layer: 0, .. })),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "in layer 1 (Residual), its projection: layer 0 (Conv2d): the kernel spans 5 along the height but the padded input has only 4, so the output would be empty"
+    );
+
+    // Blocks in blocks: each names its place.
+    let decl = Net::new()
+        .push(Dense::dynamic(4))
+        .push(Residual::new(Net::new().push(Relu).push(Residual::new(
+            Net::new().push(Dense::<U4>::new().with_input_size(2)),
+        ))));
+    let err = bind_err!(decl, 3);
+    assert_eq!(
+        err.to_string(),
+        "in layer 1 (Residual), its body: in layer 1.1 (Residual), its body: layer 0 (Dense) declares 2 inputs but receives 4 from the input"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The empty body.
+
+#[test]
+fn a_residual_block_of_an_empty_body_doubles() -> Result<(), Box<dyn std::error::Error>> {
+    // On its own: 2x, no parameters, and a loss with no gradients.
+    let net = Net::new().push(Residual::new(Net::new())).bind::<U3>();
+    assert_eq!(net.param_count(), 0);
+    let x = Batch::<U3>::from_fn(4, |f, s| f as f32 - s as f32 * 0.5);
+    assert_eq!(net.forward(&x).as_matrix(), &(x.as_matrix() * 2.0));
+    let (loss, grads) = net.loss_and_grads(&x, &Batch::<U3>::zeros(4), Mse)?;
+    let mean_square = x.as_matrix().iter().map(|v| 4.0 * v * v).sum::<f32>() / 12.0;
+    assert!((loss - mean_square).abs() <= 1e-6 * mean_square);
+    assert!(grads.is_empty());
+
+    // After a dense layer: `2(Wx + b)`, which a dense layer holding 2W and 2b computes too; its
+    // gradients are those of that layer, times 2 (d/dW of L(2(Wx + b)) = 2 L'(2W)).
+    let doubled = Net::new()
+        .push(Dense::<U2>::new())
+        .push(Residual::new(Net::new()))
+        .seed(9)
+        .bind::<U3>();
+    let mut plain = Net::new().push(Dense::<U2>::new()).bind::<U3>();
+    for (name, value) in doubled.named_params() {
+        plain.set_param(name, value * 2.0)?;
+    }
+    assert_eq!(
+        doubled.forward(&x).as_matrix(),
+        plain.forward(&x).as_matrix()
+    );
+    let t = Batch::<U2>::from_fn(4, |f, s| (f + s) as f32 / 3.0);
+    let (a, ga) = doubled.loss_and_grads(&x, &t, Mse)?;
+    let (b, gb) = plain.loss_and_grads(&x, &t, Mse)?;
+    assert_eq!(a, b);
+    for ((name, ga), (_, gb)) in ga.named_grads().zip(gb.named_grads()) {
+        assert!(
+            relative(ga, &(gb * 2.0)) <= 1e-6,
+            "{name}: {ga} vs 2 × {gb}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn a_tie_whose_first_place_starts_the_net_is_checked_by_try_bind() -> Result<(), ShapeError> {
+    // The first place receives the net's input, unknown to the declaration: the compiler
+    // records the width of the second place (4, after a `Dense<U4>`), and `try_bind` checks
+    // the first.
+    let tie = Shared::new(Dense::<U4>::new());
+    let decl = Net::new().push(tie.clone()).push(Relu).push(tie);
+    let err = bind_err!(decl, 3);
+    assert_eq!(
+        err,
+        ShapeError::TiedInput {
+            first: "0".into(),
+            place: "2".into(),
+            expected: vec![3],
+            found: vec![4],
+        }
+    );
+    let net = decl.try_bind(4)?;
+    assert_eq!(names(&net), ["0.weight", "0.bias"]);
+    Ok(())
+}
+
+#[test]
+fn a_body_declarations_seed_and_initializer_are_not_used() {
+    let plain = Net::new()
+        .push(Dense::<U4>::new())
+        .push(Residual::new(Net::new().push(Dense::<U4>::new())))
+        .seed(3)
+        .bind::<U2>();
+    let own = Net::new()
+        .push(Dense::<U4>::new())
+        .push(Residual::new(
+            Net::new()
+                .push(Dense::<U4>::new())
+                .initialize(Zeros)
+                .seed(99),
+        ))
+        .seed(3)
+        .bind::<U2>();
+    assert_eq!(snapshot(&plain), snapshot(&own));
+    assert!(own.named_params().all(|(_, m)| m.iter().any(|&v| v != 0.0)));
+}
