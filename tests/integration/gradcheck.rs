@@ -1843,13 +1843,62 @@ proptest! {
             check_composite(&net, &probe, &blocks, &x, loss, seed)?;
         }
     }
+
+    /// Pre-activation blocks (`x + W·a(x)`, He et al. 2016): the layer before a block is read
+    /// by the block's first activation and by its sum, so it must not run fused with that
+    /// activation.
+    #[test]
+    fn preactivation_residual_gradients(
+        [n_in, h, k, classes] in [1usize..=5, 1usize..=5, 1usize..=5, 1usize..=4],
+        (a1, a2, a3) in (act(), act(), act()),
+        samples in 1usize..=4,
+        loss in loss_kind(),
+        learns in learns(),
+        seed in any::<u64>(),
+    ) {
+        let blocks = [
+            Block::Layer(Spec::Dense { out: h }),
+            Block::Residual(
+                vec![Block::Layer(Spec::Act(a1)), Block::Layer(Spec::Dense { out: h })],
+                None,
+            ),
+            Block::Residual(
+                vec![
+                    Block::Layer(Spec::Act(a2)),
+                    Block::Layer(Spec::Dense { out: k }),
+                    Block::Layer(Spec::Act(a3)),
+                    Block::Layer(Spec::Dense { out: h }),
+                ],
+                None,
+            ),
+            Block::Layer(Spec::Dense { out: classes }),
+        ];
+        let x = flat_batch(uniform(n_in, samples, 1.0, seed))?;
+        let probe = Probe::new(learns);
+        let net = Net::new()
+            .push(probe.clone())
+            .push(Dense::dynamic(h))
+            .push(Residual::new(Net::new().push(AnyAct(a1)).push(Dense::dynamic(h))))
+            .push(Residual::new(
+                Net::new()
+                    .push(AnyAct(a2))
+                    .push(Dense::dynamic(k))
+                    .push(AnyAct(a3))
+                    .push(Dense::dynamic(h)),
+            ))
+            .push(Dense::dynamic(classes))
+            .seed(seed)
+            .try_bind(n_in)
+            .map_err(fail)?;
+        check_composite(&net, &probe, &blocks, &x, loss, seed)?;
+    }
 }
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(32))]
 
-    /// Residual blocks on images: a block of two padded convolutions that keep the size (kernel
-    /// 1 or 3, dilation 1 or 2), then a block whose body is strided and whose projection is a
+    /// Residual blocks on images: a pre-activation block (an activation, then two padded
+    /// convolutions that keep the size: kernel 1 or 3, dilation 1 or 2), then a block whose body is strided and whose projection is a
     /// strided 1×1 convolution (ResNet's downsample), then flatten and dense.
     #[test]
     fn residual_conv_gradients(
@@ -1859,7 +1908,7 @@ proptest! {
         (k2, d2, p2) in same_conv(),
         (k3, d3, p3) in same_conv(),
         [bias1, bias2] in [any::<bool>(), any::<bool>()],
-        (a1, a2) in (act(), act()),
+        (a0, a1, a2) in (act(), act(), act()),
         classes in 1usize..=3,
         samples in 1usize..=3,
         loss in loss_kind(),
@@ -1871,6 +1920,7 @@ proptest! {
             Block::Layer(conv_spec(c1, 3, 1, 1, 1, true)),
             Block::Residual(
                 vec![
+                    Block::Layer(Spec::Act(a0)),
                     Block::Layer(conv_spec(c1, k1, 1, p1, d1, bias1)),
                     Block::Layer(Spec::Act(a1)),
                     Block::Layer(conv_spec(c1, k2, 1, p2, d2, bias2)),
@@ -1892,6 +1942,7 @@ proptest! {
         let probe = Probe::new(learns);
         {
             let same = Net::new()
+                .push(AnyAct(a0))
                 .push(conv(c1, k1, 1, p1, d1, bias1))
                 .push(AnyAct(a1))
                 .push(conv(c1, k2, 1, p2, d2, bias2));
