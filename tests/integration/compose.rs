@@ -1078,7 +1078,10 @@ fn a_body_declarations_seed_and_initializer_are_not_used() {
 
 /// The UCI 8×8 digits of data/digits.csv.gz (one image per line: 64 pixels 0 to 16, row-major,
 /// then the label), pixels scaled to [0, 1].
-fn digits() -> Result<(Batch<Image<U1, U8, U8>>, Labels<U10>), Box<dyn std::error::Error>> {
+/// An 8×8 grey image, one channel.
+type Digit = Image<U1, U8, U8>;
+
+fn digits() -> Result<(Batch<Digit>, Labels<U10>), Box<dyn std::error::Error>> {
     use std::io::{BufRead, BufReader};
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/digits.csv.gz");
     let file = std::fs::File::open(&path)?;
@@ -1127,7 +1130,7 @@ fn a_residual_cnn_learns_the_digits_and_survives_a_save_and_load(
         .push(Flatten)
         .push(Dense::<U10>::new())
         .seed(1);
-    let mut net = decl.clone().bind::<Image<U1, U8, U8>>();
+    let mut net = decl.clone().bind::<Digit>();
     assert_eq!(net.output_dims(), [10]);
     let fit = Fit::new(3).batch_size(32).seed(1).quiet();
     let history = net.fit(
@@ -1148,13 +1151,13 @@ fn a_residual_cnn_learns_the_digits_and_survives_a_save_and_load(
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("residual_cnn.safetensors");
     net.save(&path)?;
-    let loaded = decl.load_bound::<Image<U1, U8, U8>>(&path)?;
+    let loaded = decl.load_bound::<Digit>(&path)?;
     assert_eq!(snapshot(&loaded), snapshot(&net));
     assert_eq!(
         loaded.forward(&split.x_test).as_matrix(),
         net.forward(&split.x_test).as_matrix()
     );
-    let mut again = decl.clone().seed(2).bind::<Image<U1, U8, U8>>();
+    let mut again = decl.clone().seed(2).bind::<Digit>();
     assert_ne!(snapshot(&again), snapshot(&net));
     again.load(&path)?;
     assert_eq!(

@@ -501,12 +501,10 @@ fn image_widths() -> impl Strategy<Value = ImageWidths> {
                 c[2] = c[0];
                 c[3] = c[0];
                 c[5] = c[4];
-                for i in 1..3 {
-                    k[i] = k[i] | 1;
+                for i in 1..4 {
+                    k[i] |= 1;
                     p[i] = (k[i] - 1) / 2;
                 }
-                k[3] |= 1;
-                p[3] = (k[3] - 1) / 2;
                 s[1] = s[0];
             }
             ImageWidths { c, k, p, s, out }
