@@ -793,7 +793,7 @@ impl<In: Shape, Known> LayerOn<In, Known> for Probe {
 /// One of the four activation layers, chosen at run time: it delegates to lazynet's own layer,
 /// so the net gets that layer's kernel (and fuses it as it fuses that layer), while a test's
 /// net has one type whatever activations it draws. (Every combination of activation types
-/// made the composite tests below compile 64 nets each, and rustc run out of memory.)
+/// made the composite tests below compile 64 nets each, and rustc needed over 12 GB for them.)
 #[derive(Clone, Copy, Debug)]
 struct AnyAct(Act);
 
