@@ -20,6 +20,16 @@
 //!    through a [`Probe`] layer put first in the net, which records the gradient that the next
 //!    layer's backward pass sends it.
 //!
+//! # Composite nets
+//! Residual blocks and tied layers ([`Composite`]) are checked the same way against a reference
+//! that nests: a [`Block`] is a layer, a place of a tied set, or a residual block (`x + body(x)`
+//! or `body(x) + projection(x)`). Its parameter sets are numbered and named as lazynet names them
+//! (`2.0.weight`, `2.downsample.0.weight`; a tied set once, under its first place), which the
+//! check compares too; a finite difference moves a tied value at every place at once, so it is
+//! the sum over the places that lazynet's gradient must match, and the input gradient of a net
+//! that starts with a residual block is the sum over both branches. The activations of these
+//! tests are chosen at run time ([`AnyAct`]), so each test compiles one net.
+//!
 //! # Kinks
 //! ReLU and max pooling are not differentiable everywhere. A value within [`MARGIN`] (1e-4) of a
 //! kink (a ReLU input near 0, the two largest values of a max-pooling window nearly equal) could
@@ -300,6 +310,54 @@ enum Target {
     Linear(Vec<Vec<f64>>),
 }
 
+impl Target {
+    /// The loss of sample `n`, whose output is `y`, before the mean.
+    fn sample_loss(&self, n: usize, y: &[f64]) -> f64 {
+        match self {
+            Target::Labels(labels) => {
+                let max = y.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let sum: f64 = y.iter().map(|v| (v - max).exp()).sum();
+                max + sum.ln() - y[labels[n]]
+            }
+            Target::Values(t) => y.iter().zip(&t[n]).map(|(a, b)| (a - b) * (a - b)).sum(),
+            Target::Linear(g) => y.iter().zip(&g[n]).map(|(a, b)| a * b).sum(),
+        }
+    }
+
+    /// What the sum of the sample losses is divided by, for `samples` outputs of `width`
+    /// values.
+    fn divisor(&self, samples: usize, width: usize) -> f64 {
+        match self {
+            Target::Labels(_) => samples as f64,
+            Target::Values(_) => (samples * width) as f64,
+            Target::Linear(_) => 1.0,
+        }
+    }
+
+    /// `Σ |∂L/∂y|` over every output value `ys` of the batch, the sum of the sample losses
+    /// divided by `divisor`: the scale every gradient of the net is made from (a bias's
+    /// gradient is a sum of these).
+    fn output_gradient_scale(&self, ys: &[Vec<f64>], divisor: f64) -> f64 {
+        let total: f64 = ys
+            .iter()
+            .enumerate()
+            .map(|(n, y)| match self {
+                Target::Labels(labels) => {
+                    let max = y.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    let sum: f64 = y.iter().map(|v| (v - max).exp()).sum();
+                    let p = |j: usize| (y[j] - max).exp() / sum;
+                    (0..y.len())
+                        .map(|j| (p(j) - f64::from(u8::from(j == labels[n]))).abs())
+                        .sum::<f64>()
+                }
+                Target::Values(t) => y.iter().zip(&t[n]).map(|(a, b)| 2.0 * (a - b).abs()).sum(),
+                Target::Linear(g) => g[n].iter().map(|v| v.abs()).sum(),
+            })
+            .sum();
+        total / divisor
+    }
+}
+
 /// A net as the reference computes it, with its parameters and a batch.
 struct Reference {
     specs: Vec<Spec>,
@@ -340,50 +398,19 @@ impl Reference {
 
     /// The loss of sample `n`, before the mean.
     fn sample_loss(&self, n: usize, y: &[f64]) -> f64 {
-        match &self.target {
-            Target::Labels(labels) => {
-                let max = y.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                let sum: f64 = y.iter().map(|v| (v - max).exp()).sum();
-                max + sum.ln() - y[labels[n]]
-            }
-            Target::Values(t) => y.iter().zip(&t[n]).map(|(a, b)| (a - b) * (a - b)).sum(),
-            Target::Linear(g) => y.iter().zip(&g[n]).map(|(a, b)| a * b).sum(),
-        }
+        self.target.sample_loss(n, y)
     }
 
     /// What the sum of the sample losses is divided by.
     fn divisor(&self) -> f64 {
-        let samples = self.xs.len() as f64;
-        match &self.target {
-            Target::Labels(_) => samples,
-            Target::Values(_) => {
-                samples * self.shapes.last().unwrap().iter().product::<usize>() as f64
-            }
-            Target::Linear(_) => 1.0,
-        }
+        let width = self.shapes.last().unwrap().iter().product();
+        self.target.divisor(self.xs.len(), width)
     }
 
     /// `Σ |∂L/∂y|` over every output value of the batch: the scale every gradient of the net
     /// is made from (a bias's gradient is a sum of these).
     fn output_gradient_scale(&self, ys: &[Vec<f64>]) -> f64 {
-        let d = self.divisor();
-        let total: f64 = ys
-            .iter()
-            .enumerate()
-            .map(|(n, y)| match &self.target {
-                Target::Labels(labels) => {
-                    let max = y.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                    let sum: f64 = y.iter().map(|v| (v - max).exp()).sum();
-                    let p = |j: usize| (y[j] - max).exp() / sum;
-                    (0..y.len())
-                        .map(|j| (p(j) - f64::from(u8::from(j == labels[n]))).abs())
-                        .sum::<f64>()
-                }
-                Target::Values(t) => y.iter().zip(&t[n]).map(|(a, b)| 2.0 * (a - b).abs()).sum(),
-                Target::Linear(g) => g[n].iter().map(|v| v.abs()).sum(),
-            })
-            .sum();
-        total / d
+        self.target.output_gradient_scale(ys, self.divisor())
     }
 
     /// Every sample's output, the loss, and the smallest distance to a kink.
@@ -763,6 +790,52 @@ impl<In: Shape, Known> LayerOn<In, Known> for Probe {
     type Checks = Proven;
 }
 
+/// One of the four activation layers, chosen at run time: it delegates to lazynet's own layer,
+/// so the net gets that layer's kernel (and fuses it as it fuses that layer), while a test's
+/// net has one type whatever activations it draws. (Every combination of activation types
+/// made the composite tests below compile 64 nets each, and rustc needed over 12 GB for them.)
+#[derive(Clone, Copy, Debug)]
+struct AnyAct(Act);
+
+impl AnyAct {
+    fn layer(self) -> &'static dyn Layer {
+        match self.0 {
+            Act::Relu => &Relu,
+            Act::Sigmoid => &Sigmoid,
+            Act::Tanh => &Tanh,
+            Act::Identity => &Identity,
+        }
+    }
+}
+
+impl Layer for AnyAct {
+    fn kind(&self) -> &'static str {
+        self.layer().kind()
+    }
+    fn output_shape(&self, input: Option<&PartialShape>) -> Result<Option<PartialShape>, Fault> {
+        self.layer().output_shape(input)
+    }
+    fn param_shapes(&self, input: Option<&PartialShape>) -> Vec<(Role, PartialShape)> {
+        self.layer().param_shapes(input)
+    }
+    fn kernel(&self, input: &[usize], output: &[usize]) -> Box<dyn Kernel> {
+        self.layer().kernel(input, output)
+    }
+}
+
+impl<Prev> Follows<Prev> for AnyAct {
+    type Known = Prev;
+}
+
+impl DeclaresInput for AnyAct {
+    type Input = Infer;
+}
+
+impl<In: Shape, Known> LayerOn<In, Known> for AnyAct {
+    type Out = In;
+    type Checks = Proven;
+}
+
 /// Which loss a case uses.
 #[derive(Clone, Copy, Debug)]
 enum LossKind {
@@ -869,6 +942,366 @@ where
     let mut analytic = analytic.iter();
     for tensor in fd.iter().flatten() {
         let (name, g) = analytic.next().ok_or_else(|| fail("too few gradients"))?;
+        same_gradients(name, tensor, &row_major(g), case, &mut counts)?;
+    }
+    match input_grad {
+        Some(dx) => {
+            prop_assert!(
+                probe.learns,
+                "an input gradient reached a probe without a parameter"
+            );
+            for (n, (fd, dx)) in fd_input.iter().zip(columns(&dx)).enumerate() {
+                let what = format!("input gradient, sample {n}");
+                same_gradients(&what, fd, &dx, case, &mut counts)?;
+            }
+        }
+        None => prop_assert!(!probe.learns, "no input gradient reached the probe"),
+    }
+    kinks_were_rare(&counts)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Composite nets: residual blocks and tied layers.
+
+/// A part of a composite net, as the reference computes it.
+#[derive(Clone, Debug)]
+enum Block {
+    /// A layer with parameters of its own.
+    Layer(Spec),
+    /// A place of the tied set `id`: its first place makes the parameters, every later place
+    /// computes with them, and their gradient is the sum over the places (PyTorch's autograd).
+    Tied(usize, Spec),
+    /// `body(x) + x`, or `body(x) + projection(x)` with a projection on the skip path.
+    Residual(Vec<Block>, Option<Vec<Block>>),
+}
+
+/// A part as the reference runs it: a layer computes with the parameter set `set`.
+#[derive(Clone, Debug)]
+enum Part {
+    Layer {
+        spec: Spec,
+        set: usize,
+    },
+    Residual {
+        body: Vec<Part>,
+        projection: Option<Vec<Part>>,
+    },
+}
+
+/// A composite net as the reference computes it, with its parameters and a batch. A parameter
+/// set is a layer's tensors, shared by every place of a tie; sets are numbered in the order
+/// their first places run (a block's body, then its projection), which is the order of
+/// `named_params`.
+struct Composite {
+    parts: Vec<Part>,
+    /// Per set: its layer, and the place its parameters are named after (`3`, `2.0`,
+    /// `2.downsample.0`), as PyTorch names a `Sequential` inside a `Sequential`.
+    sets: Vec<(Spec, String)>,
+    /// Per set, its parameter tensors, row-major.
+    params: Vec<Vec<Vec<f64>>>,
+    input: Vec<usize>,
+    xs: Vec<Vec<f64>>,
+    target: Target,
+}
+
+impl Composite {
+    /// The reference for `blocks`, the first of them at index `first` of the net.
+    fn new(
+        blocks: &[Block],
+        first: usize,
+        input: Vec<usize>,
+        xs: Vec<Vec<f64>>,
+        target: Target,
+    ) -> Self {
+        let mut sets = Vec::new();
+        let mut ties = Vec::new();
+        let paths: Vec<String> = (0..blocks.len()).map(|i| (i + first).to_string()).collect();
+        let parts = Self::plan(blocks, &paths, &mut sets, &mut ties);
+        let params = sets.iter().map(|_| Vec::new()).collect();
+        Composite {
+            parts,
+            sets,
+            params,
+            input,
+            xs,
+            target,
+        }
+    }
+
+    /// Numbers the parameter sets of `blocks`, placed at `paths`; `ties` maps a tie's id to its
+    /// set.
+    fn plan(
+        blocks: &[Block],
+        paths: &[String],
+        sets: &mut Vec<(Spec, String)>,
+        ties: &mut Vec<(usize, usize)>,
+    ) -> Vec<Part> {
+        blocks
+            .iter()
+            .zip(paths)
+            .map(|(block, path)| match block {
+                Block::Layer(spec) => {
+                    sets.push((*spec, path.clone()));
+                    Part::Layer {
+                        spec: *spec,
+                        set: sets.len() - 1,
+                    }
+                }
+                Block::Tied(id, spec) => {
+                    let set = match ties.iter().find(|(i, _)| i == id) {
+                        Some(&(_, set)) => set,
+                        None => {
+                            sets.push((*spec, path.clone()));
+                            ties.push((*id, sets.len() - 1));
+                            sets.len() - 1
+                        }
+                    };
+                    Part::Layer { spec: *spec, set }
+                }
+                Block::Residual(body, projection) => {
+                    let inner = |prefix: String, n: usize| -> Vec<String> {
+                        (0..n).map(|j| format!("{prefix}{j}")).collect()
+                    };
+                    let body_paths = inner(format!("{path}."), body.len());
+                    let body = Self::plan(body, &body_paths, sets, ties);
+                    let projection = projection.as_ref().map(|p| {
+                        let paths = inner(format!("{path}.downsample."), p.len());
+                        Self::plan(p, &paths, sets, ties)
+                    });
+                    Part::Residual { body, projection }
+                }
+            })
+            .collect()
+    }
+
+    /// The name of every parameter tensor, in order, with its set and index in the set.
+    fn names(&self) -> Vec<(String, usize, usize)> {
+        let mut names = Vec::new();
+        for (s, (spec, path)) in self.sets.iter().enumerate() {
+            for t in 0..spec.params() {
+                let role = if t == 0 { "weight" } else { "bias" };
+                names.push((format!("{path}.{role}"), s, t));
+            }
+        }
+        names
+    }
+
+    /// Sample `x` of shape `shape` through `parts`: its output and the output's shape.
+    fn run_parts(
+        &self,
+        parts: &[Part],
+        x: &[f64],
+        shape: &[usize],
+        tr: &mut Trace,
+    ) -> (Vec<f64>, Vec<usize>) {
+        let mut cur = (x.to_vec(), shape.to_vec());
+        for part in parts {
+            cur = match part {
+                Part::Layer { spec, set } => {
+                    let y = spec.forward(&self.params[*set], &cur.0, &cur.1, tr);
+                    (y, spec.out_shape(&cur.1))
+                }
+                Part::Residual { body, projection } => {
+                    let (y, y_shape) = self.run_parts(body, &cur.0, &cur.1, tr);
+                    let (z, z_shape) = match projection {
+                        Some(p) => self.run_parts(p, &cur.0, &cur.1, tr),
+                        None => cur.clone(),
+                    };
+                    assert_eq!(y_shape, z_shape, "the reference's branches disagree");
+                    (y.iter().zip(&z).map(|(a, b)| a + b).collect(), y_shape)
+                }
+            };
+        }
+        cur
+    }
+
+    fn forward(&self, x: &[f64], tr: &mut Trace) -> Vec<f64> {
+        self.run_parts(&self.parts, x, &self.input, tr).0
+    }
+
+    fn divisor(&self, ys: &[Vec<f64>]) -> f64 {
+        let width = ys.first().map_or(0, Vec::len);
+        self.target.divisor(self.xs.len(), width)
+    }
+
+    /// Every sample's output, the loss, the smallest distance to a kink, and the side of
+    /// every kink each sample took.
+    fn run(&self) -> (Vec<Vec<f64>>, f64, f64, Vec<Vec<u32>>) {
+        let mut margin = f64::INFINITY;
+        let mut patterns = Vec::new();
+        let ys: Vec<Vec<f64>> = self
+            .xs
+            .iter()
+            .map(|x| {
+                let mut tr = Trace::new();
+                let y = self.forward(x, &mut tr);
+                margin = margin.min(tr.margin);
+                patterns.push(tr.pattern);
+                y
+            })
+            .collect();
+        let total: f64 = ys
+            .iter()
+            .enumerate()
+            .map(|(n, y)| self.target.sample_loss(n, y))
+            .sum();
+        (ys.clone(), total / self.divisor(&ys), margin, patterns)
+    }
+
+    /// The loss of the batch, and whether every sample took the sides of the kinks in
+    /// `patterns`.
+    fn loss_with(&self, patterns: &[Vec<u32>]) -> (f64, bool) {
+        let (_, loss, _, now) = self.run();
+        (loss, now == patterns)
+    }
+
+    /// The central finite difference of the loss with respect to every parameter tensor named
+    /// by [`names`](Composite::names), row-major; NaN where a step crossed a kink.
+    fn param_differences(&mut self) -> Vec<Vec<f64>> {
+        let (_, _, _, patterns) = self.run();
+        let mut all = Vec::new();
+        for (_, s, t) in self.names() {
+            let mut fd = Vec::with_capacity(self.params[s][t].len());
+            for j in 0..self.params[s][t].len() {
+                let v = self.params[s][t][j];
+                self.params[s][t][j] = v + H;
+                let (plus, same_plus) = self.loss_with(&patterns);
+                self.params[s][t][j] = v - H;
+                let (minus, same_minus) = self.loss_with(&patterns);
+                self.params[s][t][j] = v;
+                fd.push(if same_plus && same_minus {
+                    (plus - minus) / (2.0 * H)
+                } else {
+                    f64::NAN
+                });
+            }
+            all.push(fd);
+        }
+        all
+    }
+
+    /// The central finite difference of the loss with respect to every input value, per
+    /// sample; NaN where a step crossed a kink.
+    fn input_differences(&self, divisor: f64) -> Vec<Vec<f64>> {
+        self.xs
+            .iter()
+            .enumerate()
+            .map(|(n, x)| {
+                let mut base = Trace::new();
+                self.forward(x, &mut base);
+                let mut x = x.clone();
+                (0..x.len())
+                    .map(|i| {
+                        let v = x[i];
+                        let at = |value: f64, x: &mut Vec<f64>| {
+                            x[i] = value;
+                            let mut tr = Trace::new();
+                            let y = self.forward(x, &mut tr);
+                            (self.target.sample_loss(n, &y), tr.pattern == base.pattern)
+                        };
+                        let (plus, same_plus) = at(v + H, &mut x);
+                        let (minus, same_minus) = at(v - H, &mut x);
+                        x[i] = v;
+                        if same_plus && same_minus {
+                            (plus - minus) / (2.0 * H * divisor)
+                        } else {
+                            f64::NAN
+                        }
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+/// Checks a bound composite net, `probe` then the parts `blocks`, on the batch `x`: the
+/// parameters' names against the reference's, the forward pass and loss against the
+/// reference, then every parameter's gradient (a tied set's summed over its places) and,
+/// when the probe learns, the input's (summed over a residual block's two branches when the
+/// net starts with one) against finite differences.
+fn check_composite<N, L, M>(
+    net: &Net<Init<N>, L>,
+    probe: &Probe,
+    blocks: &[Block],
+    x: &Batch<M>,
+    loss: LossKind,
+    seed: u64,
+) -> Result<(), TestCaseError>
+where
+    N: Shape,
+    L: Chain<N>,
+    M: Shape,
+    Labels<Dyn>: TargetFor<<<L as Chain<N>>::Out as Shape>::Flat>,
+    Batch<Dyn>: TargetFor<<<L as Chain<N>>::Out as Shape>::Flat>,
+{
+    let input = net.input().dims();
+    let width: usize = net.output_dims().iter().product();
+    let samples = x.samples();
+    let mut rng = InitRng::new(seed, "targets");
+    let (target, (loss32, grads)) = match loss {
+        LossKind::CrossEntropy => {
+            let labels: Vec<usize> = (0..samples)
+                .map(|_| ((rng.next_f64() * width as f64) as usize).min(width - 1))
+                .collect();
+            let lazy = Labels::try_dynamic(width, labels.clone()).map_err(fail)?;
+            let result = net.loss_and_grads(x, &lazy, CrossEntropy).map_err(fail)?;
+            (Target::Labels(labels), result)
+        }
+        LossKind::Mse => {
+            let t = Batch::try_from_fn_dyn(width, samples, |_, _| rng.uniform(-1.0, 1.0))
+                .map_err(fail)?;
+            let result = net.loss_and_grads(x, &t, Mse).map_err(fail)?;
+            (Target::Values(columns(t.as_matrix())), result)
+        }
+    };
+    let input_grad = probe.take();
+    let y32 = net.try_forward(x).map_err(fail)?;
+
+    let mut named: Vec<(String, DMatrix<f32>)> = net
+        .named_params()
+        .map(|(name, m)| (name.to_string(), m.clone()))
+        .collect();
+    let mut analytic: Vec<(String, DMatrix<f32>)> = grads
+        .named_grads()
+        .map(|(name, m)| (name.to_string(), m.clone()))
+        .collect();
+    if probe.learns {
+        prop_assert_eq!(&named[0].0, "0.weight");
+        prop_assert!(analytic[0].1.iter().all(|&v| v == 0.0));
+        named.remove(0);
+        analytic.remove(0);
+    }
+    let mut reference = Composite::new(blocks, 1, input, columns(x.as_matrix()), target);
+    let names = reference.names();
+    let lazy_names: Vec<&str> = named.iter().map(|(n, _)| n.as_str()).collect();
+    let ref_names: Vec<&str> = names.iter().map(|(n, _, _)| n.as_str()).collect();
+    prop_assert_eq!(&lazy_names, &ref_names, "the parameters' names");
+    let grad_names: Vec<&str> = analytic.iter().map(|(n, _)| n.as_str()).collect();
+    prop_assert_eq!(&grad_names, &ref_names, "the gradients' names");
+    for ((_, value), (_, s, _)) in named.iter().zip(&names) {
+        reference.params[*s].push(row_major(value));
+    }
+
+    let (ys, loss64, margin, _) = reference.run();
+    near_a_kink(margin)?;
+    same_outputs("net", y32.as_matrix(), &ys)?;
+    prop_assert!(
+        (f64::from(loss32) - loss64).abs() <= 1e-5 * loss64.abs().max(1.0),
+        "loss: lazynet {} against the f64 reference {}",
+        loss32,
+        loss64
+    );
+
+    let divisor = reference.divisor(&ys);
+    let fd = reference.param_differences();
+    let fd_input = match &input_grad {
+        Some(_) => reference.input_differences(divisor),
+        None => Vec::new(),
+    };
+    let case = scale_of(fd.iter().flatten().chain(fd_input.iter().flatten()))
+        .max(reference.target.output_gradient_scale(&ys, divisor));
+    let mut counts = Counts::default();
+    for (tensor, (name, g)) in fd.iter().zip(&analytic) {
         same_gradients(name, tensor, &row_major(g), case, &mut counts)?;
     }
     match input_grad {
@@ -1252,6 +1685,340 @@ proptest! {
                 .map_err(fail)?;
             check_net(&net, &probe, specs.clone(), &x, loss, seed)?;
         }));
+    }
+}
+
+/// An odd kernel (1 or 3), a dilation (1 or 2), and the padding that keeps the size at stride 1.
+fn same_conv() -> impl Strategy<Value = (usize, usize, usize)> {
+    (prop_oneof![Just(1usize), Just(3usize)], 1usize..=2).prop_map(|(k, d)| (k, d, d * (k - 1) / 2))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// d2l's tied net, random widths and activations: `Dense(h) A shared A shared A
+    /// Dense(classes)`, one `Dense(h)` at two places; its gradient is the sum over both.
+    #[test]
+    fn tied_mlp_gradients(
+        [n_in, h, classes] in [1usize..=6, 1usize..=6, 1usize..=4],
+        (a1, a2, a3) in (act(), act(), act()),
+        samples in 1usize..=4,
+        loss in loss_kind(),
+        learns in learns(),
+        seed in any::<u64>(),
+    ) {
+        let shared = Spec::Dense { out: h };
+        let blocks = [
+            Block::Layer(Spec::Dense { out: h }),
+            Block::Layer(Spec::Act(a1)),
+            Block::Tied(0, shared),
+            Block::Layer(Spec::Act(a2)),
+            Block::Tied(0, shared),
+            Block::Layer(Spec::Act(a3)),
+            Block::Layer(Spec::Dense { out: classes }),
+        ];
+        let x = flat_batch(uniform(n_in, samples, 1.0, seed))?;
+        let probe = Probe::new(learns);
+        {
+            let tie = Shared::<_, ()>::new(Dense::dynamic(h));
+            let net = Net::new()
+                .push(probe.clone())
+                .push(Dense::dynamic(h))
+                .push(AnyAct(a1))
+                .push(tie.clone())
+                .push(AnyAct(a2))
+                .push(tie)
+                .push(AnyAct(a3))
+                .push(Dense::dynamic(classes))
+                .seed(seed)
+                .try_bind(n_in)
+                .map_err(fail)?;
+            check_composite(&net, &probe, &blocks, &x, loss, seed)?;
+        }
+    }
+
+    /// Residual blocks on flat inputs: one right at the input (the input's gradient is the sum
+    /// of both branches'), one with a projection, one with an empty body (`2x`).
+    #[test]
+    fn residual_mlp_gradients(
+        [n_in, k, h, m, c, classes] in [1usize..=5, 1usize..=5, 1usize..=5, 1usize..=5, 1usize..=5, 1usize..=4],
+        (a1, a2, a3) in (act(), act(), act()),
+        samples in 1usize..=4,
+        loss in loss_kind(),
+        learns in learns(),
+        seed in any::<u64>(),
+    ) {
+        let blocks = [
+            Block::Residual(
+                vec![
+                    Block::Layer(Spec::Dense { out: k }),
+                    Block::Layer(Spec::Act(a1)),
+                    Block::Layer(Spec::Dense { out: n_in }),
+                ],
+                None,
+            ),
+            Block::Layer(Spec::Dense { out: h }),
+            Block::Layer(Spec::Act(a2)),
+            Block::Residual(
+                vec![
+                    Block::Layer(Spec::Dense { out: m }),
+                    Block::Layer(Spec::Act(a3)),
+                    Block::Layer(Spec::Dense { out: c }),
+                ],
+                Some(vec![Block::Layer(Spec::Dense { out: c })]),
+            ),
+            Block::Residual(Vec::new(), None),
+            Block::Layer(Spec::Dense { out: classes }),
+        ];
+        let x = flat_batch(uniform(n_in, samples, 1.0, seed))?;
+        let probe = Probe::new(learns);
+        {
+            let first = Net::new()
+                .push(Dense::dynamic(k))
+                .push(AnyAct(a1))
+                .push(Dense::dynamic(n_in));
+            let body = Net::new()
+                .push(Dense::dynamic(m))
+                .push(AnyAct(a3))
+                .push(Dense::dynamic(c));
+            let down = Net::new().push(Dense::dynamic(c));
+            let net = Net::new()
+                .push(probe.clone())
+                .push(Residual::new(first))
+                .push(Dense::dynamic(h))
+                .push(AnyAct(a2))
+                .push(Residual::with_projection(body, down))
+                .push(Residual::new(Net::new()))
+                .push(Dense::dynamic(classes))
+                .seed(seed)
+                .try_bind(n_in)
+                .map_err(fail)?;
+            check_composite(&net, &probe, &blocks, &x, loss, seed)?;
+        }
+    }
+
+    /// One tied layer at three places, two inside a residual block's body and one after it:
+    /// the gradient sums over places in and out of the block.
+    #[test]
+    fn tied_across_blocks_gradients(
+        [n_in, h, classes] in [1usize..=5, 1usize..=5, 1usize..=4],
+        (a1, a2, a3) in (act(), act(), act()),
+        samples in 1usize..=4,
+        loss in loss_kind(),
+        learns in learns(),
+        seed in any::<u64>(),
+    ) {
+        let shared = Spec::Dense { out: h };
+        let blocks = [
+            Block::Layer(Spec::Dense { out: h }),
+            Block::Layer(Spec::Act(a1)),
+            Block::Residual(
+                vec![
+                    Block::Tied(0, shared),
+                    Block::Layer(Spec::Act(a2)),
+                    Block::Tied(0, shared),
+                ],
+                None,
+            ),
+            Block::Layer(Spec::Act(a3)),
+            Block::Tied(0, shared),
+            Block::Layer(Spec::Dense { out: classes }),
+        ];
+        let x = flat_batch(uniform(n_in, samples, 1.0, seed))?;
+        let probe = Probe::new(learns);
+        {
+            let tie = Shared::<_, ()>::new(Dense::dynamic(h));
+            let body = Net::new().push(tie.clone()).push(AnyAct(a2)).push(tie.clone());
+            let net = Net::new()
+                .push(probe.clone())
+                .push(Dense::dynamic(h))
+                .push(AnyAct(a1))
+                .push(Residual::new(body))
+                .push(AnyAct(a3))
+                .push(tie)
+                .push(Dense::dynamic(classes))
+                .seed(seed)
+                .try_bind(n_in)
+                .map_err(fail)?;
+            check_composite(&net, &probe, &blocks, &x, loss, seed)?;
+        }
+    }
+
+    /// Pre-activation blocks (`x + W·a(x)`, He et al. 2016): the layer before a block is read
+    /// by the block's first activation and by its sum, so it must not run fused with that
+    /// activation.
+    #[test]
+    fn preactivation_residual_gradients(
+        [n_in, h, k, classes] in [1usize..=5, 1usize..=5, 1usize..=5, 1usize..=4],
+        (a1, a2, a3) in (act(), act(), act()),
+        samples in 1usize..=4,
+        loss in loss_kind(),
+        learns in learns(),
+        seed in any::<u64>(),
+    ) {
+        let blocks = [
+            Block::Layer(Spec::Dense { out: h }),
+            Block::Residual(
+                vec![Block::Layer(Spec::Act(a1)), Block::Layer(Spec::Dense { out: h })],
+                None,
+            ),
+            Block::Residual(
+                vec![
+                    Block::Layer(Spec::Act(a2)),
+                    Block::Layer(Spec::Dense { out: k }),
+                    Block::Layer(Spec::Act(a3)),
+                    Block::Layer(Spec::Dense { out: h }),
+                ],
+                None,
+            ),
+            Block::Layer(Spec::Dense { out: classes }),
+        ];
+        let x = flat_batch(uniform(n_in, samples, 1.0, seed))?;
+        let probe = Probe::new(learns);
+        let net = Net::new()
+            .push(probe.clone())
+            .push(Dense::dynamic(h))
+            .push(Residual::new(Net::new().push(AnyAct(a1)).push(Dense::dynamic(h))))
+            .push(Residual::new(
+                Net::new()
+                    .push(AnyAct(a2))
+                    .push(Dense::dynamic(k))
+                    .push(AnyAct(a3))
+                    .push(Dense::dynamic(h)),
+            ))
+            .push(Dense::dynamic(classes))
+            .seed(seed)
+            .try_bind(n_in)
+            .map_err(fail)?;
+        check_composite(&net, &probe, &blocks, &x, loss, seed)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// Residual blocks on images: a pre-activation block (an activation, then two padded
+    /// convolutions that keep the size: kernel 1 or 3, dilation 1 or 2), then a block whose body is strided and whose projection is a
+    /// strided 1×1 convolution (ResNet's downsample), then flatten and dense.
+    #[test]
+    fn residual_conv_gradients(
+        [c, h, w] in [1usize..=2, 2usize..=6, 2usize..=6],
+        [c1, c2, s] in [1usize..=3, 1usize..=3, 1usize..=3],
+        (k1, d1, p1) in same_conv(),
+        (k2, d2, p2) in same_conv(),
+        (k3, d3, p3) in same_conv(),
+        [bias1, bias2] in [any::<bool>(), any::<bool>()],
+        (a0, a1, a2) in (act(), act(), act()),
+        classes in 1usize..=3,
+        samples in 1usize..=3,
+        loss in loss_kind(),
+        learns in learns(),
+        seed in any::<u64>(),
+    ) {
+        let conv_spec = |out, k, s, p, d, bias| Spec::Conv { out, k, s, p, d, bias };
+        let blocks = [
+            Block::Layer(conv_spec(c1, 3, 1, 1, 1, true)),
+            Block::Residual(
+                vec![
+                    Block::Layer(Spec::Act(a0)),
+                    Block::Layer(conv_spec(c1, k1, 1, p1, d1, bias1)),
+                    Block::Layer(Spec::Act(a1)),
+                    Block::Layer(conv_spec(c1, k2, 1, p2, d2, bias2)),
+                ],
+                None,
+            ),
+            Block::Residual(
+                vec![
+                    Block::Layer(conv_spec(c2, k3, s, p3, d3, true)),
+                    Block::Layer(Spec::Act(a2)),
+                    Block::Layer(conv_spec(c2, 3, 1, 1, 1, bias1)),
+                ],
+                Some(vec![Block::Layer(conv_spec(c2, 1, s, 0, 1, bias2))]),
+            ),
+            Block::Layer(Spec::Flatten),
+            Block::Layer(Spec::Dense { out: classes }),
+        ];
+        let x = image_batch(c, h, w, uniform(c * h * w, samples, 1.0, seed))?;
+        let probe = Probe::new(learns);
+        {
+            let same = Net::new()
+                .push(AnyAct(a0))
+                .push(conv(c1, k1, 1, p1, d1, bias1))
+                .push(AnyAct(a1))
+                .push(conv(c1, k2, 1, p2, d2, bias2));
+            let strided = Net::new()
+                .push(conv(c2, k3, s, p3, d3, true))
+                .push(AnyAct(a2))
+                .push(conv(c2, 3, 1, 1, 1, bias1));
+            let down = Net::new().push(conv(c2, 1, s, 0, 1, bias2));
+            let net = Net::new()
+                .push(probe.clone())
+                .push(conv(c1, 3, 1, 1, 1, true))
+                .push(Residual::new(same))
+                .push(Residual::with_projection(strided, down))
+                .push(Flatten)
+                .push(Dense::dynamic(classes))
+                .seed(seed)
+                .try_bind(Image::dynamic(c, h, w))
+                .map_err(fail)?;
+            check_composite(&net, &probe, &blocks, &x, loss, seed)?;
+        }
+    }
+
+    /// A tied padded convolution at two places of a residual block's body, on images, with a
+    /// max or mean pooling after the block.
+    #[test]
+    fn tied_conv_residual_gradients(
+        [c, h, w] in [1usize..=2, 2usize..=6, 2usize..=6],
+        c1 in 1usize..=3,
+        (k, d, p) in same_conv(),
+        bias in any::<bool>(),
+        max in any::<bool>(),
+        (a1, a2) in (act(), act()),
+        classes in 1usize..=3,
+        samples in 1usize..=3,
+        loss in loss_kind(),
+        learns in learns(),
+        seed in any::<u64>(),
+    ) {
+        let shared = Spec::Conv { out: c1, k, s: 1, p, d, bias };
+        let blocks = [
+            Block::Layer(Spec::Conv { out: c1, k: 1, s: 1, p: 0, d: 1, bias: true }),
+            Block::Residual(
+                vec![
+                    Block::Tied(0, shared),
+                    Block::Layer(Spec::Act(a1)),
+                    Block::Tied(0, shared),
+                ],
+                None,
+            ),
+            Block::Layer(Spec::Act(a2)),
+            Block::Layer(Spec::Pool { max, k: 2, s: 1, p: 1 }),
+            Block::Layer(Spec::Flatten),
+            Block::Layer(Spec::Dense { out: classes }),
+        ];
+        let x = image_batch(c, h, w, if max {
+            distinct(c * h * w, samples, seed)
+        } else {
+            uniform(c * h * w, samples, 1.0, seed)
+        })?;
+        let probe = Probe::new(learns);
+        with_pool!(max, |K| {
+            let tie = Shared::<_, ()>::new(conv(c1, k, 1, p, d, bias));
+            let body = Net::new().push(tie.clone()).push(AnyAct(a1)).push(tie);
+            let net = Net::new()
+                .push(probe.clone())
+                .push(conv(c1, 1, 1, 0, 1, true))
+                .push(Residual::new(body))
+                .push(AnyAct(a2))
+                .push(Pool2d::<K, Dyn>::dynamic(2).stride_size(1).padding_size(1))
+                .push(Flatten)
+                .push(Dense::dynamic(classes))
+                .seed(seed)
+                .try_bind(Image::dynamic(c, h, w))
+                .map_err(fail)?;
+            check_composite(&net, &probe, &blocks, &x, loss, seed)?;
+        });
     }
 }
 

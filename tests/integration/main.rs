@@ -5,6 +5,7 @@ mod attack;
 mod attack_grads;
 mod attack_zero;
 mod batch;
+mod compose;
 mod conv;
 mod data;
 mod fit_keras;

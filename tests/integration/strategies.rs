@@ -109,3 +109,16 @@ fn the_size_count_matches_the_macro() {
         "past the end is the last"
     );
 }
+
+/// A layer width for nets with residual blocks and ties: small (0 to 5, so that two drawn
+/// widths often agree), or now and then one so large that no tensor of it can be had
+/// (2^40 values per sample).
+pub fn composite_width() -> impl Strategy<Value = usize> {
+    prop_oneof![30 => 0usize..6, 1 => Just(1usize << 40)]
+}
+
+/// A width that is `to` three times in four (a residual body that gives back its input, a tied
+/// place that receives its first place's width), else any [`composite_width`].
+pub fn maybe_same(to: usize) -> impl Strategy<Value = usize> {
+    prop_oneof![3 => Just(to), 1 => composite_width()]
+}
