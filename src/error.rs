@@ -311,7 +311,10 @@ pub enum ShapeError {
 
     /// Two layers of a net give a parameter the same name: names a block was given
     /// ([`Residual::names`](crate::layer::Residual::names)) that clash.
-    #[error("layers {first} and {second} both have a parameter named `{name}`; give the layers of a block distinct names")]
+    #[error(
+        "{} both have a parameter named `{name}`; give the layers of a block distinct names",
+        two_places(first, second)
+    )]
     DuplicateName {
         /// The name given twice.
         name: String,
@@ -475,6 +478,15 @@ impl Eq for Fraction {}
 impl core::fmt::Display for Fraction {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         core::fmt::Display::fmt(&self.0, f)
+    }
+}
+
+/// `layers 2 and 3`, or `two layers named 1.fc`: the places of a name clash.
+fn two_places(first: &str, second: &str) -> String {
+    if first == second {
+        format!("two layers named {first}")
+    } else {
+        format!("layers {first} and {second}")
     }
 }
 

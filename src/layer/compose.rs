@@ -359,6 +359,10 @@ where
 ///   place is checked when the net is bound, and the net is bound with `try_bind`, which names
 ///   both places and both sizes in [`ShapeError::TiedInput`].
 ///
+/// When no place follows a static width (every place after a run-time width, or first in the
+/// net), nothing records a width and the compiler asks for the set's type: write
+/// `Shared::<_, ()>::new(Dense::dynamic(8))`; every place is then checked by `try_bind`.
+///
 /// A net holds the parameters of its ties: two nets bound from declarations that hold clones
 /// of one `Shared` each own their own copy.
 ///

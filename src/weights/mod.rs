@@ -308,9 +308,7 @@ impl<'a> Weights<'a> {
                 let (rows, cols) = value.shape();
                 (0..rows)
                     .flat_map(|r| (0..cols).map(move |c| (r, c)))
-                    .position(|at| {
-                        value.get(at).map(|v| v.to_bits()) != found.get(at).map(|v| v.to_bits())
-                    })
+                    .position(|at| !same_value(value.get(at), found.get(at)))
             };
             if let Some(at) = values.get(index).and_then(differs) {
                 return Err(LoadError::TiedDiffers {
@@ -389,6 +387,15 @@ impl<'a> Weights<'a> {
             shape: tensor.shape().to_vec(),
         })?;
         Ok((name, input))
+    }
+}
+
+/// Whether two stored values are one value: equal (0.0 and −0.0 too), or the same bits (a
+/// NaN saved twice).
+fn same_value(a: Option<&f32>, b: Option<&f32>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => a == b || a.to_bits() == b.to_bits(),
+        (a, b) => a.is_none() && b.is_none(),
     }
 }
 
