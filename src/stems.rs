@@ -291,6 +291,13 @@ impl<E> fmt::Debug for Stemmed<E> {
     }
 }
 
+impl<E> Stemmed<E> {
+    /// The input shapes, one per stem, first added first.
+    pub(crate) fn inputs(&self) -> impl Iterator<Item = &[usize]> + '_ {
+        self.entries.iter().map(|e| e.0.as_slice())
+    }
+}
+
 impl<E> sealed::Sealed for Stemmed<E> {}
 
 impl<E> Bound for Stemmed<E> {

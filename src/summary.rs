@@ -7,7 +7,8 @@ use crate::net::Net;
 use crate::partial::Dims;
 use crate::partial::PartialShape;
 use crate::shape::Shape;
-use crate::state::{Init, Uninit};
+use crate::state::{Bound, BoundLayer, Init, Uninit};
+use crate::stems::Stemmed;
 
 struct Row {
     layer: String,
@@ -165,40 +166,57 @@ impl<N: Shape, L: Layers> fmt::Display for Net<Init<N>, L> {
     /// The bound net's table: every shape and count.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = self.state();
-        let rows: Vec<Row> = state
-            .layers
-            .iter()
-            .map(|layer| Row {
-                layer: layer.path.clone(),
-                kind: layer.kind,
-                tied: layer
-                    .tied
-                    .and_then(|t| state.layers.get(t))
-                    .map(|t| t.path.clone()),
-                output: Dims(&layer.output).to_string(),
-                params: layer
-                    .params
-                    .iter()
-                    .map(|p| {
-                        (
-                            p.name.clone(),
-                            Dims(&p.shape).to_string(),
-                            Count::Known(p.value.len()),
-                        )
-                    })
-                    .collect(),
-            })
-            .collect();
-        let total: usize = state
-            .layers
-            .iter()
-            .flat_map(|l| &l.params)
-            .map(|p| p.value.len())
-            .sum();
         let title = match state.input.dims().as_slice() {
             [n] => format!("Net (bound to input size {n})"),
             dims => format!("Net (bound to input shape {})", Dims(dims)),
         };
-        table(f, &title, &rows, &format!("parameters: {total}"))
+        bound_table(f, &title, &state.layers)
     }
+}
+
+impl<E, L: Layers> fmt::Display for Net<Stemmed<E>, L> {
+    /// The table of a net with stems: each stem's nodes, then the trunk's, whose later
+    /// places are marked as tied to the first.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inputs: Vec<String> = self
+            .state()
+            .inputs()
+            .map(|dims| Dims(dims).to_string())
+            .collect();
+        let title = format!("Net (stems for inputs {})", inputs.join(", "));
+        bound_table(f, &title, self.state().bound_layers())
+    }
+}
+
+/// The table of bound nodes: every shape and count.
+fn bound_table(f: &mut fmt::Formatter<'_>, title: &str, layers: &[BoundLayer]) -> fmt::Result {
+    let rows: Vec<Row> = layers
+        .iter()
+        .map(|layer| Row {
+            layer: layer.path.clone(),
+            kind: layer.kind,
+            tied: layer
+                .tied
+                .and_then(|t| layers.get(t))
+                .map(|t| t.path.clone()),
+            output: Dims(&layer.output).to_string(),
+            params: layer
+                .params
+                .iter()
+                .map(|p| {
+                    (
+                        p.name.clone(),
+                        Dims(&p.shape).to_string(),
+                        Count::Known(p.value.len()),
+                    )
+                })
+                .collect(),
+        })
+        .collect();
+    let total: usize = layers
+        .iter()
+        .flat_map(|l| &l.params)
+        .map(|p| p.value.len())
+        .sum();
+    table(f, title, &rows, &format!("parameters: {total}"))
 }

@@ -218,3 +218,22 @@ fn stems_of_images_and_of_flat_inputs_share_a_trunk() -> Result<(), Error> {
     ));
     Ok(())
 }
+
+#[test]
+fn the_summary_shows_each_stem_and_marks_the_trunk_s_later_places() {
+    let net = trunk().bind_stems(stems!());
+    let table = format!("{net}");
+    assert!(
+        table.starts_with("Net (stems for inputs (4,), (7,))"),
+        "{table}"
+    );
+    let tied = table
+        .lines()
+        .filter(|l| l.contains("(tied to trunk.0)"))
+        .count();
+    assert_eq!(tied, 1, "{table}");
+    assert!(table.contains("stems.7.0.weight"), "{table}");
+    assert!(table
+        .trim_end()
+        .ends_with(&format!("parameters: {}", net.param_count())));
+}
