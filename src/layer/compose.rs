@@ -18,7 +18,7 @@ use crate::decimal::{Dec, Decimal};
 use crate::dim::Dyn;
 use crate::error::ShapeError;
 use crate::init::Role;
-use crate::list::{Chain, Flattened, Follows, Layers, Produces, Static, Unknown};
+use crate::list::{Chain, Flattened, Follows, Layers, OutList, Produces, Static, Unknown};
 use crate::net::Net;
 use crate::partial::PartialShape;
 use crate::rules::{AtRunTime, Both, BranchShapesMatch, ShapeKey, TiedInputMatches};
@@ -308,7 +308,7 @@ where
     >>::Output;
 
     fn nested_outputs(out: &mut Vec<PartialShape>) {
-        B::compile_time_outputs(out);
+        <B::Outs as OutList>::push_all(out);
     }
 }
 
@@ -331,8 +331,8 @@ where
     >>::Output;
 
     fn nested_outputs(out: &mut Vec<PartialShape>) {
-        B::compile_time_outputs(out);
-        P::compile_time_outputs(out);
+        <B::Outs as OutList>::push_all(out);
+        <P::Outs as OutList>::push_all(out);
     }
 }
 
