@@ -199,7 +199,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let stems = Stems::new()
         .stem::<U4, _>(Net::new().push(Dense::<U16>::new()).push(Relu))
         .stem::<U7, _>(Net::new().push(Dense::<U16>::new()).push(Relu));
-    let mut net = trunk.bind_stems(stems);
+    let mut net = trunk.bind_stems(stems)?;
     let names: Vec<&str> = net.named_params().map(|(n, _)| n).collect();
     println!("  parameters: {names:?}");
     let x7 = Batch::<U7>::from_fn(8, |f, s| ((f * s) % 5) as f32 / 5.0);

@@ -295,6 +295,16 @@ pub enum ShapeError {
         stems: Vec<Vec<usize>>,
     },
 
+    /// Two stems of a net take one input shape: a batch of it could take either.
+    #[error(
+        "two stems take inputs of shape {}; each stem takes a shape of its own",
+        Dims(shape)
+    )]
+    DuplicateStem {
+        /// The shape.
+        shape: Vec<usize>,
+    },
+
     /// A layer inside a composite layer (a [`Residual`](crate::layer::Residual) block) does not
     /// fit; the inner error counts layers from the start of the block's branch.
     #[error("in layer {layer} ({kind}), {branch}: {source}")]
@@ -322,6 +332,19 @@ pub enum ShapeError {
         first: String,
         /// The second layer's place.
         second: String,
+    },
+
+    /// A name given to a block's layers ([`Residual::names`](crate::layer::Residual::names),
+    /// [`Residual::projection_name`](crate::layer::Residual::projection_name)) that cannot be
+    /// one.
+    #[error("residual block {layer}: the name `{name}` cannot be used: {reason}")]
+    BlockName {
+        /// The block's place.
+        layer: String,
+        /// The name (or, for too many, the names past the last layer).
+        name: String,
+        /// Why.
+        reason: &'static str,
     },
 
     /// A sample index past the end of a batch or of labels.

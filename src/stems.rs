@@ -37,7 +37,7 @@
 //! let stems = Stems::new()
 //!     .stem::<U4, _>(Net::new().push(Dense::<U16>::new()).push(Relu))
 //!     .stem::<U7, _>(Net::new().push(Dense::<U16>::new()).push(Relu));
-//! let mut net = trunk.bind_stems(stems);
+//! let mut net = trunk.bind_stems(stems)?;
 //!
 //! let small = Batch::<U4>::from_fn(3, |f, s| (f + s) as f32);
 //! let large = Batch::<U7>::from_fn(2, |f, s| (f * s) as f32);
@@ -135,7 +135,7 @@ impl<E> Stems<E> {
 /// [`Net::bind_stems`].
 #[diagnostic::on_unimplemented(
     message = "these stems do not fit this trunk",
-    label = "each stem must give the shape the trunk takes, the same for every stem",
+    label = "each stem must give the shape the trunk takes, the same for every stem, with every check made by the compiler",
     note = "a stem for `U4` inputs is `Stems::new().stem::<U4, _>(Net::new().push(Dense::<U16>::new()))`; every stem's last layer gives the trunk's input"
 )]
 pub trait StemsFit<L>: Clone + Send + Sync + 'static {
@@ -318,25 +318,14 @@ impl<L: Layers> Net<Uninit, L> {
     /// gives the shape the trunk takes, and the trunk takes it. The trunk's registered
     /// initializer and seed initialize every parameter.
     ///
-    /// # Panics
-    /// As [`bind`](Net::bind): only when memory for the parameters cannot be had, or a layer
-    /// written outside this crate contradicts its compile-time half;
-    /// [`try_bind_stems`](Net::try_bind_stems) returns that as an error.
-    pub fn bind_stems<E: StemsFit<L>>(&self, stems: Stems<E>) -> Net<Stemmed<E>, L> {
-        match self.try_bind_stems(stems) {
-            Ok(net) => net,
-            Err(err) => panic!("cannot bind the net: {err}"),
-        }
-    }
-
-    /// [`bind_stems`](Net::bind_stems), returning what can fail as an error.
-    ///
     /// # Errors
-    /// [`ShapeError::OutOfMemory`] when memory for the parameters cannot be had;
-    /// [`ShapeError::Contract`] when a layer written outside this crate contradicts its
-    /// compile-time half; [`ShapeError::TiedInput`] when a stem gives another shape than the
-    /// first at run time (a run-time width in a stem).
-    pub fn try_bind_stems<E: StemsFit<L>>(
+    /// * [`ShapeError::DuplicateStem`] when two stems take one input shape;
+    /// * [`ShapeError::TiedInput`] when a stem gives another shape than the first at run time
+    ///   (a run-time width in a stem);
+    /// * [`ShapeError::OutOfMemory`] when memory for the parameters cannot be had;
+    /// * [`ShapeError::Contract`] when a layer written outside this crate contradicts its
+    ///   compile-time half.
+    pub fn bind_stems<E: StemsFit<L>>(
         &self,
         stems: Stems<E>,
     ) -> Result<Net<Stemmed<E>, L>, ShapeError> {

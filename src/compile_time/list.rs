@@ -209,7 +209,11 @@ where
 /// A layer `H` at the input `In` the compiler computed for it, after a declaration that
 /// produced `Known`: an entry of [`Chain::Outs`].
 #[doc(hidden)]
-pub struct At<H, In, Known>(PhantomData<fn() -> (H, In, Known)>);
+pub struct At<H, In, Known>(
+    PhantomData<fn() -> H>,
+    PhantomData<fn() -> In>,
+    PhantomData<fn() -> Known>,
+);
 
 /// The layers of a list with the inputs the compiler computed, as a list of [`At`]s: their
 /// compile-time output shapes are read from it without going through [`Chain`] again.

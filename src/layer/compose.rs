@@ -367,7 +367,9 @@ where
 /// of one `Shared` each own their own copy.
 ///
 /// # Type parameters
-/// * `L`: the shared layer (a single layer, not a [`Residual`]).
+/// * `L`: the shared layer: a single layer, or a block ([`Residual`]), whose later places
+///   compute with the first place's parameters and are named as their own place (`3.0` for
+///   `1.0`).
 /// * `D`: the input width of the set's places, in decimal digits; inferred from the first
 ///   place after a static width.
 ///

@@ -141,8 +141,11 @@ pub trait Kernel: Send + Sync + fmt::Debug + 'static {
 
     /// Given `dy`, the gradient of the loss with respect to the layer's output, writes the
     /// gradient of every parameter into `grads` (zeroed, one matrix per parameter, shaped like
-    /// it) and, when `dx` is `Some` (not for the first layer), the gradient with respect to
-    /// the input `x` (zeroed, shaped like `x`).
+    /// it) and, when `dx` is `Some` (when the input's gradient is needed: not for a layer
+    /// with no parameters before it), the gradient with respect to the input `x` (zeroed,
+    /// shaped like `x`). The net adds these up where a parameter is used at several places
+    /// (tied layers) or a value is read twice (a residual block's input), so a kernel writes
+    /// only its own call's gradients.
     ///
     /// `y` is the output the forward pass computed. For a layer that fused an activation, `y`
     /// is the output after it, and `dy` is already the gradient before it.

@@ -12,7 +12,7 @@ use crate::alloc::{try_clone, try_zeros};
 use crate::error::ShapeError;
 use crate::init::{Dims, InitRng, Initializer, ParamInfo};
 use crate::layer::{Activation, Layer, PartialShape};
-use crate::plan::{fits, PlanOp, Planner, Src};
+use crate::plan::{fits, known, PlanOp, Planner, Src};
 use crate::state::{BoundLayer, Op, Param};
 
 /// Checks every shape a binding of `layers` to `input` needs and builds the bound nodes, with
@@ -71,6 +71,13 @@ pub(crate) fn build_stems(
     trunk: &[&dyn Layer],
     trunk_expected: &[PartialShape],
 ) -> Result<(Vec<BoundLayer>, Vec<Range<usize>>), ShapeError> {
+    for (i, stem) in stems.iter().enumerate() {
+        if stems[..i].iter().any(|s| s.input == stem.input) {
+            return Err(ShapeError::DuplicateStem {
+                shape: stem.input.clone(),
+            });
+        }
+    }
     let mut planner = Planner::binding(&[]);
     let mut ranges = Vec::with_capacity(stems.len());
     let mut first_trunk: Option<(Range<usize>, Src, Option<PartialShape>, String)> = None;
@@ -91,17 +98,14 @@ pub(crate) fn build_stems(
             }
             Some((range, first_src, first_shape, first_name)) => {
                 if shape != *first_shape {
-                    let known = |s: &Option<PartialShape>| {
-                        s.as_ref().and_then(PartialShape::known).unwrap_or_default()
-                    };
                     return Err(ShapeError::TiedInput {
                         first: format!("trunk (after stem {first_name})"),
                         place: format!("trunk (after stem {})", stem.name),
-                        expected: known(first_shape),
-                        found: known(&shape),
+                        expected: known(first_shape).unwrap_or_default(),
+                        found: known(&shape).unwrap_or_default(),
                     });
                 }
-                planner.replay(range.clone(), *first_src, src);
+                planner.replay(range.clone(), *first_src, src, None);
             }
         }
         ranges.push(start..planner.nodes.len());
@@ -113,13 +117,21 @@ pub(crate) fn build_stems(
 fn allocate(nodes: Vec<crate::plan::Node>) -> Result<Vec<BoundLayer>, ShapeError> {
     // Two parameters of one name anywhere in the net (a block's names clashing with another
     // layer's) would be one tensor in a file.
+    // A later place of a tied set is named too (`4.weight`, as PyTorch's `state_dict` names
+    // it), and must not be another layer's name.
     let mut seen = std::collections::HashMap::new();
     for node in &nodes {
-        for p in &node.params {
-            if let Some(first) = seen.insert(p.name.as_str(), node.path.as_str()) {
+        let owner = node.tied.and_then(|t| nodes.get(t)).unwrap_or(node);
+        for p in &owner.params {
+            let name = format!("{}.{}", node.path, p.role.suffix());
+            let again = node.tied.is_some() && name == p.name;
+            if again {
+                continue;
+            }
+            if let Some(first) = seen.insert(name.clone(), node.path.clone()) {
                 return Err(ShapeError::DuplicateName {
-                    name: p.name.clone(),
-                    first: first.to_owned(),
+                    name,
+                    first,
                     second: node.path.clone(),
                 });
             }
@@ -480,8 +492,9 @@ fn value<'a>(
 /// buffer is allocated fallibly: memory that cannot be had is [`ShapeError::OutOfMemory`]
 /// naming the layer and the buffer.
 ///
-/// A layer that fuses activations (dense, convolution) followed by an activation runs as one
-/// step: the product, then bias and activation in a single pass over the output. An activation
+/// A node that fuses activations (dense, convolution, a residual sum) followed by an
+/// activation runs as one step: the product, then bias and activation in a single pass over
+/// the output. An activation
 /// whose input no later step reads runs in place, and every value is dropped after its last
 /// read.
 pub(crate) fn forward(layers: &[BoundLayer], x: &DMatrix<f32>) -> Result<DMatrix<f32>, ShapeError> {
@@ -501,8 +514,10 @@ pub(crate) fn forward_at(
     let mut outputs: Vec<Option<DMatrix<f32>>> = Vec::with_capacity(stages.len());
     for (s, step) in stages.iter().enumerate() {
         let layer = &layers[step.layer];
-        // An activation on a value no later step reads runs in place.
-        if let (Some(a), Slot::Step(p)) = (layer.activation(), step.input) {
+        // An activation on a value no later step reads runs in place (unless it fused the
+        // activation after it, which the in-place pass would not apply).
+        let alone = step.last == step.layer;
+        if let (Some(a), Slot::Step(p), true) = (layer.activation(), step.input, alone) {
             if last.get(p) == Some(&Some(s)) {
                 if let Some(mut m) = outputs.get_mut(p).and_then(Option::take) {
                     a.apply(m.as_mut_slice(), &[], 1);

@@ -61,8 +61,12 @@ pub(crate) struct Node {
 /// The first place of a tied set.
 struct Tie {
     key: usize,
-    node: usize,
-    input: Option<PartialShape>,
+    /// The nodes of the first place (one for a single layer).
+    nodes: core::ops::Range<usize>,
+    /// Where the first place reads its input, and its shape.
+    input: Flow,
+    /// The first place's path.
+    path: String,
 }
 
 /// The value a node passes on: where it is read, and its shape as far as it is known.
@@ -95,6 +99,11 @@ fn contradicts(index: usize, kind: &str, detail: String) -> ShapeError {
         what: format!("layer {index} ({kind})"),
         detail,
     }
+}
+
+/// A shape when it is fully known.
+pub(crate) fn known(shape: &Option<PartialShape>) -> Option<Vec<usize>> {
+    shape.as_ref().and_then(PartialShape::known)
 }
 
 /// Whether a run-time shape is one the compiler's partial shape allows: the same rank, and
@@ -140,7 +149,13 @@ impl<'e> Planner<'e> {
 
     /// Plans the nodes `range` again, as later places of the parameters they own (or share),
     /// reading `input` where they read `from`: a trunk run after another stem.
-    pub(crate) fn replay(&mut self, range: core::ops::Range<usize>, from: Src, input: Src) {
+    pub(crate) fn replay(
+        &mut self,
+        range: core::ops::Range<usize>,
+        from: Src,
+        input: Src,
+        rename: Option<(&str, &str)>,
+    ) {
         let offset = self.nodes.len();
         let start = range.start;
         let map = |src: Src| match src {
@@ -157,8 +172,17 @@ impl<'e> Planner<'e> {
                 PlanOp::Add(src) => PlanOp::Add(map(*src)),
             };
             let owns = !node.params.is_empty() || node.tied.is_some();
+            // A later place of a tied block is named as its own place: `4.0` for `2.0`.
+            let path = match rename {
+                Some((old, new)) if node.path == old => new.to_owned(),
+                Some((old, new)) => match node.path.strip_prefix(old) {
+                    Some(rest) if rest.starts_with('.') => format!("{new}{rest}"),
+                    _ => node.path.clone(),
+                },
+                None => node.path.clone(),
+            };
             let replayed = Node {
-                path: node.path.clone(),
+                path,
                 kind: node.kind,
                 input: map(node.input),
                 output: node.output.clone(),
@@ -235,25 +259,18 @@ impl<'e> Planner<'e> {
                 projection,
             } => self.residual(index, path, flow, &body, names, projection),
             Parts::Shared { key, layer: inner } => {
-                if !matches!(inner.parts(), Parts::Leaf) {
-                    return Err(contradicts(
-                        index,
-                        layer.kind(),
-                        "a `Shared` layer holds a single layer, not a composite one".into(),
-                    ));
-                }
                 match self.ties.iter().position(|t| t.key == key) {
-                    Some(tie) => self.tied(inner, index, path, flow, tie),
+                    Some(tie) => self.tied(layer.kind(), path, flow, tie),
                     None => {
-                        let (node, output) = self.leaf(inner, index, path, flow.clone())?;
-                        if let Src::Node(node) = node {
-                            self.ties.push(Tie {
-                                key,
-                                node,
-                                input: flow.1,
-                            });
-                        }
-                        Ok((node, output))
+                        let start = self.nodes.len();
+                        let out = self.layer(inner, index, path.clone(), flow.clone())?;
+                        self.ties.push(Tie {
+                            key,
+                            nodes: start..self.nodes.len(),
+                            input: flow,
+                            path,
+                        });
+                        Ok(out)
                     }
                 }
             }
@@ -284,78 +301,43 @@ impl<'e> Planner<'e> {
         }
     }
 
-    /// A later place of a tied set: the first place's kernel and parameters, on the same
-    /// input shape.
+    /// A later place of a tied set: the first place's nodes again, computing with its
+    /// parameters, on an input of the same shape.
     fn tied(
         &mut self,
-        layer: &dyn Layer,
-        index: usize,
+        kind: &'static str,
         path: String,
         flow: Flow,
         tie: usize,
     ) -> Result<Flow, ShapeError> {
-        let kind = layer.kind();
-        let expected = self.take_expected();
-        let first = self.ties[tie].node;
-        let made_for = self.ties[tie].input.clone();
-        if !self.binding {
-            let output = layer.output_shape(flow.1.as_ref()).ok().flatten();
-            let src = self.push(Node {
-                path,
-                kind,
-                input: flow.0,
-                output: output.clone(),
-                op: PlanOp::Layer(None),
-                params: Vec::new(),
-                tied: Some(first),
+        let Some(tie) = self.ties.get(tie) else {
+            return Err(ShapeError::Contract {
+                what: format!("layer {path} ({kind})"),
+                detail: "its tied set has no first place".into(),
             });
-            return Ok((src, output));
-        }
-        let known = |s: &Option<PartialShape>| s.as_ref().and_then(PartialShape::known);
-        let (Some(input), Some(made_for)) = (known(&flow.1), known(&made_for)) else {
-            return Err(contradicts(
-                index,
-                kind,
-                "it receives no known shape".into(),
-            ));
         };
-        let Some(node) = self.nodes.get(first) else {
-            return Err(contradicts(
-                index,
-                kind,
-                "its tied set has no first place".into(),
-            ));
-        };
-        if input != made_for {
-            return Err(ShapeError::TiedInput {
-                first: node.path.clone(),
-                place: path,
-                expected: made_for,
-                found: input,
-            });
+        let (nodes, (from, made_for), first) =
+            (tie.nodes.clone(), tie.input.clone(), tie.path.clone());
+        if self.binding {
+            let (input, made_for) = (known(&flow.1), known(&made_for));
+            if input != made_for {
+                return Err(ShapeError::TiedInput {
+                    first,
+                    place: path,
+                    expected: made_for.unwrap_or_default(),
+                    found: input.unwrap_or_default(),
+                });
+            }
         }
-        let output = node.output.clone();
-        let PlanOp::Layer(kernel) = &node.op else {
-            return Err(contradicts(
-                index,
-                kind,
-                "its tied set is not a layer".into(),
-            ));
+        // The compiler computed the same shapes for this place as for the first.
+        self.cursor += nodes.len();
+        let Some(last) = nodes.end.checked_sub(1).filter(|l| *l >= nodes.start) else {
+            // A tied set of no nodes (a reshape's parts): its input passes through.
+            return Ok(flow);
         };
-        let kernel = kernel.clone();
-        if let Some(out) = output.as_ref().and_then(PartialShape::known) {
-            self.check_expected(index, kind, expected.as_ref(), &input, &out)?;
-        }
-        let src = self.push(Node {
-            path,
-            kind,
-            input: flow.0,
-            output: output.clone(),
-            op: PlanOp::Layer(kernel),
-            params: Vec::new(),
-            tied: Some(first),
-        });
-        Ok((src, output))
+        let output = self.nodes.get(last).and_then(|n| n.output.clone());
+        self.replay(nodes, from, flow.0, Some((&first, &path)));
+        Ok((Src::Node(self.nodes.len() - 1), output))
     }
 
     /// A residual block: its body, its projection, and the node that adds them.
@@ -370,6 +352,27 @@ impl<'e> Planner<'e> {
     ) -> Result<Flow, ShapeError> {
         let kind = "Residual";
         let expected = self.take_expected();
+        // A name is one part of a path: not empty, no dot; and one name per layer.
+        let projection_name = projection.as_ref().map(|(name, _)| *name);
+        let bad = names
+            .iter()
+            .map(String::as_str)
+            .chain(projection_name)
+            .find(|n| n.is_empty() || n.contains('.'));
+        if let Some(name) = bad {
+            return Err(ShapeError::BlockName {
+                layer: path,
+                name: name.to_owned(),
+                reason: "a name is one part of a parameter's path: not empty, and without a dot",
+            });
+        }
+        if names.len() > body.len() {
+            return Err(ShapeError::BlockName {
+                layer: path,
+                name: names[body.len()..].join(", "),
+                reason: "there are more names than layers in the body",
+            });
+        }
         let inside = |branch: &'static str, path: &str| {
             let layer = path.to_owned();
             move |source: ShapeError| ShapeError::InBlock {
@@ -392,7 +395,6 @@ impl<'e> Planner<'e> {
             None => (flow.0, flow.1.clone(), "its input"),
         };
         let output = if self.binding {
-            let known = |s: &Option<PartialShape>| s.as_ref().and_then(PartialShape::known);
             let (Some(body), Some(other)) = (known(&body_shape), known(&other_shape)) else {
                 return Err(contradicts(
                     index,

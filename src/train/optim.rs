@@ -97,7 +97,10 @@ pub trait Optimizer: sealed::Sealed {
     fn set_learning_rate(&mut self, lr: f64);
 
     /// Updates every parameter of `net` from `grads`, made by
-    /// [`Net::loss_and_grads`](crate::Net::loss_and_grads) on that net.
+    /// [`Net::loss_and_grads`](crate::Net::loss_and_grads) on that net. A parameter the batch
+    /// did not reach (a stem of a net with [stems](crate::stems) that the batch did not run
+    /// through) is left alone, with its state, as PyTorch skips a parameter whose `.grad` is
+    /// `None`.
     ///
     /// All or nothing: on an error no parameter and no state changed. A step never writes NaN
     /// or an infinity: every new value is computed and checked before any is written.

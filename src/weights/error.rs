@@ -214,14 +214,14 @@ pub enum LoadError {
 
     /// A file that names a tied parameter at two places with different values: a tied set
     /// has one value.
-    #[error("tensors `{first}` and `{place}` name one tied parameter but hold different values{}", at_index(*index))]
+    #[error("tensors `{first}` and `{place}` name one tied parameter but hold different values (first at flat index {index})")]
     TiedDiffers {
         /// The name at the set's first place.
         first: String,
         /// The name at a later place.
         place: String,
-        /// The first flat index at which they differ (`None` when their shapes differ).
-        index: Option<usize>,
+        /// The first flat index at which they differ, in the file's (row-major) order.
+        index: usize,
     },
 
     /// [`Net::load_infer`](crate::Net::load_infer) on a net whose first parameter has one
@@ -238,10 +238,6 @@ pub enum LoadError {
     /// [`try_bind`](crate::Net::try_bind)).
     #[error(transparent)]
     Bind(#[from] ShapeError),
-}
-
-fn at_index(index: Option<usize>) -> String {
-    index.map_or_else(String::new, |i| format!(" (first at flat index {i})"))
 }
 
 fn offsets_fault(start: usize, end: usize, previous_end: usize) -> String {

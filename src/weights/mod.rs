@@ -272,6 +272,8 @@ impl<'a> Weights<'a> {
                     )
                 })
             })
+            // A trunk run after another stem keeps its names: no other name to read.
+            .filter(|(first, later)| first != later)
             .collect();
         let values = params
             .iter()
@@ -314,7 +316,7 @@ impl<'a> Weights<'a> {
                 return Err(LoadError::TiedDiffers {
                     first: (*first).to_owned(),
                     place: later.clone(),
-                    index: Some(at),
+                    index: at,
                 });
             }
         }

@@ -36,8 +36,8 @@ fn param<S: lazynet::Bound, L: lazynet::list::Layers>(
 }
 
 #[test]
-fn names_list_each_stem_and_the_trunk_once() {
-    let net = trunk().seed(1).bind_stems(stems!());
+fn names_list_each_stem_and_the_trunk_once() -> Result<(), Error> {
+    let net = trunk().seed(1).bind_stems(stems!())?;
     let names: Vec<&str> = net.named_params().map(|(n, _)| n).collect();
     assert_eq!(
         names,
@@ -55,6 +55,7 @@ fn names_list_each_stem_and_the_trunk_once() {
     let stem = |i: usize| 16 * i + 16;
     assert_eq!(net.param_count(), stem(4) + stem(7) + 8 * 16 + 8 + 8 + 1);
     assert_eq!(net.stem_inputs(), [vec![4], vec![7]]);
+    Ok(())
 }
 
 /// The plain net `stem → trunk` with the stemmed net's parameters for the stem `input`.
@@ -81,7 +82,7 @@ fn plain_for<S: lazynet::Bound, L: lazynet::list::Layers>(
 #[test]
 fn each_batch_runs_its_stem_then_the_one_trunk_and_its_gradients_reach_the_trunk(
 ) -> Result<(), Error> {
-    let net = trunk().seed(2).bind_stems(stems!());
+    let net = trunk().seed(2).bind_stems(stems!())?;
     let x4 = Batch::<U4>::from_fn(3, |f, s| (f as f32 - 1.5) * (s as f32 + 0.5));
     let x7 = Batch::<U7>::from_fn(5, |f, s| ((f * 3 + s) % 5) as f32 - 2.0);
 
@@ -136,7 +137,7 @@ fn each_batch_runs_its_stem_then_the_one_trunk_and_its_gradients_reach_the_trunk
 #[test]
 fn a_step_moves_the_trunk_and_the_reached_stem_and_leaves_the_other_stem_alone() -> Result<(), Error>
 {
-    let mut net = trunk().seed(3).bind_stems(stems!());
+    let mut net = trunk().seed(3).bind_stems(stems!())?;
     let x4 = Batch::<U4>::from_fn(4, |f, s| (f + 2 * s) as f32 * 0.1);
     let t = Batch::<U1>::from_fn(4, |_, s| s as f32);
     let names = ["stems.4.0.weight", "stems.7.0.weight", "trunk.0.weight"];
@@ -165,7 +166,7 @@ fn a_step_moves_the_trunk_and_the_reached_stem_and_leaves_the_other_stem_alone()
 
 #[test]
 fn a_run_time_shape_without_a_stem_is_an_error_naming_the_stems() -> Result<(), Error> {
-    let net = trunk().bind_stems(stems!());
+    let net = trunk().bind_stems(stems!())?;
     let x = Batch::<Dyn>::from_fn_dyn(5, 2, |f, _| f as f32);
     let err = net.try_forward(&x).err().ok_or("5 features ran")?;
     assert_eq!(
@@ -186,9 +187,9 @@ fn a_run_time_shape_without_a_stem_is_an_error_naming_the_stems() -> Result<(), 
 
 #[test]
 fn saved_and_loaded_to_the_same_outputs() -> Result<(), Error> {
-    let net = trunk().seed(4).bind_stems(stems!());
+    let net = trunk().seed(4).bind_stems(stems!())?;
     let bytes = net.save_to_bytes()?;
-    let mut fresh = trunk().seed(5).bind_stems(stems!());
+    let mut fresh = trunk().seed(5).bind_stems(stems!())?;
     let x = Batch::<U7>::from_fn(2, |f, s| (f + s) as f32);
     assert_ne!(fresh.forward(&x).as_matrix(), net.forward(&x).as_matrix());
     fresh.load_weights(&Weights::from_bytes(&bytes)?, LoadOptions::new())?;
@@ -205,7 +206,7 @@ fn stems_of_images_and_of_flat_inputs_share_a_trunk() -> Result<(), Error> {
     let net = Net::new()
         .push(Relu)
         .push(Dense::<U2>::new())
-        .bind_stems(stems);
+        .bind_stems(stems)?;
     let image = Batch::<Image<U1, U4, U4>>::from_fn(2, |f, _| f as f32 * 0.1);
     let flat = Batch::<U3>::from_fn(2, |f, _| f as f32);
     assert_eq!(net.forward(&image).samples(), 2);
@@ -220,8 +221,8 @@ fn stems_of_images_and_of_flat_inputs_share_a_trunk() -> Result<(), Error> {
 }
 
 #[test]
-fn the_summary_shows_each_stem_and_marks_the_trunk_s_later_places() {
-    let net = trunk().bind_stems(stems!());
+fn the_summary_shows_each_stem_and_marks_the_trunk_s_later_places() -> Result<(), Error> {
+    let net = trunk().bind_stems(stems!())?;
     let table = format!("{net}");
     assert!(
         table.starts_with("Net (stems for inputs (4,), (7,))"),
@@ -236,4 +237,23 @@ fn the_summary_shows_each_stem_and_marks_the_trunk_s_later_places() {
     assert!(table
         .trim_end()
         .ends_with(&format!("parameters: {}", net.param_count())));
+    Ok(())
+}
+
+#[test]
+fn two_stems_for_one_shape_are_an_error() {
+    let stems = Stems::new()
+        .stem::<U4, _>(Net::new().push(Relu))
+        .stem::<U4, _>(Net::new().push(Tanh));
+    let err = Net::new().push(Dense::<U2>::new()).bind_stems(stems).err();
+    assert_eq!(err, Some(ShapeError::DuplicateStem { shape: vec![4] }));
+}
+
+#[test]
+fn stems_of_run_time_widths_that_differ_are_an_error_not_a_panic() {
+    let stems = Stems::new()
+        .stem::<U4, _>(Net::new().push(Dense::dynamic(3)))
+        .stem::<U7, _>(Net::new().push(Dense::dynamic(5)));
+    let err = Net::new().push(Dense::<U2>::new()).bind_stems(stems).err();
+    assert!(matches!(err, Some(ShapeError::TiedInput { .. })), "{err:?}");
 }

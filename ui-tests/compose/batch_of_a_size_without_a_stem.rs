@@ -6,6 +6,6 @@ fn main() {
     let stems = Stems::new()
         .stem::<U4, _>(Net::new().push(Dense::<U16>::new()))
         .stem::<U7, _>(Net::new().push(Dense::<U16>::new()));
-    let net = trunk.bind_stems(stems);
+    let net = trunk.bind_stems(stems).unwrap();
     let _y = net.forward(&Batch::<U5>::zeros(2));
 }
