@@ -2,6 +2,7 @@
 
 mod api;
 mod attack;
+mod attack15;
 mod attack_grads;
 mod attack_zero;
 mod batch;
