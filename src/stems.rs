@@ -366,12 +366,12 @@ impl<E: StemsFit<L>, L: Layers> Net<Stemmed<E>, L> {
             })
     }
 
-    /// The output shape of the nodes `nodes`.
-    fn output_of(&self, nodes: &Range<usize>) -> Vec<usize> {
+    /// The output shape of the nodes `nodes` on inputs of shape `input` (the input itself for
+    /// a path of no nodes).
+    fn output_of(&self, nodes: &Range<usize>, input: &[usize]) -> Vec<usize> {
         let last = nodes.end.checked_sub(1).filter(|l| *l >= nodes.start);
         last.and_then(|l| self.state().layers.get(l))
-            .map(|l| l.output.clone())
-            .unwrap_or_default()
+            .map_or_else(|| input.to_vec(), |l| l.output.clone())
     }
 
     /// Runs the stem for `x`'s shape, then the trunk. A batch of a shape that has no stem is
@@ -396,8 +396,9 @@ impl<E: StemsFit<L>, L: Layers> Net<Stemmed<E>, L> {
     /// [`ShapeError::NoStem`] when no stem takes samples of `x`'s shape;
     /// [`ShapeError::OutOfMemory`] when a layer's output cannot be allocated.
     pub fn try_forward<B: Shape>(&self, x: &Batch<B>) -> Result<Batch<E::Out>, ShapeError> {
-        let nodes = self.entry(&x.features().dims())?;
-        let out = E::Out::from_dims(&self.output_of(&nodes)).unwrap_or_default();
+        let dims = x.features().dims();
+        let nodes = self.entry(&dims)?;
+        let out = E::Out::from_dims(&self.output_of(&nodes, &dims)).unwrap_or_default();
         let y = exec::forward_at(&self.state().layers, nodes, x.as_matrix())?;
         Ok(Batch::from_parts(y, out))
     }
@@ -420,8 +421,9 @@ impl<E: StemsFit<L>, L: Layers> Net<Stemmed<E>, L> {
         T: TargetFor<<E::Out as Shape>::Flat>,
         F: Loss<T>,
     {
-        let nodes = self.entry(&x.features().dims())?;
-        crate::train::check_target(&self.output_of(&nodes), x.samples(), target)?;
+        let dims = x.features().dims();
+        let nodes = self.entry(&dims)?;
+        crate::train::check_target(&self.output_of(&nodes, &dims), x.samples(), target)?;
         let layers = &self.state().layers;
         let (value, mut grads, _) =
             loss_grads_at(layers, nodes.clone(), x.as_matrix(), target, loss)?;

@@ -87,12 +87,27 @@ pub(crate) fn build_stems(
         planner.expect(&stem.expected);
         let input = (Src::Input, Some(PartialShape::from_dims(&stem.input)));
         let prefix = format!("stems.{}.", stem.name);
-        let (src, shape) = planner.seq(&stem.layers, &prefix, &[], input)?;
+        let in_stem = |source: ShapeError| ShapeError::InBlock {
+            layer: format!("stems.{}", stem.name),
+            kind: "Stem",
+            branch: "its layers",
+            source: Box::new(source),
+        };
+        let (src, shape) = planner
+            .seq(&stem.layers, &prefix, &[], input)
+            .map_err(in_stem)?;
         match &first_trunk {
             None => {
                 let trunk_start = planner.nodes.len();
                 planner.expect(trunk_expected);
-                planner.seq(trunk, "trunk.", &[], (src, shape.clone()))?;
+                planner
+                    .seq(trunk, "trunk.", &[], (src, shape.clone()))
+                    .map_err(|source| ShapeError::InBlock {
+                        layer: "trunk".into(),
+                        kind: "Trunk",
+                        branch: "its layers",
+                        source: Box::new(source),
+                    })?;
                 let range = trunk_start..planner.nodes.len();
                 first_trunk = Some((range, src, shape, stem.name.clone()));
             }

@@ -237,19 +237,27 @@ impl<'e> Planner<'e> {
         // A composite layer that declares its input (`with_input`) is checked here: its
         // parts never see the declaration.
         let parts = layer.parts();
-        if let (false, Some(expected), Some([Some(actual)])) = (
-            matches!(parts, Parts::Leaf),
-            layer.declared_input(),
-            flow.1.as_ref().map(|s| s.0.as_slice()),
-        ) {
-            if expected != *actual {
-                let fault = Fault::DeclaredInput {
+        let mut flow = flow;
+        if let (false, Some(expected)) = (matches!(parts, Parts::Leaf), layer.declared_input()) {
+            let fault = match flow.1.as_ref().map(|s| s.0.as_slice()) {
+                Some([Some(actual)]) if *actual != expected => Some(Fault::DeclaredInput {
                     expected,
                     actual: *actual,
-                };
-                if self.binding {
-                    return Err(fault.at(index, layer.kind()));
-                }
+                }),
+                Some([_]) | None => None,
+                Some(_) => Some(Fault::Rank {
+                    needs: "a flat input (it declares its input size)",
+                    found: flow
+                        .1
+                        .as_ref()
+                        .map(PartialShape::or_zero)
+                        .unwrap_or_default(),
+                }),
+            };
+            match fault {
+                Some(fault) if self.binding => return Err(fault.at(index, layer.kind())),
+                // Before binding, the parts see the declared width.
+                _ => flow.1 = Some(PartialShape::from_dims(&[expected])),
             }
         }
         match parts {
@@ -364,6 +372,23 @@ impl<'e> Planner<'e> {
                 layer: path,
                 name: name.to_owned(),
                 reason: "a name is one part of a parameter's path: not empty, and without a dot",
+            });
+        }
+        // Every layer of the body, and the projection, has a name of its own.
+        let placed: Vec<String> = (0..body.len())
+            .map(|j| names.get(j).cloned().unwrap_or_else(|| j.to_string()))
+            .chain(projection_name.map(str::to_owned))
+            .collect();
+        if let Some((j, name)) = placed
+            .iter()
+            .enumerate()
+            .find(|(j, n)| placed[..*j].contains(n))
+        {
+            let _ = j;
+            return Err(ShapeError::BlockName {
+                layer: path,
+                name: name.clone(),
+                reason: "two layers of the block (or a layer and the projection) have this name",
             });
         }
         if names.len() > body.len() {
@@ -566,6 +591,18 @@ impl<'e> Planner<'e> {
         let kernel: Arc<dyn Kernel> = Arc::from(layer.kernel(&input, &output));
         // Both products fit: `fits` checked them.
         let size = |dims: &[usize]| dims.iter().product::<usize>();
+        if (kernel.is_reshape() || kernel.activation().is_some()) && !params.is_empty() {
+            return Err(contradicts(
+                index,
+                kind,
+                format!(
+                    "its kernel says it is {} (`Kernel::{}`), which the net skips or runs without its kernel, but it owns {} parameter(s)",
+                    if kernel.is_reshape() { "a reshape" } else { "an element-wise function" },
+                    if kernel.is_reshape() { "is_reshape" } else { "activation" },
+                    params.len()
+                ),
+            ));
+        }
         if kernel.is_reshape() && size(&input) != size(&output) {
             return Err(contradicts(
                 index,
