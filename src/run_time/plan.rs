@@ -367,7 +367,7 @@ impl<'e> Planner<'e> {
             .map(String::as_str)
             .chain(projection_name)
             .find(|n| n.is_empty() || n.contains('.'));
-        if let Some(name) = bad {
+        if let (Some(name), true) = (bad, self.binding) {
             return Err(ShapeError::BlockName {
                 layer: path,
                 name: name.to_owned(),
@@ -379,19 +379,18 @@ impl<'e> Planner<'e> {
             .map(|j| names.get(j).cloned().unwrap_or_else(|| j.to_string()))
             .chain(projection_name.map(str::to_owned))
             .collect();
-        if let Some((j, name)) = placed
+        let clash = placed
             .iter()
             .enumerate()
-            .find(|(j, n)| placed[..*j].contains(n))
-        {
-            let _ = j;
+            .find(|(j, n)| placed.get(..*j).is_some_and(|before| before.contains(n)));
+        if let (Some((_, name)), true) = (clash, self.binding) {
             return Err(ShapeError::BlockName {
                 layer: path,
                 name: name.clone(),
                 reason: "two layers of the block (or a layer and the projection) have this name",
             });
         }
-        if names.len() > body.len() {
+        if names.len() > body.len() && self.binding {
             return Err(ShapeError::BlockName {
                 layer: path,
                 name: names[body.len()..].join(", "),

@@ -27,6 +27,18 @@ impl Grads {
         self.values.get(i)
     }
 
+    /// Whether the batch reached the parameter `name`: `false` for a stem of a net with
+    /// [stems](crate::stems) that the batch did not run through (its gradient is zeros, and an
+    /// optimizer step leaves it alone) and for a name the net does not have.
+    pub fn reached(&self, name: &str) -> bool {
+        let Some(i) = self.names.iter().position(|n| n == name) else {
+            return false;
+        };
+        self.reached
+            .as_ref()
+            .is_none_or(|r| r.get(i) == Some(&true))
+    }
+
     /// The number of gradients (of parameters).
     pub fn len(&self) -> usize {
         self.values.len()

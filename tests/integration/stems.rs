@@ -128,9 +128,12 @@ fn each_batch_runs_its_stem_then_the_one_trunk_and_its_gradients_reach_the_trunk
     for (ours, theirs) in pairs {
         assert_eq!(grads.get(ours), plain_grads.get(theirs), "{ours}");
     }
-    // The stem the batch did not run through gets a zero gradient.
+    // The stem the batch did not run through gets a zero gradient, marked as not reached.
     let unreached = grads.get("stems.4.0.weight").ok_or("no gradient")?;
     assert!(unreached.iter().all(|&g| g == 0.0));
+    assert!(!grads.reached("stems.4.0.weight"));
+    assert!(grads.reached("stems.7.0.weight") && grads.reached("trunk.0.weight"));
+    assert!(!grads.reached("no.such.weight"));
     Ok(())
 }
 
