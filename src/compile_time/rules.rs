@@ -59,7 +59,7 @@ pub struct AtRunTime;
 #[diagnostic::on_unimplemented(
     message = "this net has a size check that only run time can make, so `bind` is not offered",
     label = "use `try_bind(n)`, which returns a `Result`",
-    note = "a run-time width (`Dense::dynamic`, `with_input_size`) meets a declared input size somewhere in the net"
+    note = "a run-time width (`Dense::dynamic`, `with_input_size`) meets a declared input size somewhere in the net, or a tied layer (`Shared`) sits where the declaration does not know its width (first in a net or a block, after a convolution, a pooling layer or a run-time width)"
 )]
 pub trait CheckedAtCompileTime {}
 
