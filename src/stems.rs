@@ -432,6 +432,55 @@ impl<E: StemsFit<L>, L: Layers> Net<Stemmed<E>, L> {
     }
 }
 
+impl<E: StemsFit<L>, L: Layers> Net<Stemmed<E>, L> {
+    /// The loss of a batch and, for labels, the fraction of samples classified right, from one
+    /// forward pass through the stem for the batch's shape and the trunk, as
+    /// [`Net::evaluate`] does for a net of one input.
+    ///
+    /// # Errors
+    /// As [`loss_and_grads`](Net::loss_and_grads).
+    pub fn evaluate<B, T, F>(
+        &self,
+        x: &Batch<B>,
+        target: &T,
+        loss: F,
+    ) -> Result<(f32, Option<f32>), ShapeError>
+    where
+        B: Shape,
+        T: TargetFor<<E::Out as Shape>::Flat>,
+        F: Loss<T>,
+    {
+        let dims = x.features().dims();
+        let nodes = self.entry(&dims)?;
+        crate::train::check_target(&self.output_of(&nodes, &dims), x.samples(), target)?;
+        let y = exec::forward_at(&self.state().layers, nodes, x.as_matrix())?;
+        let (value, _) = loss.loss_and_grad(&y, target)?;
+        let samples = x.samples().max(1) as f32;
+        let accuracy = target.correct(&y).map(|c| c as f32 / samples);
+        Ok((value, accuracy))
+    }
+
+    /// The class of every sample of a batch (the index of its largest output), through the
+    /// stem for the batch's shape, as [`Net::predict_classes`] does for a net of one input.
+    ///
+    /// # Errors
+    /// As [`try_forward`](Net::try_forward); [`ShapeError::NoClasses`] for a net whose output
+    /// has no values.
+    pub fn predict_classes<B: Shape>(&self, x: &Batch<B>) -> Result<Vec<usize>, ShapeError> {
+        self.try_forward(x)?.argmax()
+    }
+
+    /// The shape the net produces for one sample through the stem for inputs of shape
+    /// `input`: `[10]`, or `[16, 14, 14]` for an image.
+    ///
+    /// # Errors
+    /// [`ShapeError::NoStem`] when no stem takes inputs of that shape.
+    pub fn output_dims_for(&self, input: &[usize]) -> Result<Vec<usize>, ShapeError> {
+        let nodes = self.entry(input)?;
+        Ok(self.output_of(&nodes, input))
+    }
+}
+
 /// Which parameters, in order, the nodes `nodes` compute with.
 fn reached(layers: &[BoundLayer], nodes: Range<usize>) -> Vec<bool> {
     let mut owners = vec![false; layers.len()];

@@ -260,3 +260,33 @@ fn stems_of_run_time_widths_that_differ_are_an_error_not_a_panic() {
     let err = Net::new().push(Dense::<U2>::new()).bind_stems(stems).err();
     assert!(matches!(err, Some(ShapeError::TiedInput { .. })), "{err:?}");
 }
+
+#[test]
+fn evaluate_and_predict_classes_run_the_batch_s_stem() -> Result<(), Error> {
+    let stems = Stems::new()
+        .stem::<U4, _>(Net::new().push(Dense::<U6>::new()).push(Relu))
+        .stem::<U7, _>(Net::new().push(Dense::<U6>::new()).push(Relu));
+    let net = Net::new()
+        .push(Dense::<U3>::new())
+        .seed(9)
+        .bind_stems(stems)?;
+    let x = Batch::<U7>::from_fn(5, |f, s| ((f * 3 + s) % 4) as f32 - 1.5);
+    let labels = Labels::<U3>::try_new(vec![0, 1, 2, 1, 0])?;
+    let (loss, accuracy) = net.evaluate(&x, &labels, CrossEntropy)?;
+    let (grads_loss, _) = net.loss_and_grads(&x, &labels, CrossEntropy)?;
+    assert_eq!(loss, grads_loss);
+    let classes = net.predict_classes(&x)?;
+    assert_eq!(classes, net.try_forward(&x)?.argmax()?);
+    let right = classes
+        .iter()
+        .zip([0, 1, 2, 1, 0])
+        .filter(|(a, b)| **a == *b)
+        .count();
+    assert_eq!(accuracy, Some(right as f32 / 5.0));
+    assert_eq!(net.output_dims_for(&[4])?, [3]);
+    assert!(matches!(
+        net.output_dims_for(&[5]),
+        Err(ShapeError::NoStem { .. })
+    ));
+    Ok(())
+}
