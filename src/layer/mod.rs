@@ -320,26 +320,12 @@ macro_rules! shape_rule {
         $crate::keeps_shape!($layer);
     };
     ($layer:ty, flat -> same) => {
-        /// Follows anything; produces what it receives.
-        impl<Prev> $crate::list::Follows<Prev> for $layer {
-            type Known = Prev;
-        }
-
-        /// Declares no input size.
-        impl $crate::layer::DeclaresInput for $layer {
-            type Input = $crate::layer::Infer;
-        }
-
-        /// A flat input; the output has its width.
-        impl<In: $crate::Shape, Known> $crate::layer::LayerOn<In, Known> for $layer
-        where
-            $crate::rules::Input<In>: $crate::rules::NeedsFlat<$layer>,
-        {
-            type Out = In;
-            type Checks = $crate::rules::Proven;
-        }
+        $crate::shape_rule!(@keeps $layer, $crate::rules::NeedsFlat<$layer>);
     };
     ($layer:ty, image -> same) => {
+        $crate::shape_rule!(@keeps $layer, $crate::rules::NeedsImage<$layer>);
+    };
+    (@keeps $layer:ty, $rule:path) => {
         /// Follows anything; produces what it receives.
         impl<Prev> $crate::list::Follows<Prev> for $layer {
             type Known = Prev;
@@ -350,10 +336,10 @@ macro_rules! shape_rule {
             type Input = $crate::layer::Infer;
         }
 
-        /// An image; the output has its shape.
+        /// An input of its class (the rule `$rule`); the output has its shape.
         impl<In: $crate::Shape, Known> $crate::layer::LayerOn<In, Known> for $layer
         where
-            $crate::rules::Input<In>: $crate::rules::NeedsImage<$layer>,
+            $crate::rules::Input<In>: $rule,
         {
             type Out = In;
             type Checks = $crate::rules::Proven;

@@ -84,7 +84,7 @@ pub(crate) fn build_stems(
     for stem in stems {
         check_input(&stem.input)?;
         let start = planner.nodes.len();
-        planner.expect(&stem.expected);
+        planner.compare_with(&stem.expected);
         let input = (Src::Input, Some(PartialShape::from_dims(&stem.input)));
         let prefix = format!("stems.{}.", stem.name);
         let in_stem = |source: ShapeError| ShapeError::InBlock {
@@ -99,7 +99,7 @@ pub(crate) fn build_stems(
         match &first_trunk {
             None => {
                 let trunk_start = planner.nodes.len();
-                planner.expect(trunk_expected);
+                planner.compare_with(trunk_expected);
                 planner
                     .seq(trunk, "trunk.", &[], (src, shape.clone()))
                     .map_err(|source| ShapeError::InBlock {
@@ -442,7 +442,7 @@ fn output_buffer(
 
 /// The parameters node `layer` computes with: its own, or its tied set's.
 fn params_of(layers: &[BoundLayer], layer: usize) -> &[crate::state::Param] {
-    let owner = layers[layer].tied.unwrap_or(layer);
+    let owner = layers.get(layer).and_then(|l| l.tied).unwrap_or(layer);
     layers.get(owner).map_or(&[], |l| l.params.as_slice())
 }
 
@@ -708,7 +708,9 @@ pub(crate) fn backward(
         let params = params_of(layers, step.layer);
         let start = offsets.get(owner).copied().unwrap_or(0);
         let mut own = None;
-        let first = !std::mem::replace(&mut written[owner], true);
+        let first = written
+            .get_mut(owner)
+            .is_some_and(|w| !std::mem::replace(w, true));
         let mine: &mut [DMatrix<f32>] = if first {
             &mut grads[start..start + params.len()]
         } else {

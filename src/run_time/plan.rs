@@ -142,7 +142,7 @@ impl<'e> Planner<'e> {
     }
 
     /// Checks the layers planned next against `expected` (as [`binding`](Planner::binding)).
-    pub(crate) fn expect(&mut self, expected: &'e [PartialShape]) {
+    pub(crate) fn compare_with(&mut self, expected: &'e [PartialShape]) {
         self.expected = expected;
         self.cursor = 0;
     }

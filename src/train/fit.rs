@@ -352,7 +352,10 @@ impl core::fmt::Display for Rate {
             // Four significant digits, trailing zeros dropped. The logarithm's floor is in
             // −4..=3 here, so the digits are 0 to 7.
             let exponent = lr.abs().log10().floor().clamp(-5.0, 4.0);
-            let digits = usize::try_from(3 - exponent as i32).unwrap_or(0);
+            // Exact: a whole number in −5..=4, so 3 − exponent is a whole number in −1..=8.
+            let digits = (0u8..=8)
+                .find(|&d| f64::from(d) == 3.0 - exponent)
+                .map_or(0, usize::from);
             let text = format!("{lr:.digits$}");
             let text = if text.contains('.') {
                 text.trim_end_matches('0').trim_end_matches('.')
