@@ -24,6 +24,13 @@ pub enum Role {
     /// Initializers that tell weights from biases ([`WeightBias`], the fan-based ones) treat
     /// it as a weight; one of your own can tell it by [`ParamInfo::name`].
     Named(&'static str),
+    /// A normalization's scale (`3.weight` of a [`BatchNorm`](crate::layer::BatchNorm) or
+    /// [`LayerNorm`](crate::layer::LayerNorm)). It starts at 1, as in PyTorch, whatever
+    /// initializer the net has: initializers are not called for it.
+    Scale,
+    /// A normalization's shift (`3.bias`). It starts at 0, as in PyTorch, whatever initializer
+    /// the net has: initializers are not called for it.
+    Shift,
 }
 
 impl Role {
@@ -33,6 +40,8 @@ impl Role {
             Role::Weight => "weight",
             Role::Bias => "bias",
             Role::Named(suffix) => suffix,
+            Role::Scale => "weight",
+            Role::Shift => "bias",
         }
     }
 
@@ -528,7 +537,8 @@ impl<W: Initializer, B: Initializer> Initializer for WeightBias<W, B> {
     fn init(&self, param: &ParamInfo<'_>, rng: &mut InitRng, values: &mut [f32]) {
         match param.role {
             Role::Bias => self.bias.init(param, rng, values),
-            Role::Weight | Role::Named(_) => self.weight.init(param, rng, values),
+            Role::Weight | Role::Named(_) | Role::Scale => self.weight.init(param, rng, values),
+            Role::Shift => self.bias.init(param, rng, values),
         }
     }
 }

@@ -232,6 +232,7 @@ impl<L: Layers> Net<Uninit, L> {
                 input,
                 seed: self.state.seed,
                 layers,
+                steps: 0,
             },
             layers: self.layers.clone(),
         })

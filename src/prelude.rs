@@ -9,8 +9,8 @@ pub use crate::init::{
     ParamInfo, Role, Uniform, WeightBias, XavierNormal, XavierUniform, Zeros,
 };
 pub use crate::layer::{
-    AvgPool2d, Conv2d, DeclareInput, Dense, Flatten, Identity, MaxPool2d, Relu, Residual, Shared,
-    Sigmoid, Tanh,
+    AvgPool2d, BatchNorm, Conv2d, DeclareInput, Dense, Dropout, Flatten, Identity, LayerNorm,
+    MaxPool2d, Relu, Residual, Shared, Sigmoid, Tanh,
 };
 pub use crate::net::Net;
 pub use crate::shape::{Image, Shape, StaticShape};

@@ -262,6 +262,8 @@ impl<K, H, T, I> HasStem<K, There<I>> for (H, T) where T: HasStem<K, I> {}
 pub struct Stemmed<E> {
     seed: u64,
     layers: Vec<BoundLayer>,
+    /// The optimizer steps taken (see [`Bound`]).
+    steps: u64,
     /// Per stem, first added first: its input shape and the nodes it runs through.
     entries: Vec<(Vec<usize>, Range<usize>)>,
     stems: PhantomData<fn() -> E>,
@@ -272,6 +274,7 @@ impl<E> Clone for Stemmed<E> {
         Stemmed {
             seed: self.seed,
             layers: self.layers.clone(),
+            steps: self.steps,
             entries: self.entries.clone(),
             stems: PhantomData,
         }
@@ -310,6 +313,12 @@ impl<E> Bound for Stemmed<E> {
     fn seed(&self) -> u64 {
         self.seed
     }
+    fn steps(&self) -> u64 {
+        self.steps
+    }
+    fn steps_mut(&mut self) -> &mut u64 {
+        &mut self.steps
+    }
 }
 
 impl<L: Layers> Net<Uninit, L> {
@@ -339,6 +348,7 @@ impl<L: Layers> Net<Uninit, L> {
             Stemmed {
                 seed: self.state().seed,
                 layers,
+                steps: 0,
                 entries,
                 stems: PhantomData,
             },
@@ -424,9 +434,11 @@ impl<E: StemsFit<L>, L: Layers> Net<Stemmed<E>, L> {
         let dims = x.features().dims();
         let nodes = self.entry(&dims)?;
         crate::train::check_target(&self.output_of(&nodes, &dims), x.samples(), target)?;
-        let layers = &self.state().layers;
+        let state = self.state();
+        let ctx = crate::exec::RunCtx::train(state.seed, state.steps);
+        let layers = &state.layers;
         let (value, mut grads, _) =
-            loss_grads_at(layers, nodes.clone(), x.as_matrix(), target, loss)?;
+            loss_grads_at(layers, nodes.clone(), x.as_matrix(), target, loss, ctx)?;
         grads.reached = Some(reached(layers, nodes));
         Ok((value, grads))
     }

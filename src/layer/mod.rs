@@ -10,6 +10,8 @@ mod conv;
 mod declared;
 mod dense;
 mod flatten;
+mod norm;
+mod pass;
 mod pool;
 
 use core::fmt;
@@ -26,6 +28,8 @@ pub use conv::Conv2d;
 pub use declared::{DeclareInput, WithInput};
 pub use dense::{Dense, Infer, InputDecl, InputRule, PushRule};
 pub use flatten::Flatten;
+pub use norm::{BatchNorm, Dropout, LayerNorm, SettingError};
+pub use pass::{Buffer, BufferKind, BufferSpec, BufferValue, Mode, Pass};
 pub use pool::{Avg, AvgPool2d, Max, MaxPool2d, Pool2d, PoolKind};
 
 use crate::init::Role;
@@ -77,6 +81,14 @@ pub trait Layer: Send + Sync + 'static {
     /// known input and output shapes: their names and shapes, so that binding checks that
     /// they can be allocated.
     fn scratch(&self, _input: &[usize], _output: &[usize]) -> Vec<(&'static str, Vec<usize>)> {
+        Vec::new()
+    }
+
+    /// The buffers the layer will own, given its input as far as it is known: state that is
+    /// not learned, such as [`BatchNorm`]'s running statistics. Their names are
+    /// `{path}.{name}`; they are saved and loaded with the parameters but are not parameters
+    /// (no gradient, no optimizer, no initializer). None unless overridden.
+    fn buffers(&self, _input: Option<&PartialShape>) -> Vec<BufferSpec> {
         Vec::new()
     }
 
@@ -162,6 +174,50 @@ pub trait Kernel: Send + Sync + fmt::Debug + 'static {
         dx: Option<&mut DMatrix<f32>>,
     ) -> Result<(), ShapeError>;
 
+    /// [`forward`](Kernel::forward) in a [`Pass`]: the net calls this one. A kernel whose
+    /// output depends on the mode (training or inference), on its layer's buffers or on
+    /// random numbers overrides it (and may make [`forward`](Kernel::forward) an error);
+    /// the default calls [`forward`](Kernel::forward).
+    ///
+    /// In a training pass the kernel may record new values for its buffers with
+    /// [`Pass::set_buffer`]: the net is not changed by the pass, the next optimizer step
+    /// writes them.
+    ///
+    /// # Errors
+    /// As [`forward`](Kernel::forward).
+    fn forward_with(
+        &self,
+        pass: &mut Pass<'_>,
+        params: &[Param],
+        x: &DMatrix<f32>,
+        y: &mut DMatrix<f32>,
+        then: Activation,
+    ) -> Result<(), ShapeError> {
+        let _ = pass;
+        self.forward(params, x, y, then)
+    }
+
+    /// [`backward`](Kernel::backward) in a [`Pass`] (always a training pass, the one whose
+    /// forward pass computed `y`): the net calls this one. The default calls
+    /// [`backward`](Kernel::backward).
+    ///
+    /// # Errors
+    /// As [`backward`](Kernel::backward).
+    #[allow(clippy::too_many_arguments)]
+    fn backward_with(
+        &self,
+        pass: &Pass<'_>,
+        params: &[Param],
+        x: &DMatrix<f32>,
+        y: &DMatrix<f32>,
+        dy: &DMatrix<f32>,
+        grads: &mut [DMatrix<f32>],
+        dx: Option<&mut DMatrix<f32>>,
+    ) -> Result<(), ShapeError> {
+        let _ = pass;
+        self.backward(params, x, y, dy, grads, dx)
+    }
+
     /// Whether [`forward`](Kernel::forward) applies the activation that follows the layer
     /// (one pass over the output instead of two). `false` unless overridden.
     fn fuses_activation(&self) -> bool {
@@ -189,7 +245,7 @@ pub trait Kernel: Send + Sync + fmt::Debug + 'static {
 /// shape found and the shape needed. A kernel called outside a net (through
 /// [`Layer::kernel`] and [`Param::new`]) with other shapes gets [`ShapeError::Contract`]
 /// instead of a panic in a GEMM.
-pub(crate) fn check_buffers(kind: &str, buffers: &[Buffer<'_>]) -> Result<(), ShapeError> {
+pub(crate) fn check_buffers(kind: &str, buffers: &[Checked<'_>]) -> Result<(), ShapeError> {
     for &(what, found, needed) in buffers {
         if found != needed {
             return Err(ShapeError::Contract {
@@ -205,7 +261,7 @@ pub(crate) fn check_buffers(kind: &str, buffers: &[Buffer<'_>]) -> Result<(), Sh
 }
 
 /// A buffer to check: its name, the shape found and the shape needed.
-pub(crate) type Buffer<'a> = (&'a str, (usize, usize), (usize, usize));
+pub(crate) type Checked<'a> = (&'a str, (usize, usize), (usize, usize));
 
 /// The error of a kernel given another number of parameters than its layer owns.
 pub(crate) fn param_count(kind: &str, found: usize, needed: usize) -> ShapeError {

@@ -224,7 +224,7 @@ impl<Kind: PoolKind> PoolKernel<Kind> {
         (self.geom.c * self.geom.out_h * self.geom.out_w, n)
     }
 
-    fn check(&self, buffers: &[super::Buffer<'_>]) -> Result<(), ShapeError> {
+    fn check(&self, buffers: &[super::Checked<'_>]) -> Result<(), ShapeError> {
         check_buffers(Kind::KIND, buffers)
     }
 }

@@ -137,9 +137,17 @@ fn allocate(nodes: Vec<crate::plan::Node>) -> Result<Vec<BoundLayer>, ShapeError
     let mut seen = std::collections::HashMap::new();
     for node in &nodes {
         let owner = node.tied.and_then(|t| nodes.get(t)).unwrap_or(node);
-        for p in &owner.params {
-            let name = format!("{}.{}", node.path, p.role.suffix());
-            let again = node.tied.is_some() && name == p.name;
+        let suffixes = owner
+            .params
+            .iter()
+            .map(|p| (p.name.as_str(), p.role.suffix()));
+        let buffers = owner.buffers.iter().map(|(name, _, _)| {
+            let suffix = name.rsplit('.').next().unwrap_or(name.as_str());
+            (name.as_str(), suffix)
+        });
+        for (first, suffix) in suffixes.chain(buffers) {
+            let name = format!("{}.{suffix}", node.path);
+            let again = node.tied.is_some() && name == first;
             if again {
                 continue;
             }
@@ -158,8 +166,10 @@ fn allocate(nodes: Vec<crate::plan::Node>) -> Result<Vec<BoundLayer>, ShapeError
     // would be killed while writing them.
     let mut total = 0u128;
     for node in &nodes {
-        for p in &node.params {
-            let dims = p.shape.known().unwrap_or_default();
+        let params = node.params.iter().map(|p| (&p.name, &p.shape, "parameter"));
+        let buffers = node.buffers.iter().map(|(n, s, _)| (n, s, "buffer"));
+        for (name, shape, what) in params.chain(buffers) {
+            let dims = shape.known().unwrap_or_default();
             let before = total;
             total += dims.iter().map(|&d| d as u128).product::<u128>();
             if !crate::alloc::fits_in_memory(total) {
@@ -170,8 +180,8 @@ fn allocate(nodes: Vec<crate::plan::Node>) -> Result<Vec<BoundLayer>, ShapeError
                 };
                 return Err(ShapeError::OutOfMemory {
                     what: format!(
-                        "parameter `{}` of layer {} ({}), shape {}{with}",
-                        p.name,
+                        "{what} `{}` of layer {} ({}), shape {}{with}",
+                        name,
                         node.path,
                         node.kind,
                         Dims(&dims)
@@ -221,6 +231,13 @@ fn allocate(nodes: Vec<crate::plan::Node>) -> Result<Vec<BoundLayer>, ShapeError
                     })
                 })
                 .collect::<Result<_, ShapeError>>()?;
+            let buffers = node
+                .buffers
+                .into_iter()
+                .map(|(name, shape, kind)| {
+                    crate::layer::Buffer::new(name, &shape.known().unwrap_or_default(), kind)
+                })
+                .collect::<Result<_, ShapeError>>()?;
             Ok(BoundLayer {
                 kind: node.kind,
                 path: node.path,
@@ -233,6 +250,7 @@ fn allocate(nodes: Vec<crate::plan::Node>) -> Result<Vec<BoundLayer>, ShapeError
                 input: node.input,
                 params,
                 tied: node.tied,
+                buffers,
             })
         })
         .collect()
@@ -250,32 +268,45 @@ pub(crate) fn initialize(
     for p in layers.iter().flat_map(|l| l.params.iter()) {
         let what = || format!("a copy of parameter `{}`, shape {}", p.name, Dims(&p.shape));
         let mut value = try_zeros(p.value.nrows(), p.value.ncols(), what)?;
-        let info = ParamInfo::new(&p.name, &p.shape, p.role, p.fan_in, p.fan_out);
-        init.init(
-            &info,
-            &mut InitRng::new(seed, &p.name),
-            value.as_mut_slice(),
-        );
+        draw(init, seed, p, value.as_mut_slice());
         fresh.push(value);
+    }
+    let mut buffers = Vec::new();
+    for b in layers.iter().flat_map(|l| l.buffers.iter()) {
+        buffers.push(b.fresh()?);
     }
     let params = layers.iter_mut().flat_map(|l| l.params.iter_mut());
     for (p, value) in params.zip(fresh) {
         p.value = value;
         p.magnitude = None;
     }
+    let olds = layers.iter_mut().flat_map(|l| l.buffers.iter_mut());
+    for (old, new) in olds.zip(buffers) {
+        *old = new;
+    }
     Ok(())
+}
+
+/// Draws the starting values of `p` with `init`: a normalization's scale and shift start at 1
+/// and 0 whatever the initializer, as in PyTorch.
+fn draw(init: &dyn Initializer, seed: u64, p: &Param, values: &mut [f32]) {
+    match p.role {
+        crate::init::Role::Scale => values.fill(1.0),
+        crate::init::Role::Shift => values.fill(0.0),
+        _ => {
+            let info = ParamInfo::new(&p.name, &p.shape, p.role, p.fan_in, p.fan_out);
+            init.init(&info, &mut InitRng::new(seed, &p.name), values);
+        }
+    }
 }
 
 /// Initializes freshly built layers in place: nothing to keep if the initializer panics.
 pub(crate) fn initialize_fresh(layers: &mut [BoundLayer], init: &dyn Initializer, seed: u64) {
     for p in layers.iter_mut().flat_map(|l| l.params.iter_mut()) {
         p.magnitude = None;
-        let info = ParamInfo::new(&p.name, &p.shape, p.role, p.fan_in, p.fan_out);
-        init.init(
-            &info,
-            &mut InitRng::new(seed, &p.name),
-            p.value.as_mut_slice(),
-        );
+        let mut value = std::mem::replace(&mut p.value, DMatrix::zeros(0, 0));
+        draw(init, seed, p, value.as_mut_slice());
+        p.value = value;
     }
 }
 
@@ -446,12 +477,63 @@ fn params_of(layers: &[BoundLayer], layer: usize) -> &[crate::state::Param] {
     layers.get(owner).map_or(&[], |l| l.params.as_slice())
 }
 
+/// What a pass runs with besides the values: its mode, the key of its random streams, and the
+/// new buffer values its training steps recorded, per node that owns buffers.
+pub(crate) struct RunCtx {
+    mode: crate::layer::Mode,
+    seed: u64,
+    steps: u64,
+    /// Per node, the buffers as the pass left them (`None`: unchanged).
+    pending: Vec<Option<Vec<crate::layer::Buffer>>>,
+}
+
+impl RunCtx {
+    /// An inference pass.
+    pub(crate) fn eval() -> Self {
+        RunCtx {
+            mode: crate::layer::Mode::Eval,
+            seed: 0,
+            steps: 0,
+            pending: Vec::new(),
+        }
+    }
+
+    /// A training pass of a net seeded with `seed` after `steps` optimizer steps.
+    pub(crate) fn train(seed: u64, steps: u64) -> Self {
+        RunCtx {
+            mode: crate::layer::Mode::Train,
+            seed,
+            steps,
+            pending: Vec::new(),
+        }
+    }
+
+    /// The buffers node `owner` computes with: as an earlier place of this pass left them,
+    /// or the net's.
+    fn buffers<'a>(&'a self, layers: &'a [BoundLayer], owner: usize) -> &'a [crate::layer::Buffer] {
+        match self.pending.get(owner) {
+            Some(Some(b)) => b,
+            _ => layers.get(owner).map_or(&[], |l| l.buffers.as_slice()),
+        }
+    }
+
+    /// The new buffers the pass recorded: per node that owns buffers, all of its buffers.
+    pub(crate) fn into_updates(self) -> Vec<(usize, Vec<crate::layer::Buffer>)> {
+        self.pending
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, b)| Some((i, b?)))
+            .collect()
+    }
+}
+
 /// Runs one step on its input `x` (and `add`, the value a residual sum adds).
 fn run_step(
     layers: &[BoundLayer],
     step: &Stage,
     x: &DMatrix<f32>,
     add: Option<&DMatrix<f32>>,
+    ctx: &mut RunCtx,
 ) -> Result<DMatrix<f32>, ShapeError> {
     let layer = &layers[step.layer];
     let mut y = output_buffer(layers, step, x.ncols())?;
@@ -469,9 +551,33 @@ fn run_step(
             step.then.apply(y.as_mut_slice(), &[], 1);
         }
         (Op::Layer(kernel), _) => {
+            let owner = layer.tied.unwrap_or(step.layer);
+            let buffers = ctx.buffers(layers, owner);
+            let mut pass =
+                crate::layer::Pass::new(ctx.mode, buffers, ctx.seed, ctx.steps, &layer.path);
             kernel
-                .forward(params_of(layers, step.layer), x, &mut y, step.then)
+                .forward_with(
+                    &mut pass,
+                    params_of(layers, step.layer),
+                    x,
+                    &mut y,
+                    step.then,
+                )
                 .map_err(|e| at_layer(e, layer))?;
+            if pass.updates.iter().any(Option::is_some) {
+                let mut new = buffers.to_vec();
+                for (b, u) in new.iter_mut().zip(pass.updates) {
+                    if let Some(u) = u {
+                        b.value = u;
+                    }
+                }
+                if ctx.pending.len() < layers.len() {
+                    ctx.pending.resize(layers.len(), None);
+                }
+                if let Some(slot) = ctx.pending.get_mut(owner) {
+                    *slot = Some(new);
+                }
+            }
         }
         (Op::Add(_), None) => {
             return Err(broke(layer, "its second branch", shape, (0, 0)));
@@ -524,6 +630,7 @@ pub(crate) fn forward_at(
     x: &DMatrix<f32>,
 ) -> Result<DMatrix<f32>, ShapeError> {
     let samples = x.ncols();
+    let mut ctx = RunCtx::eval();
     let (stages, output) = stages(layers, nodes);
     let last = last_reads(&stages);
     let mut outputs: Vec<Option<DMatrix<f32>>> = Vec::with_capacity(stages.len());
@@ -542,7 +649,7 @@ pub(crate) fn forward_at(
             }
         }
         let add = step.add.map(|a| value(x, &outputs, a)).transpose()?;
-        let y = run_step(layers, step, value(x, &outputs, step.input)?, add)?;
+        let y = run_step(layers, step, value(x, &outputs, step.input)?, add, &mut ctx)?;
         // Values read for the last time are dropped.
         for slot in [Some(step.input), step.add].into_iter().flatten() {
             if let Slot::Step(p) = slot {
@@ -571,11 +678,12 @@ pub(crate) fn forward_at(
     }
 }
 
-/// A forward pass kept for the backward pass: every step's output.
+/// A forward pass kept for the backward pass: every step's output, and the pass's context.
 pub(crate) struct Trace {
     stages: Vec<Stage>,
     output: Slot,
     outputs: Vec<Option<DMatrix<f32>>>,
+    ctx: RunCtx,
 }
 
 impl Trace {
@@ -588,23 +696,25 @@ impl Trace {
     }
 }
 
-/// Runs the bound nodes on `x`, keeping every step's output.
+/// Runs the bound nodes on `x` in a training pass (`ctx`), keeping every step's output.
 pub(crate) fn forward_trace(
     layers: &[BoundLayer],
     nodes: Range<usize>,
     x: &DMatrix<f32>,
+    mut ctx: RunCtx,
 ) -> Result<Trace, ShapeError> {
     let (stages, output) = stages(layers, nodes);
     let mut outputs: Vec<Option<DMatrix<f32>>> = Vec::with_capacity(stages.len());
     for step in &stages {
         let add = step.add.map(|a| value(x, &outputs, a)).transpose()?;
-        let y = run_step(layers, step, value(x, &outputs, step.input)?, add)?;
+        let y = run_step(layers, step, value(x, &outputs, step.input)?, add, &mut ctx)?;
         outputs.push(Some(y));
     }
     Ok(Trace {
         stages,
         output,
         outputs,
+        ctx,
     })
 }
 
@@ -630,17 +740,19 @@ fn accumulate(dvalues: &mut [Option<DMatrix<f32>>], slot: Slot, d: DMatrix<f32>)
 ///
 /// Gradients accumulate: a value read by two steps (a residual block's input) gets the sum of
 /// both gradients, and a tied parameter set the sum over its places, as PyTorch's autograd
-/// gives them.
+/// gives them. Also returns the new buffer values the pass recorded.
+#[allow(clippy::type_complexity)]
 pub(crate) fn backward(
     layers: &[BoundLayer],
     x: &DMatrix<f32>,
     trace: Trace,
     dy: DMatrix<f32>,
-) -> Result<Vec<DMatrix<f32>>, ShapeError> {
+) -> Result<(Vec<DMatrix<f32>>, Vec<(usize, Vec<crate::layer::Buffer>)>), ShapeError> {
     let Trace {
         stages,
         output,
         outputs,
+        ctx,
     } = trace;
     // Every parameter's gradient, zeroed, in order.
     let mut grads = Vec::new();
@@ -671,7 +783,7 @@ pub(crate) fn backward(
     let mut dvalues: Vec<Option<DMatrix<f32>>> = (0..stages.len()).map(|_| None).collect();
     match output {
         Slot::Step(s) if needs(output) => accumulate(&mut dvalues, Slot::Step(s), dy),
-        _ => return Ok(grads),
+        _ => return Ok((grads, ctx.into_updates())),
     }
     // Which parameter sets a kernel already wrote: a later write (another place of a tied
     // set, met earlier going backwards) goes through a buffer of its own and is added.
@@ -732,8 +844,15 @@ pub(crate) fn backward(
         } else {
             None
         };
+        let pass = crate::layer::Pass::new(
+            ctx.mode,
+            layers.get(owner).map_or(&[], |l| l.buffers.as_slice()),
+            ctx.seed,
+            ctx.steps,
+            &layer.path,
+        );
         kernel
-            .backward(params, input, y, &dy, mine, dx.as_mut())
+            .backward_with(&pass, params, input, y, &dy, mine, dx.as_mut())
             .map_err(|e| at_layer(e, layer))?;
         // A kernel written outside the crate may have replaced a buffer by one of another
         // shape; the layers before it would then fail inside a GEMM.
@@ -758,5 +877,5 @@ pub(crate) fn backward(
             accumulate(&mut dvalues, step.input, dx);
         }
     }
-    Ok(grads)
+    Ok((grads, ctx.into_updates()))
 }

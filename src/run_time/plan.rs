@@ -56,6 +56,8 @@ pub(crate) struct Node {
     pub(crate) params: Vec<Planned>,
     /// The node whose parameters it computes with, at a later place of a tied set.
     pub(crate) tied: Option<usize>,
+    /// The buffers it owns (none at a later place of a tied set): name, shape, kind.
+    pub(crate) buffers: Vec<(String, PartialShape, crate::layer::BufferKind)>,
 }
 
 /// The first place of a tied set.
@@ -171,7 +173,7 @@ impl<'e> Planner<'e> {
                 PlanOp::Layer(kernel) => PlanOp::Layer(kernel.clone()),
                 PlanOp::Add(src) => PlanOp::Add(map(*src)),
             };
-            let owns = !node.params.is_empty() || node.tied.is_some();
+            let owns = !node.params.is_empty() || !node.buffers.is_empty() || node.tied.is_some();
             // A later place of a tied block is named as its own place: `4.0` for `2.0`.
             let path = match rename {
                 Some((old, new)) if node.path == old => new.to_owned(),
@@ -189,6 +191,7 @@ impl<'e> Planner<'e> {
                 op,
                 params: Vec::new(),
                 tied: owns.then(|| node.tied.unwrap_or(k)),
+                buffers: Vec::new(),
             };
             self.nodes.push(replayed);
         }
@@ -460,6 +463,7 @@ impl<'e> Planner<'e> {
             op: PlanOp::Add(other_src),
             params: Vec::new(),
             tied: None,
+            buffers: Vec::new(),
         });
         Ok((src, output))
     }
@@ -488,6 +492,11 @@ impl<'e> Planner<'e> {
                     fan_out: 0,
                 })
                 .collect();
+            let buffers = layer
+                .buffers(flow.1.as_ref())
+                .into_iter()
+                .map(|b| (format!("{path}.{}", b.name), b.shape, b.kind))
+                .collect();
             let src = self.push(Node {
                 path,
                 kind,
@@ -496,6 +505,7 @@ impl<'e> Planner<'e> {
                 op: PlanOp::Layer(None),
                 params,
                 tied: None,
+                buffers,
             });
             return Ok((src, output));
         }
@@ -571,6 +581,50 @@ impl<'e> Planner<'e> {
                 return Err(too_large(tensor.into(), shape.clone()));
             }
         }
+        let mut buffers = Vec::new();
+        for spec in layer.buffers(flow.1.as_ref()) {
+            let name = format!("{path}.{}", spec.name);
+            let clash = params.iter().any(|(_, n, _)| *n == name)
+                || buffers.iter().any(|(n, _, _)| *n == name);
+            if clash {
+                return Err(ShapeError::DuplicateParam {
+                    layer: index,
+                    kind,
+                    name,
+                });
+            }
+            let shape = match (spec.kind, spec.shape.known()) {
+                (crate::layer::BufferKind::Count, Some(shape)) if shape.is_empty() => shape,
+                (crate::layer::BufferKind::Values { .. }, Some(shape)) if !shape.is_empty() => {
+                    shape
+                }
+                (_, Some(shape)) => {
+                    return Err(contradicts(
+                        index,
+                        kind,
+                        format!(
+                            "its buffer `{name}` has shape {}; a count has shape [] and values have at least one dimension",
+                            Dims(&shape)
+                        ),
+                    ))
+                }
+                (_, None) => {
+                    return Err(contradicts(
+                        index,
+                        kind,
+                        format!(
+                            "its buffer `{name}` has shape {} for the known input {}; once the input is known every size of a buffer must be",
+                            spec.shape,
+                            Dims(&input)
+                        ),
+                    ))
+                }
+            };
+            if !fits(&shape) {
+                return Err(too_large(format!("buffer `{name}`"), shape));
+            }
+            buffers.push((name, PartialShape::from_dims(&shape), spec.kind));
+        }
         for (tensor, shape) in layer.scratch(&input, &output) {
             if !fits(&shape) {
                 return Err(too_large(tensor.into(), shape));
@@ -590,15 +644,18 @@ impl<'e> Planner<'e> {
         let kernel: Arc<dyn Kernel> = Arc::from(layer.kernel(&input, &output));
         // Both products fit: `fits` checked them.
         let size = |dims: &[usize]| dims.iter().product::<usize>();
-        if (kernel.is_reshape() || kernel.activation().is_some()) && !params.is_empty() {
+        if (kernel.is_reshape() || kernel.activation().is_some())
+            && !(params.is_empty() && buffers.is_empty())
+        {
             return Err(contradicts(
                 index,
                 kind,
                 format!(
-                    "its kernel says it is {} (`Kernel::{}`), which the net skips or runs without its kernel, but it owns {} parameter(s)",
+                    "its kernel says it is {} (`Kernel::{}`), which the net skips or runs without its kernel, but it owns {} parameter(s) and {} buffer(s)",
                     if kernel.is_reshape() { "a reshape" } else { "an element-wise function" },
                     if kernel.is_reshape() { "is_reshape" } else { "activation" },
-                    params.len()
+                    params.len(),
+                    buffers.len()
                 ),
             ));
         }
@@ -645,6 +702,7 @@ impl<'e> Planner<'e> {
             op: PlanOp::Layer(Some(kernel)),
             params,
             tied: None,
+            buffers,
         });
         Ok((src, Some(output)))
     }

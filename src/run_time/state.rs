@@ -7,7 +7,7 @@ use nalgebra::DMatrix;
 
 use crate::error::ShapeError;
 use crate::init::{DefaultInit, Initializer, Role};
-use crate::layer::Kernel;
+use crate::layer::{Buffer, Kernel};
 use crate::plan::Src;
 use crate::shape::Shape;
 
@@ -53,6 +53,8 @@ pub struct Init<N: Shape> {
     pub(crate) input: N,
     pub(crate) seed: u64,
     pub(crate) layers: Vec<BoundLayer>,
+    /// The optimizer steps taken: keys the random streams of training passes (dropout).
+    pub(crate) steps: u64,
 }
 
 impl<N: Shape> fmt::Debug for Init<N> {
@@ -80,6 +82,8 @@ pub struct BoundLayer {
     pub(crate) params: Vec<Param>,
     /// The node whose parameters it computes with, at a later place of a tied set.
     pub(crate) tied: Option<usize>,
+    /// The buffers it owns (none at a later place of a tied set).
+    pub(crate) buffers: Vec<Buffer>,
 }
 
 /// What a bound node computes.
@@ -237,6 +241,11 @@ pub trait Bound: sealed::Sealed {
     fn bound_layers_mut(&mut self) -> &mut [BoundLayer];
     #[doc(hidden)]
     fn seed(&self) -> u64;
+    /// The optimizer steps taken, which key the random streams of training passes.
+    #[doc(hidden)]
+    fn steps(&self) -> u64;
+    #[doc(hidden)]
+    fn steps_mut(&mut self) -> &mut u64;
 }
 
 impl<N: Shape> sealed::Sealed for Init<N> {}
@@ -250,6 +259,12 @@ impl<N: Shape> Bound for Init<N> {
     }
     fn seed(&self) -> u64 {
         self.seed
+    }
+    fn steps(&self) -> u64 {
+        self.steps
+    }
+    fn steps_mut(&mut self) -> &mut u64 {
+        &mut self.steps
     }
 }
 

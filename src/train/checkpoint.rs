@@ -49,6 +49,9 @@ const HYPER: &str = "lazynet.optimizer.";
 const EPOCH: &str = "lazynet.fit.epoch";
 /// The key of the fit's seed.
 const SEED: &str = "lazynet.fit.seed";
+/// The metadata key of the optimizer steps the net has taken, which key the random streams
+/// of its training passes (dropout masks).
+const STEPS: &str = "lazynet.steps";
 
 impl<N: Shape, L: Chain<N>> Net<Init<N>, L> {
     /// Saves the parameters and the optimizer's state to one safetensors file: the
@@ -137,11 +140,23 @@ impl<N: Shape, L: Chain<N>> Net<Init<N>, L> {
             // `{}` of an `f64` is the shortest text that parses back to it.
             metadata.insert(format!("{HYPER}{key}"), value.to_string());
         }
+        metadata.insert(STEPS.to_owned(), self.state().steps().to_string());
         if let Some(p) = progress {
             metadata.insert(EPOCH.to_owned(), p.epoch.to_string());
             metadata.insert(SEED.to_owned(), p.seed.to_string());
         }
-        let bytes = encode_params(params.into_iter().chain(&state), &metadata)?;
+        let buffers = self
+            .state()
+            .bound_layers()
+            .iter()
+            .flat_map(|l| &l.buffers)
+            .map(Into::into);
+        let entries = params
+            .into_iter()
+            .chain(&state)
+            .map(Into::into)
+            .chain(buffers);
+        let bytes = encode_params(entries, &metadata)?;
         write_file(path, &bytes)?;
         Ok(())
     }
@@ -214,6 +229,13 @@ impl<N: Shape, L: Chain<N>> Net<Init<N>, L> {
             self.state().bound_layers(),
             LoadOptions::new().allow_unexpected(true),
         )?;
+        let buffers = weights.buffers_for(self.state().bound_layers())?;
+        let steps = match weights.metadata(STEPS) {
+            Some(text) => text.parse().map_err(|_| TrainError::Checkpoint {
+                reason: format!("the metadata's `{STEPS}` is {text:?}, not a whole number"),
+            })?,
+            None => 0,
+        };
         let saved = read_hyper(&weights, optimizer)?;
         if let (Hyper::Match, Some(saved)) = (hyper, &saved) {
             compare_hyper(saved, optimizer)?;
@@ -230,6 +252,7 @@ impl<N: Shape, L: Chain<N>> Net<Init<N>, L> {
         let extra: Vec<&str> = weights
             .names()
             .filter(|n| !n.starts_with("optim.") && !params.iter().any(|p| p.name() == *n))
+            .filter(|n| !self.named_buffers().any(|b| b.name() == *n))
             .collect();
         if !extra.is_empty() {
             return Err(TrainError::Checkpoint {
@@ -255,6 +278,8 @@ impl<N: Shape, L: Chain<N>> Net<Init<N>, L> {
                 reason: format!("its optimizer metadata would make the optimizer invalid: {err}"),
             })?;
         self.set_values(values);
+        self.set_buffers(buffers);
+        *self.state_mut().steps_mut() = steps;
         optimizer.set_state(state);
         optimizer.set_hyper(&taken);
         Ok(progress)

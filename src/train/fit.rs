@@ -10,6 +10,8 @@ use std::time::Instant;
 
 use nalgebra::DMatrix;
 
+use crate::layer::BufferValue;
+
 use super::{EarlyStopping, Loss, Optimizer, Progress, Schedule, Target, TargetFor, TrainError};
 use crate::alloc::try_clone;
 use crate::batch::Batch;
@@ -489,7 +491,8 @@ impl<N: Shape, L: Chain<N>> Net<Init<N>, L> {
     {
         let samples = run.x.samples();
         #[allow(clippy::type_complexity)]
-        let mut best: Option<(f32, usize, Option<Vec<DMatrix<f32>>>)> = None;
+        #[allow(clippy::type_complexity)]
+        let mut best: Option<(f32, usize, Option<(Vec<DMatrix<f32>>, Vec<BufferValue>)>)> = None;
         let mut waited = 0usize;
         // `first_epoch + epochs` was checked, so no epoch number overflows.
         for epoch in (1..=fit.epochs).map(|e| fit.first_epoch + e) {
@@ -577,7 +580,9 @@ impl<N: Shape, L: Chain<N>> Net<Init<N>, L> {
                 let so_far = best.as_ref().map(|b| b.0).filter(|b| !b.is_nan());
                 if rule.improves(value, so_far) || first {
                     let weights = if rule.restore_best_weights {
-                        Some(self.copy_params().map_err(|e| end_error(e.into()))?)
+                        let params = self.copy_params().map_err(|e| end_error(e.into()))?;
+                        let buffers = self.named_buffers().map(|b| b.value().clone()).collect();
+                        Some((params, buffers))
                     } else {
                         None
                     };
@@ -616,8 +621,9 @@ impl<N: Shape, L: Chain<N>> Net<Init<N>, L> {
                 break;
             }
         }
-        if let Some((_, _, Some(weights))) = best {
+        if let Some((_, _, Some((weights, buffers)))) = best {
             self.set_values(weights);
+            self.set_buffers(buffers);
             history.restored_best = true;
         }
         Ok(())

@@ -12,6 +12,9 @@ pub struct Grads {
     /// Which parameters the batch reached (`None`: all): a net with several stems gives no
     /// gradient to the stems a batch does not run through, and a step leaves them alone.
     pub(crate) reached: Option<Vec<bool>>,
+    /// The buffers the training pass changed (a batch normalization's running statistics):
+    /// per node, all of its buffers' new values. An optimizer step writes them.
+    pub(crate) buffers: Vec<(usize, Vec<crate::layer::Buffer>)>,
 }
 
 impl Grads {

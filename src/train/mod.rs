@@ -284,8 +284,10 @@ impl<N: Shape, L: Chain<N>> Net<Init<N>, L> {
         target: &T,
         loss: F,
     ) -> Result<(f32, Grads, Option<usize>), ShapeError> {
-        let layers = self.state().bound_layers();
-        loss_grads_at(layers, 0..layers.len(), x.as_matrix(), target, loss)
+        let state = self.state();
+        let ctx = exec::RunCtx::train(state.seed(), state.steps());
+        let layers = state.bound_layers();
+        loss_grads_at(layers, 0..layers.len(), x.as_matrix(), target, loss, ctx)
     }
 }
 
@@ -298,8 +300,9 @@ pub(crate) fn loss_grads_at<T: Target, F: Loss<T>>(
     x: &nalgebra::DMatrix<f32>,
     target: &T,
     loss: F,
+    ctx: exec::RunCtx,
 ) -> Result<(f32, Grads, Option<usize>), ShapeError> {
-    let trace = exec::forward_trace(layers, nodes, x)?;
+    let trace = exec::forward_trace(layers, nodes, x, ctx)?;
     let y = trace.output(x);
     let correct = target.correct(y);
     let (value, dy) = loss.loss_and_grad(y, target)?;
@@ -315,7 +318,7 @@ pub(crate) fn loss_grads_at<T: Target, F: Loss<T>>(
             ),
         });
     }
-    let values = exec::backward(layers, x, trace, dy)?;
+    let (values, buffers) = exec::backward(layers, x, trace, dy)?;
     let names = layers
         .iter()
         .flat_map(|l| &l.params)
@@ -327,6 +330,7 @@ pub(crate) fn loss_grads_at<T: Target, F: Loss<T>>(
             names,
             values,
             reached: None,
+            buffers,
         },
         correct,
     ))

@@ -123,6 +123,7 @@ pub trait Optimizer: sealed::Sealed {
     where
         Self: Sized,
     {
+        check_buffers(net.state().bound_layers(), grads)?;
         let layers = net.state_mut().bound_layers_mut();
         let params: Vec<&mut Param> = layers.iter_mut().flat_map(|l| &mut l.params).collect();
         check_grads(&params, grads)?;
@@ -152,8 +153,53 @@ pub trait Optimizer: sealed::Sealed {
                 },
                 (err, _) => err,
             }
-        })
+        })?;
+        // The step was taken: the training pass's new buffers (running statistics) are
+        // written, as PyTorch's training-mode forward writes them, and the next pass draws
+        // other random numbers.
+        let layers = net.state_mut().bound_layers_mut();
+        for (node, buffers) in &grads.buffers {
+            if let Some(layer) = layers.get_mut(*node) {
+                layer.buffers.clone_from(buffers);
+            }
+        }
+        let steps = net.state_mut().steps_mut();
+        *steps = steps.wrapping_add(1);
+        Ok(())
     }
+}
+
+/// Checks that the new buffers `grads` carry belong to the net's layers: each node's buffers,
+/// by name and kind, with values that fit.
+fn check_buffers(layers: &[crate::state::BoundLayer], grads: &Grads) -> Result<(), TrainError> {
+    for (node, buffers) in &grads.buffers {
+        let mismatch = |reason: String| TrainError::GradsMismatch { reason };
+        let Some(layer) = layers.get(*node) else {
+            return Err(mismatch(format!(
+                "the gradients carry buffers of node {node} but the net has {} nodes",
+                layers.len()
+            )));
+        };
+        if layer.buffers.len() != buffers.len() {
+            return Err(mismatch(format!(
+                "layer {} has {} buffers but the gradients carry {}",
+                layer.path,
+                layer.buffers.len(),
+                buffers.len()
+            )));
+        }
+        for (own, new) in layer.buffers.iter().zip(buffers) {
+            if own.name != new.name || own.shape != new.shape {
+                return Err(mismatch(format!(
+                    "buffer `{}` meets `{}` of the gradients",
+                    own.name, new.name
+                )));
+            }
+            own.check(&new.value)
+                .map_err(|e| mismatch(format!("buffer `{}`: {e}", own.name)))?;
+        }
+    }
+    Ok(())
 }
 
 /// Checks that `grads` belong to `params` (their finiteness is checked with the update's).

@@ -234,6 +234,16 @@ pub enum LoadError {
         shape: Vec<usize>,
     },
 
+    /// A buffer's tensor holds values the buffer cannot hold: a negative or NaN running
+    /// variance, a negative count.
+    #[error("tensor `{name}`: {reason}")]
+    Buffer {
+        /// The tensor.
+        name: String,
+        /// What was expected and what was found.
+        reason: String,
+    },
+
     /// A run-time binding before the load failed (from `?` on
     /// [`try_bind`](crate::Net::try_bind)).
     #[error(transparent)]

@@ -7,6 +7,9 @@ use safetensors::tensor::{Metadata, SafeTensorError, TensorInfo};
 use super::error::{LoadError, SaveError};
 use super::layout::write_row_major;
 use crate::init::Dims;
+use nalgebra::DMatrix;
+
+use crate::layer::{Buffer, BufferValue};
 use crate::state::{BoundLayer, Param};
 
 /// The bytes before a safetensors header: its length, a little-endian `u64`.
@@ -142,40 +145,98 @@ fn locate(header: &[u8], available: usize) -> Option<LoadError> {
 /// the same bytes. As the crate does, the tensors' data is in the order of their names and the
 /// header is padded with spaces to a multiple of 8 bytes.
 pub(super) fn encode_file(layers: &[BoundLayer]) -> Result<Vec<u8>, SaveError> {
-    encode_params(layers.iter().flat_map(|l| &l.params), &BTreeMap::new())
+    let params = layers.iter().flat_map(|l| &l.params).map(Entry::from);
+    let buffers = layers.iter().flat_map(|l| &l.buffers).map(Entry::from);
+    encode_params(params.chain(buffers), &BTreeMap::new())
 }
 
-/// [`encode_file`] of any tensors, here called parameters, with `extra` added to the
-/// metadata: a checkpoint adds the optimizer's state to the net's parameters, and its
-/// hyper-parameters to the metadata.
+/// A tensor to write: `f32` values, stored as a parameter is, or an `int64` count.
+#[derive(Clone, Copy)]
+pub(crate) struct Entry<'a> {
+    name: &'a str,
+    shape: &'a [usize],
+    data: Data<'a>,
+}
+
+/// The data of an [`Entry`].
+#[derive(Clone, Copy)]
+enum Data<'a> {
+    F32(&'a DMatrix<f32>),
+    I64(i64),
+}
+
+impl<'a> From<&'a Param> for Entry<'a> {
+    fn from(p: &'a Param) -> Self {
+        Entry {
+            name: &p.name,
+            shape: &p.shape,
+            data: Data::F32(&p.value),
+        }
+    }
+}
+
+impl<'a> From<&'a Buffer> for Entry<'a> {
+    fn from(b: &'a Buffer) -> Self {
+        let data = match &b.value {
+            BufferValue::Values(v) => Data::F32(v),
+            BufferValue::Count(c) => Data::I64(*c),
+        };
+        Entry {
+            name: &b.name,
+            shape: &b.shape,
+            data,
+        }
+    }
+}
+
+impl Entry<'_> {
+    /// The values it holds.
+    fn len(&self) -> usize {
+        match self.data {
+            Data::F32(v) => v.len(),
+            Data::I64(_) => 1,
+        }
+    }
+
+    /// Its bytes per value, and its type's name in the file.
+    fn dtype(&self) -> (usize, &'static str) {
+        match self.data {
+            Data::F32(_) => (F32_BYTES, "F32"),
+            Data::I64(_) => (I64_BYTES, "I64"),
+        }
+    }
+}
+
+/// [`encode_file`] of any tensors, with `extra` added to the metadata: a checkpoint adds the
+/// optimizer's state to the net's parameters, and its hyper-parameters to the metadata.
 pub(crate) fn encode_params<'a>(
-    params: impl Iterator<Item = &'a Param>,
+    entries: impl Iterator<Item = Entry<'a>>,
     extra: &BTreeMap<String, String>,
 ) -> Result<Vec<u8>, SaveError> {
-    let params: BTreeMap<&str, &Param> = params.map(|p| (p.name.as_str(), p)).collect();
+    let params: BTreeMap<&str, Entry<'a>> = entries.map(|e| (e.name, e)).collect();
     let mut entries: BTreeMap<&str, serde_json::Value> = BTreeMap::new();
     let mut data_len: usize = 0;
     for (&name, p) in &params {
-        let values = values_of(&p.shape);
-        if values != Some(p.value.len()) {
+        let values = values_of(p.shape);
+        if values != Some(p.len()) {
             return Err(SaveError::Encode {
                 reason: format!(
-                    "parameter `{name}` has shape {} but holds {} values",
-                    Dims(&p.shape),
-                    p.value.len()
+                    "tensor `{name}` has shape {} but holds {} values",
+                    Dims(p.shape),
+                    p.len()
                 ),
             });
         }
+        let (bytes, dtype) = p.dtype();
         let end = p
-            .value
             .len()
-            .checked_mul(F32_BYTES)
+            .checked_mul(bytes)
             .and_then(|n| n.checked_add(data_len))
             .ok_or_else(|| too_large(params.values()))?;
         entries.insert(
             name,
             serde_json::json!({
-                "dtype": "F32",
+                "dtype": dtype,
                 "shape": p.shape,
                 "data_offsets": [data_len, end],
             }),
@@ -209,17 +270,23 @@ pub(crate) fn encode_params<'a>(
     bytes.extend_from_slice(&(header.len() as u64).to_le_bytes());
     bytes.extend_from_slice(&header);
     for p in params.values() {
-        let start = bytes.len();
-        // Within the capacity reserved (so no allocation), and `total` did not overflow.
-        let end = start.saturating_add(p.value.len().saturating_mul(F32_BYTES));
-        bytes.resize(end, 0);
-        let written = bytes
-            .get_mut(start..)
-            .is_some_and(|out| write_row_major(&p.value, out));
-        if !written {
-            return Err(SaveError::Encode {
-                reason: format!("parameter `{}` could not be laid out", p.name),
-            });
+        match p.data {
+            Data::F32(value) => {
+                let start = bytes.len();
+                // Within the capacity reserved (so no allocation), and `total` did not
+                // overflow.
+                let end = start.saturating_add(value.len().saturating_mul(F32_BYTES));
+                bytes.resize(end, 0);
+                let written = bytes
+                    .get_mut(start..)
+                    .is_some_and(|out| write_row_major(value, out));
+                if !written {
+                    return Err(SaveError::Encode {
+                        reason: format!("tensor `{}` could not be laid out", p.name),
+                    });
+                }
+            }
+            Data::I64(count) => bytes.extend_from_slice(&count.to_le_bytes()),
         }
     }
     Ok(bytes)
@@ -228,10 +295,13 @@ pub(crate) fn encode_params<'a>(
 /// The bytes of one `f32`.
 const F32_BYTES: usize = std::mem::size_of::<f32>();
 
-/// [`SaveError::OutOfMemory`] for parameters whose bytes overflow `usize`.
-fn too_large<'a>(params: impl Iterator<Item = &'a &'a Param>) -> SaveError {
+/// The bytes of one `i64`.
+const I64_BYTES: usize = std::mem::size_of::<i64>();
+
+/// [`SaveError::OutOfMemory`] for tensors whose bytes overflow `usize`.
+fn too_large<'a, 'b: 'a>(params: impl Iterator<Item = &'a Entry<'b>>) -> SaveError {
     let bytes = params
-        .map(|p| p.value.len() as u128 * F32_BYTES as u128)
+        .map(|p| p.len() as u128 * p.dtype().0 as u128)
         .fold(LEN_BYTES as u128, u128::saturating_add);
     SaveError::OutOfMemory { bytes }
 }

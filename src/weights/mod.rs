@@ -79,7 +79,7 @@ use self::format::{encode_file, explain, header_length, values_of, LEN_BYTES};
 use self::layout::{column_major, Fault};
 use crate::dim::Dyn;
 use crate::init::Dims;
-use crate::layer::PartialShape;
+use crate::layer::{Buffer, BufferKind, BufferValue, PartialShape};
 use crate::list::{Chain, Layers};
 use crate::net::{BindTo, Net};
 use crate::shape::StaticShape;
@@ -322,6 +322,12 @@ impl<'a> Weights<'a> {
         }
         if !options.allow_unexpected {
             let mut names: HashSet<&str> = params.iter().map(|p| p.name.as_str()).collect();
+            names.extend(
+                layers
+                    .iter()
+                    .flat_map(|l| &l.buffers)
+                    .map(|b| b.name.as_str()),
+            );
             names.extend(aliases.iter().map(|(_, later)| later.as_str()));
             let extra: Vec<(String, Vec<usize>)> = self
                 .tensors
@@ -334,6 +340,43 @@ impl<'a> Weights<'a> {
             }
         }
         Ok(values)
+    }
+
+    /// Reads and checks every buffer of `layers` (running statistics), returning their new
+    /// values in order. Nothing is changed, so an error loses nothing.
+    ///
+    /// A buffer of values must have its shape (and, for a variance, hold no negative value and
+    /// no NaN); a count must be an `int64` of shape `[]` from 0 up.
+    pub(crate) fn buffers_for(&self, layers: &[BoundLayer]) -> Result<Vec<BufferValue>, LoadError> {
+        layers
+            .iter()
+            .flat_map(|l| &l.buffers)
+            .map(|b| {
+                let missing = || LoadError::Missing {
+                    name: b.name.clone(),
+                    expected: PartialShape::from_dims(&b.shape),
+                };
+                let value = match b.kind {
+                    BufferKind::Values { .. } => {
+                        let (rows, cols) = b.values().map_or((0, 0), DMatrix::shape);
+                        let m = self
+                            .matrix_for(&b.name, &b.shape, rows, cols)?
+                            .ok_or_else(missing)?;
+                        BufferValue::Values(m)
+                    }
+                    BufferKind::Count => {
+                        let tensor = self.get(&b.name).ok_or_else(missing)?;
+                        tensor.check_shape(&PartialShape(Vec::new()))?;
+                        BufferValue::Count(tensor.count()?)
+                    }
+                };
+                b.check(&value).map_err(|reason| LoadError::Buffer {
+                    name: b.name.clone(),
+                    reason,
+                })?;
+                Ok(value)
+            })
+            .collect()
     }
 
     /// The tensor named as `p`, checked against its shape and laid out as its value; `None`
@@ -448,6 +491,30 @@ impl Tensor<'_> {
                 .map(|bits| bits.div_ceil(8)),
             found: self.data.len(),
         })
+    }
+
+    /// Its one value as an `int64` count (PyTorch's `num_batches_tracked`).
+    ///
+    /// # Errors
+    /// [`LoadError::Dtype`] unless it is `I64`; [`LoadError::DataLength`] unless it holds
+    /// one value.
+    fn count(&self) -> Result<i64, LoadError> {
+        if self.info.dtype != Dtype::I64 {
+            return Err(LoadError::Dtype {
+                name: self.name.to_owned(),
+                dtype: self.dtype(),
+            });
+        }
+        let bytes: Option<[u8; 8]> = self.data.try_into().ok();
+        bytes
+            .map(i64::from_le_bytes)
+            .ok_or_else(|| LoadError::DataLength {
+                name: self.name.to_owned(),
+                dtype: self.dtype(),
+                shape: self.shape().to_vec(),
+                expected: Some(8),
+                found: self.data.len(),
+            })
     }
 
     /// Its values as a `rows × cols` matrix, decoded from the file's row-major order straight
@@ -583,8 +650,41 @@ impl<S: Bound, L: Layers> Net<S, L> {
         options: LoadOptions,
     ) -> Result<(), LoadError> {
         let values = weights.values_for(self.state().bound_layers(), options)?;
+        let buffers = weights.buffers_for(self.state().bound_layers())?;
         self.set_values(values);
+        self.set_buffers(buffers);
         Ok(())
+    }
+
+    /// Replaces every buffer's value, in order, by ones [`Weights::buffers_for`] checked.
+    pub(crate) fn set_buffers(&mut self, values: Vec<BufferValue>) {
+        let buffers = self
+            .state_mut()
+            .bound_layers_mut()
+            .iter_mut()
+            .flat_map(|l| &mut l.buffers);
+        for (buffer, value) in buffers.zip(values) {
+            buffer.value = value;
+        }
+    }
+
+    /// Every buffer, in order: state that is not learned, such as a
+    /// [`BatchNorm`](crate::layer::BatchNorm)'s running statistics, named as PyTorch names
+    /// them (`3.running_mean`, `3.num_batches_tracked`). Buffers are not parameters: they are
+    /// not in [`named_params`](Net::named_params), have no gradient, and no optimizer or
+    /// initializer touches them.
+    ///
+    /// # Example
+    /// ```
+    /// use lazynet::prelude::*;
+    ///
+    /// let net = Net::new().push(BatchNorm::new()).bind::<Image<U3, U4, U4>>();
+    /// let var = net.named_buffers().nth(1).and_then(|b| b.values().cloned());
+    /// assert_eq!(var, Some(lazynet::nalgebra::DMatrix::from_element(3, 1, 1.0)));
+    /// assert_eq!(net.named_params().count(), 2);
+    /// ```
+    pub fn named_buffers(&self) -> impl Iterator<Item = &Buffer> + '_ {
+        self.state().bound_layers().iter().flat_map(|l| &l.buffers)
     }
 
     /// Replaces every parameter's values, in order, by ones [`Weights::values_for`] checked.

@@ -42,28 +42,34 @@ const MOVE_TOL: f64 = 1e-3;
 /// The optimizer steps each fixture holds the result of.
 const STEPS: usize = 3;
 
-/// A fixture file of tests/fixtures/train.
-struct Fixture {
+/// A fixture file of tests/fixtures/train (or another directory of tests/fixtures).
+pub(crate) struct Fixture {
     name: &'static str,
     bytes: Vec<u8>,
 }
 
 impl Fixture {
     fn read(name: &'static str) -> Self {
+        Self::read_from("train", name)
+    }
+
+    /// The fixture `name` of tests/fixtures/`dir`.
+    pub(crate) fn read_from(dir: &str, name: &'static str) -> Self {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/train")
+            .join("tests/fixtures")
+            .join(dir)
             .join(name);
         let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         Fixture { name, bytes }
     }
 
-    fn tensors(&self) -> SafeTensors<'_> {
+    pub(crate) fn tensors(&self) -> SafeTensors<'_> {
         SafeTensors::deserialize(&self.bytes).expect("a valid safetensors fixture")
     }
 
     /// The values of tensor `name` (`F32` or `F64`) in the file's row-major order, and its
     /// shape.
-    fn values(&self, name: &str) -> (Vec<f64>, Vec<usize>) {
+    pub(crate) fn values(&self, name: &str) -> (Vec<f64>, Vec<usize>) {
         let tensors = self.tensors();
         let t = tensors
             .tensor(name)
@@ -85,7 +91,7 @@ impl Fixture {
     }
 
     /// The `F32` tensor `name`, exactly, in row-major order: an input or targets.
-    fn f32s(&self, name: &str) -> Vec<f32> {
+    pub(crate) fn f32s(&self, name: &str) -> Vec<f32> {
         let tensors = self.tensors();
         let t = tensors.tensor(name).unwrap();
         assert_eq!(t.dtype(), Dtype::F32, "{}: `{name}`", self.name);
@@ -96,7 +102,7 @@ impl Fixture {
     }
 
     /// The `I64` tensor `labels`.
-    fn labels(&self) -> Vec<usize> {
+    pub(crate) fn labels(&self) -> Vec<usize> {
         let tensors = self.tensors();
         let t = tensors.tensor("labels").unwrap();
         assert_eq!(t.dtype(), Dtype::I64, "{}: labels", self.name);
@@ -108,14 +114,14 @@ impl Fixture {
 
     /// Loads the initial parameters into `net`; the file's other tensors (inputs, expected
     /// results) are not parameters and are skipped.
-    fn load_initial<S: Bound, L: Layers>(&self, net: &mut Net<S, L>) {
+    pub(crate) fn load_initial<S: Bound, L: Layers>(&self, net: &mut Net<S, L>) {
         let weights = Weights::from_bytes(&self.bytes).unwrap();
         net.load_weights(&weights, LoadOptions::new().allow_unexpected(true))
             .unwrap_or_else(|e| panic!("{}: {e}", self.name));
     }
 
     /// The names of the gradients the file holds, without their `grad.` prefix, sorted.
-    fn grad_names(&self) -> Vec<String> {
+    pub(crate) fn grad_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self
             .tensors()
             .names()
@@ -130,7 +136,11 @@ impl Fixture {
 /// `max |actual − expected| / max |expected|` of a parameter-shaped matrix against a
 /// row-major tensor: a weight of shape `[out, in]` or `[out, in, k, k]` is lazynet's `out ×
 /// (in·k·k)` matrix, a bias of shape `[out]` its `out × 1` column.
-fn error(what: &str, actual: &DMatrix<f32>, (expected, shape): &(Vec<f64>, Vec<usize>)) -> f64 {
+pub(crate) fn error(
+    what: &str,
+    actual: &DMatrix<f32>,
+    (expected, shape): &(Vec<f64>, Vec<usize>),
+) -> f64 {
     let (rows, cols) = actual.shape();
     assert_eq!(shape.first(), Some(&rows), "{what}: shape {shape:?}");
     assert_eq!(expected.len(), rows * cols, "{what}: shape {shape:?}");
@@ -150,7 +160,7 @@ fn error(what: &str, actual: &DMatrix<f32>, (expected, shape): &(Vec<f64>, Vec<u
     diff / scale
 }
 
-fn loss_error(what: &str, actual: f32, expected: f64) -> f64 {
+pub(crate) fn loss_error(what: &str, actual: f32, expected: f64) -> f64 {
     assert!(expected.is_finite() && expected > 0.0, "{what}: {expected}");
     let err = (f64::from(actual) - expected).abs() / expected.abs();
     assert!(
