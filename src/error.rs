@@ -337,9 +337,14 @@ pub enum ShapeError {
     /// A name given to a block's layers ([`Residual::names`](crate::layer::Residual::names),
     /// [`Residual::projection_name`](crate::layer::Residual::projection_name)) that cannot be
     /// one.
-    #[error("residual block {layer}: the name `{name}` cannot be used: {reason}")]
+    #[error(
+        "{}: the name `{name}` cannot be used: {reason}",
+        block_at(block, layer)
+    )]
     BlockName {
-        /// The block's place.
+        /// What is named: `"residual block"`, `"sequential block"`, `"the net"`.
+        block: &'static str,
+        /// The block's place (empty for the net).
         layer: String,
         /// The name (or, for too many, the names past the last layer).
         name: String,
@@ -697,6 +702,15 @@ pub enum Fault {
         /// The shape that reached it.
         found: Vec<usize>,
     },
+}
+
+/// A block and its place: `residual block 2`, or `the net`.
+fn block_at(block: &str, layer: &str) -> String {
+    if layer.is_empty() {
+        block.to_owned()
+    } else {
+        format!("{block} {layer}")
+    }
 }
 
 /// The labels `classes` classes take, for [`ShapeError::LabelOutOfRange`].

@@ -131,6 +131,31 @@ impl<L: Layers> Net<Uninit, L> {
         self
     }
 
+    /// Names the net's layers, first to last, in place of their indices, as the attributes of
+    /// a PyTorch module name its children: with `names(["conv1", "bn1", "relu", …, "fc"])` the
+    /// parameters are `conv1.weight`, `bn1.running_mean`, `fc.bias`, as in torchvision's
+    /// ResNet. Layers past the last name keep their index. A name is one part of a path (not
+    /// empty, no dot) and two layers cannot share one: an error at binding
+    /// ([`ShapeError::BlockName`]).
+    ///
+    /// # Example
+    /// ```
+    /// use lazynet::prelude::*;
+    ///
+    /// let net = Net::new()
+    ///     .push(Dense::<U4>::new())
+    ///     .push(Relu)
+    ///     .push(Dense::<U2>::new())
+    ///     .names(["hidden", "relu", "out"])
+    ///     .bind::<U3>();
+    /// let names: Vec<&str> = net.named_params().map(|(n, _)| n).collect();
+    /// assert_eq!(names, ["hidden.weight", "hidden.bias", "out.weight", "out.bias"]);
+    /// ```
+    pub fn names<S: Into<String>>(mut self, names: impl IntoIterator<Item = S>) -> Self {
+        self.state.names = names.into_iter().map(Into::into).collect();
+        self
+    }
+
     /// Every parameter's name and shape, with `?` where the input size is still unknown:
     /// `("0.weight", (256, ?))`, `("2.weight", (10, 256))`.
     pub fn partial_shapes(&self) -> Vec<(String, PartialShape)> {
@@ -145,7 +170,13 @@ impl<L: Layers> Net<Uninit, L> {
     pub(crate) fn describe(&self) -> Vec<Described> {
         let mut planner = crate::plan::Planner::describing();
         // Describing never fails: a layer that rejects what reaches it gives `?`.
-        let _ = planner.seq(&self.layer_refs(), "", &[], (crate::plan::Src::Input, None));
+        let names = &self.state.names;
+        let _ = planner.seq(
+            &self.layer_refs(),
+            "",
+            names,
+            (crate::plan::Src::Input, None),
+        );
         let paths: Vec<String> = planner.nodes.iter().map(|n| n.path.clone()).collect();
         planner
             .nodes
@@ -226,7 +257,12 @@ impl<L: Layers> Net<Uninit, L> {
         input: N,
         expected: &[PartialShape],
     ) -> Result<Net<Init<N>, L>, ShapeError> {
-        let layers = exec::build(&self.layer_refs(), &input.dims(), expected)?;
+        let layers = exec::build(
+            &self.layer_refs(),
+            &input.dims(),
+            expected,
+            &self.state.names,
+        )?;
         Ok(Net {
             state: Init {
                 input,

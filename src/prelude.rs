@@ -10,7 +10,7 @@ pub use crate::init::{
 };
 pub use crate::layer::{
     AvgPool2d, BatchNorm, Conv2d, DeclareInput, Dense, Dropout, Flatten, Identity, LayerNorm,
-    MaxPool2d, Relu, Residual, Shared, Sigmoid, Tanh,
+    MaxPool2d, Relu, Residual, Sequential, Shared, Sigmoid, Tanh,
 };
 pub use crate::net::Net;
 pub use crate::shape::{Image, Shape, StaticShape};

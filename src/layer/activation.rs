@@ -23,6 +23,16 @@ pub enum Activation {
 }
 
 impl Activation {
+    /// Its name, as its layer's kind: `"Relu"`, `"Sigmoid"`, `"Tanh"`, `"Identity"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Activation::Relu => "Relu",
+            Activation::Sigmoid => "Sigmoid",
+            Activation::Tanh => "Tanh",
+            Activation::Identity => "Identity",
+        }
+    }
+
     /// The function at one value.
     #[inline(always)]
     pub fn at(self, v: f32) -> f32 {

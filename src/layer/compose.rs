@@ -40,6 +40,15 @@ pub enum Parts<'a> {
         names: &'a [String],
         /// The projection's name and layers, if the skip path has one.
         projection: Option<(&'a str, Vec<&'a dyn Layer>)>,
+        /// The activation applied to the sum ([`Activation::Identity`]: none).
+        then: Activation,
+    },
+    /// Layers run one after the other, named under the block's place.
+    Seq {
+        /// The layers, first to last.
+        body: Vec<&'a dyn Layer>,
+        /// Their names (their indices where none is given).
+        names: &'a [String],
     },
     /// One parameter set shared by every place that holds a clone of the same [`Shared`].
     Shared {
@@ -163,6 +172,7 @@ pub struct Residual<B, P = NoProjection> {
     projection: P,
     names: Vec<String>,
     projection_name: String,
+    then: Activation,
 }
 
 impl<B: Layers> Residual<B> {
@@ -173,6 +183,7 @@ impl<B: Layers> Residual<B> {
             projection: NoProjection,
             names: Vec::new(),
             projection_name: "downsample".into(),
+            then: Activation::Identity,
         }
     }
 
@@ -199,6 +210,7 @@ impl<B: Layers> Residual<B> {
             projection: Projection(projection.into_layers()),
             names: Vec::new(),
             projection_name: "downsample".into(),
+            then: Activation::Identity,
         }
     }
 }
@@ -218,6 +230,25 @@ impl<B, P> Residual<B, P> {
         self.projection_name = name.into();
         self
     }
+
+    /// Applies `f` to the sum: `f(x + body(x))`, as ResNet's basic block applies a ReLU after
+    /// adding its shortcut. The activation owns no parameters; it runs in the sum's pass.
+    ///
+    /// ```
+    /// use lazynet::layer::Activation;
+    /// use lazynet::prelude::*;
+    ///
+    /// let body = Net::new().push(Dense::<U2>::new());
+    /// let net = Net::new()
+    ///     .push(Residual::new(body).then(Activation::Relu))
+    ///     .bind::<U2>();
+    /// let y = net.forward(&Batch::<U2>::from_fn(3, |f, s| f as f32 - s as f32 * 9.0));
+    /// assert!(y.as_matrix().iter().all(|v| *v >= 0.0));
+    /// ```
+    pub fn then(mut self, f: Activation) -> Self {
+        self.then = f;
+        self
+    }
 }
 
 impl<B: fmt::Debug, P: fmt::Debug> fmt::Debug for Residual<B, P> {
@@ -226,6 +257,7 @@ impl<B: fmt::Debug, P: fmt::Debug> fmt::Debug for Residual<B, P> {
             .field("body", &self.body)
             .field("projection", &self.projection)
             .field("names", &self.names)
+            .field("then", &self.then)
             .finish()
     }
 }
@@ -274,6 +306,7 @@ impl<B: Layers, P: SkipPath> Layer for Residual<B, P> {
                 .projection
                 .layers()
                 .map(|layers| (self.projection_name.as_str(), layers)),
+            then: self.then,
         }
     }
 }
@@ -333,6 +366,108 @@ where
     fn nested_outputs(out: &mut Vec<PartialShape>) {
         <B::Outs as OutList>::push_all(out);
         <P::Outs as OutList>::push_all(out);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sequential blocks.
+// ---------------------------------------------------------------------------------------------
+
+/// Layers run one after the other as one layer of a net, their parameters named under its
+/// place: PyTorch's `nn.Sequential` inside an `nn.Sequential` (torchvision's `layer1`, whose
+/// blocks hold `layer1.0.conv1.weight`).
+///
+/// The compiler checks its layers as it checks a net's: the block's output is its last
+/// layer's.
+///
+/// # Example
+/// ```
+/// use lazynet::prelude::*;
+///
+/// let stage = Sequential::new(Net::new().push(Dense::<U4>::new()).push(Relu).push(Dense::<U3>::new()))
+///     .names(["fc1", "relu", "fc2"]);
+/// let net = Net::new().push(stage).push(Dense::<U1>::new()).bind::<U2>();
+/// let names: Vec<&str> = net.named_params().map(|(n, _)| n).collect();
+/// assert_eq!(names, ["0.fc1.weight", "0.fc1.bias", "0.fc2.weight", "0.fc2.bias", "1.weight", "1.bias"]);
+/// ```
+#[derive(Clone)]
+pub struct Sequential<B> {
+    body: B,
+    names: Vec<String>,
+}
+
+impl<B: Layers> Sequential<B> {
+    /// The layers of `body`, as one layer.
+    pub fn new(body: Net<Uninit, B>) -> Self {
+        Sequential {
+            body: body.into_layers(),
+            names: Vec::new(),
+        }
+    }
+}
+
+impl<B> Sequential<B> {
+    /// Names its layers, first to last, in place of their indices: with `names(["conv",
+    /// "bn"])` the block at index 4 holds `4.conv.weight`. Layers past the last name keep their
+    /// index. A name is one part of a path (not empty, no dot) and two layers cannot share
+    /// one: an error at binding ([`ShapeError::BlockName`]).
+    pub fn names<S: Into<String>>(mut self, names: impl IntoIterator<Item = S>) -> Self {
+        self.names = names.into_iter().map(Into::into).collect();
+        self
+    }
+}
+
+impl<B: fmt::Debug> fmt::Debug for Sequential<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sequential")
+            .field("body", &self.body)
+            .field("names", &self.names)
+            .finish()
+    }
+}
+
+impl<B: Layers> Layer for Sequential<B> {
+    fn kind(&self) -> &'static str {
+        "Sequential"
+    }
+
+    fn output_shape(&self, input: Option<&PartialShape>) -> Result<Option<PartialShape>, Fault> {
+        chain_output(&layers_of(&self.body), input)
+    }
+
+    fn param_shapes(&self, _: Option<&PartialShape>) -> Vec<(Role, PartialShape)> {
+        Vec::new()
+    }
+
+    fn kernel(&self, _: &[usize], _: &[usize]) -> Box<dyn Kernel> {
+        Box::new(PartsKernel("Sequential"))
+    }
+
+    fn parts(&self) -> Parts<'_> {
+        Parts::Seq {
+            body: layers_of(&self.body),
+            names: &self.names,
+        }
+    }
+}
+
+/// A sequential block declares no input size.
+impl<B> DeclaresInput for Sequential<B> {
+    type Input = Infer;
+}
+
+/// It gives what its layers give, as far as their declaration knows it.
+impl<B: Layers + Produces, Prev> Follows<Prev> for Sequential<B> {
+    type Known = <B as Produces>::Known;
+}
+
+/// Its layers' chain.
+impl<In: Shape, Known, B: Chain<In>> LayerOn<In, Known> for Sequential<B> {
+    type Out = B::Out;
+    type Checks = B::Checks;
+
+    fn nested_outputs(out: &mut Vec<PartialShape>) {
+        <B::Outs as OutList>::push_all(out);
     }
 }
 

@@ -23,7 +23,9 @@ use crate::error::ShapeError;
 pub use crate::partial::PartialShape;
 
 pub use activation::{Identity, Relu, Sigmoid, Tanh};
-pub use compose::{NoProjection, Parts, Projection, Residual, Shared, SkipPath, TiedPlace};
+pub use compose::{
+    NoProjection, Parts, Projection, Residual, Sequential, Shared, SkipPath, TiedPlace,
+};
 pub use conv::Conv2d;
 pub use declared::{DeclareInput, WithInput};
 pub use dense::{Dense, Infer, InputDecl, InputRule, PushRule};
@@ -239,6 +241,11 @@ pub trait Kernel: Send + Sync + fmt::Debug + 'static {
     fn is_reshape(&self) -> bool {
         false
     }
+}
+
+/// The kernel of an activation layer computing `f`.
+pub(crate) fn activation_kernel(f: Activation) -> impl Kernel {
+    activation::ActivationKernel(f)
 }
 
 /// Checks the buffers a kernel was given against the shapes it needs: each entry is a name, the

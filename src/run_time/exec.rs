@@ -33,13 +33,15 @@ pub(crate) fn build(
     layers: &[&dyn Layer],
     input: &[usize],
     expected: &[PartialShape],
+    names: &[String],
 ) -> Result<Vec<BoundLayer>, ShapeError> {
     check_input(input)?;
     let mut planner = Planner::binding(expected);
+    planner.check_names("the net", "", names, layers.len(), None)?;
     planner.seq(
         layers,
         "",
-        &[],
+        names,
         (Src::Input, Some(PartialShape::from_dims(input))),
     )?;
     allocate(planner.nodes)

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use crate::error::ShapeError;
 use crate::init::{Dims, Role};
-use crate::layer::{Fault, Kernel, Layer, PartialShape, Parts};
+use crate::layer::{Activation, Fault, Kernel, Layer, PartialShape, Parts};
 
 /// Where a node reads its input: the net's input, or the value an earlier node gives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -197,6 +197,62 @@ impl<'e> Planner<'e> {
         }
     }
 
+    /// Checks the names given to the `count` layers of a block at `path` (and to its
+    /// projection, `extra`): each one part of a path (not empty, no dot), no two alike, no
+    /// more names than layers. Only when binding: describing never fails.
+    pub(crate) fn check_names(
+        &self,
+        block: &'static str,
+        path: &str,
+        names: &[String],
+        count: usize,
+        extra: Option<&str>,
+    ) -> Result<(), ShapeError> {
+        if !self.binding {
+            return Ok(());
+        }
+        let error = |name: &str, reason: &'static str| ShapeError::BlockName {
+            block,
+            layer: path.to_owned(),
+            name: name.to_owned(),
+            reason,
+        };
+        let bad = names
+            .iter()
+            .map(String::as_str)
+            .chain(extra)
+            .find(|n| n.is_empty() || n.contains('.'));
+        if let Some(name) = bad {
+            return Err(error(
+                name,
+                "a name is one part of a parameter's path: not empty, and without a dot",
+            ));
+        }
+        // Every layer of the block, and the projection, has a name of its own.
+        let placed: Vec<String> = (0..count)
+            .map(|j| names.get(j).cloned().unwrap_or_else(|| j.to_string()))
+            .chain(extra.map(str::to_owned))
+            .collect();
+        let clash = placed
+            .iter()
+            .enumerate()
+            .find(|(j, n)| placed.get(..*j).is_some_and(|before| before.contains(n)));
+        if let Some((_, name)) = clash {
+            return Err(error(
+                name,
+                if block == "residual block" {
+                    "two layers of the block (or a layer and the projection) have this name"
+                } else {
+                    "two layers have this name"
+                },
+            ));
+        }
+        if let Some(past) = names.get(count..).filter(|p| !p.is_empty()) {
+            return Err(error(&past.join(", "), "there are more names than layers"));
+        }
+        Ok(())
+    }
+
     /// Plans `layers` one after the other from `input`, naming layer `j` `{prefix}{names[j]}`
     /// (`{prefix}{j}` past the names given).
     pub(crate) fn seq(
@@ -268,7 +324,26 @@ impl<'e> Planner<'e> {
                 body,
                 names,
                 projection,
-            } => self.residual(index, path, flow, &body, names, projection),
+                then,
+            } => self.residual(index, path, flow, &body, names, projection, then),
+            Parts::Seq { body, names } => {
+                let expected = self.take_expected();
+                self.check_names("sequential block", &path, names, body.len(), None)?;
+                let out = self
+                    .seq(&body, &format!("{path}."), names, flow.clone())
+                    .map_err(|source| ShapeError::InBlock {
+                        layer: path.clone(),
+                        kind: "Sequential",
+                        branch: "its layers",
+                        source: Box::new(source),
+                    })?;
+                if self.binding {
+                    let input = known(&flow.1).unwrap_or_default();
+                    let output = known(&out.1).unwrap_or_default();
+                    self.check_expected(index, "Sequential", expected.as_ref(), &input, &output)?;
+                }
+                Ok(out)
+            }
             Parts::Shared { key, layer: inner } => {
                 match self.ties.iter().position(|t| t.key == key) {
                     Some(tie) => self.tied(layer.kind(), path, flow, tie),
@@ -360,46 +435,12 @@ impl<'e> Planner<'e> {
         body: &[&dyn Layer],
         names: &[String],
         projection: Option<(&str, Vec<&dyn Layer>)>,
+        then: Activation,
     ) -> Result<Flow, ShapeError> {
         let kind = "Residual";
         let expected = self.take_expected();
-        // A name is one part of a path: not empty, no dot; and one name per layer.
         let projection_name = projection.as_ref().map(|(name, _)| *name);
-        let bad = names
-            .iter()
-            .map(String::as_str)
-            .chain(projection_name)
-            .find(|n| n.is_empty() || n.contains('.'));
-        if let (Some(name), true) = (bad, self.binding) {
-            return Err(ShapeError::BlockName {
-                layer: path,
-                name: name.to_owned(),
-                reason: "a name is one part of a parameter's path: not empty, and without a dot",
-            });
-        }
-        // Every layer of the body, and the projection, has a name of its own.
-        let placed: Vec<String> = (0..body.len())
-            .map(|j| names.get(j).cloned().unwrap_or_else(|| j.to_string()))
-            .chain(projection_name.map(str::to_owned))
-            .collect();
-        let clash = placed
-            .iter()
-            .enumerate()
-            .find(|(j, n)| placed.get(..*j).is_some_and(|before| before.contains(n)));
-        if let (Some((_, name)), true) = (clash, self.binding) {
-            return Err(ShapeError::BlockName {
-                layer: path,
-                name: name.clone(),
-                reason: "two layers of the block (or a layer and the projection) have this name",
-            });
-        }
-        if names.len() > body.len() && self.binding {
-            return Err(ShapeError::BlockName {
-                layer: path,
-                name: names[body.len()..].join(", "),
-                reason: "there are more names than layers in the body",
-            });
-        }
+        self.check_names("residual block", &path, names, body.len(), projection_name)?;
         let inside = |branch: &'static str, path: &str| {
             let layer = path.to_owned();
             move |source: ShapeError| ShapeError::InBlock {
@@ -455,12 +496,32 @@ impl<'e> Planner<'e> {
                 (b, o) => b.or(o),
             }
         };
+        let after = (then != Activation::Identity)
+            .then(|| format!("{path}.{}", then.name().to_lowercase()));
         let src = self.push(Node {
             path,
             kind,
             input: body_src,
             output: output.clone(),
             op: PlanOp::Add(other_src),
+            params: Vec::new(),
+            tied: None,
+            buffers: Vec::new(),
+        });
+        // The activation after the sum (ResNet's ReLU), a node of its own that the sum's step
+        // fuses.
+        let Some(path) = after else {
+            return Ok((src, output));
+        };
+        let src = self.push(Node {
+            path,
+            kind: then.name(),
+            input: src,
+            output: output.clone(),
+            op: PlanOp::Layer(
+                self.binding
+                    .then(|| Arc::new(crate::layer::activation_kernel(then)) as Arc<dyn Kernel>),
+            ),
             params: Vec::new(),
             tied: None,
             buffers: Vec::new(),

@@ -17,6 +17,9 @@ use crate::shape::Shape;
 pub struct Uninit {
     pub(crate) init: Arc<dyn Initializer>,
     pub(crate) seed: u64,
+    /// The names of the net's layers, in place of their indices (see
+    /// [`Net::names`](crate::Net::names)).
+    pub(crate) names: Vec<String>,
 }
 
 impl Default for Uninit {
@@ -24,6 +27,7 @@ impl Default for Uninit {
         Uninit {
             init: Arc::new(DefaultInit),
             seed: 0,
+            names: Vec::new(),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Normalization and dropout agree with PyTorch (tests/fixtures/norm/make_norm_fixtures.py,
 //! which documents the files), and the train/eval split follows from the call.
 
-use lazynet::layer::BufferValue;
+use lazynet::layer::{Activation, BufferValue};
 use lazynet::nalgebra::DMatrix;
 use lazynet::prelude::*;
 
@@ -124,4 +124,99 @@ fn issue_net_matches_pytorch_in_both_modes() {
     let params: Vec<&DMatrix<f32>> = net.named_params().map(|(_, v)| v).collect();
     let old: Vec<&DMatrix<f32>> = before.named_params().map(|(_, v)| v).collect();
     assert_eq!(params, old, "a step of rate 0 moves no parameter");
+}
+
+/// torchvision's basic block: `relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))`, with
+/// `C` channels; `down` makes its first convolution strided and its shortcut a strided 1×1
+/// convolution and a batch normalization (`downsample.0`, `downsample.1`).
+macro_rules! basic_block {
+    ($c:ty) => {
+        Residual::new(
+            Net::new()
+                .push(Conv2d::<$c, U3>::new().padding::<U1>().without_bias())
+                .push(BatchNorm::new())
+                .push(Relu)
+                .push(Conv2d::<$c, U3>::new().padding::<U1>().without_bias())
+                .push(BatchNorm::new()),
+        )
+        .names(["conv1", "bn1", "relu", "conv2", "bn2"])
+        .then(Activation::Relu)
+    };
+    ($c:ty, down) => {
+        Residual::with_projection(
+            Net::new()
+                .push(
+                    Conv2d::<$c, U3>::new()
+                        .stride::<U2>()
+                        .padding::<U1>()
+                        .without_bias(),
+                )
+                .push(BatchNorm::new())
+                .push(Relu)
+                .push(Conv2d::<$c, U3>::new().padding::<U1>().without_bias())
+                .push(BatchNorm::new()),
+            Net::new()
+                .push(Conv2d::<$c, U1>::new().stride::<U2>().without_bias())
+                .push(BatchNorm::new()),
+        )
+        .names(["conv1", "bn1", "relu", "conv2", "bn2"])
+        .then(Activation::Relu)
+    };
+}
+
+/// A net of ResNet-18's shape and torchvision's names, 8 times narrower, on 3×64×64 images.
+#[test]
+fn a_narrow_resnet18_from_a_torchvision_state_dict_gives_pytorchs_logits() {
+    let fixture = Fixture::read_from("norm", "mini_resnet.safetensors");
+    let mut net = Net::new()
+        .push(
+            Conv2d::<U8, U7>::new()
+                .stride::<U2>()
+                .padding::<U3>()
+                .without_bias(),
+        )
+        .push(BatchNorm::new())
+        .push(Relu)
+        .push(MaxPool2d::<U3>::new().stride::<U2>().padding::<U1>())
+        .push(Sequential::new(
+            Net::new().push(basic_block!(U8)).push(basic_block!(U8)),
+        ))
+        .push(Sequential::new(
+            Net::new()
+                .push(basic_block!(U16, down))
+                .push(basic_block!(U16)),
+        ))
+        .push(Sequential::new(
+            Net::new()
+                .push(basic_block!(U32, down))
+                .push(basic_block!(U32)),
+        ))
+        .push(Sequential::new(
+            Net::new()
+                .push(basic_block!(U64, down))
+                .push(basic_block!(U64)),
+        ))
+        .push(AvgPool2d::<U2>::new())
+        .push(Flatten)
+        .push(Dense::<U10>::new())
+        .names([
+            "conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool",
+            "flatten", "fc",
+        ])
+        .bind::<Image<U3, U64, U64>>();
+    // The fixture holds 178,582 values: these and 1,220 buffer values (running statistics of
+    // 600 channels, and 20 counts).
+    assert_eq!(net.param_count(), 177_362);
+    fixture.load_initial(&mut net);
+    let names: Vec<&str> = net.named_buffers().map(|b| b.name()).collect();
+    assert!(
+        names.contains(&"layer2.0.downsample.1.running_var"),
+        "{names:?}"
+    );
+    let x = fixture.f32s("x");
+    let per = 3 * 64 * 64;
+    let batch = Batch::<Image<U3, U64, U64>>::from_fn(x.len() / per, |f, s| x[s * per + f]);
+    let y = net.forward(&batch);
+    let err = error("y", &y.as_matrix().transpose(), &fixture.values("y"));
+    assert!(err < 1e-5, "logits: {err:.2e}");
 }
