@@ -320,12 +320,7 @@ impl<'e> Planner<'e> {
             }
         }
         match parts {
-            Parts::Residual {
-                body,
-                names,
-                projection,
-                then,
-            } => self.residual(index, path, flow, &body, names, projection, then),
+            block @ Parts::Residual { .. } => self.residual(index, path, flow, block),
             Parts::Seq { body, names } => {
                 let expected = self.take_expected();
                 self.check_names("sequential block", &path, names, body.len(), None)?;
@@ -432,12 +427,18 @@ impl<'e> Planner<'e> {
         index: usize,
         path: String,
         flow: Flow,
-        body: &[&dyn Layer],
-        names: &[String],
-        projection: Option<(&str, Vec<&dyn Layer>)>,
-        then: Activation,
+        block: Parts<'_>,
     ) -> Result<Flow, ShapeError> {
         let kind = "Residual";
+        let Parts::Residual {
+            body,
+            names,
+            projection,
+            then,
+        } = block
+        else {
+            return Err(contradicts(index, kind, "it is not a residual block".into()));
+        };
         let expected = self.take_expected();
         let projection_name = projection.as_ref().map(|(name, _)| *name);
         self.check_names("residual block", &path, names, body.len(), projection_name)?;
@@ -451,7 +452,7 @@ impl<'e> Planner<'e> {
             }
         };
         let (body_src, body_shape) = self
-            .seq(body, &format!("{path}."), names, flow.clone())
+            .seq(&body, &format!("{path}."), names, flow.clone())
             .map_err(inside("its body", &path))?;
         let (other_src, other_shape, what) = match projection {
             Some((name, layers)) => {
