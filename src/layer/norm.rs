@@ -22,7 +22,7 @@ pub struct SettingError {
     /// The range it must lie in, e.g. `"in [0, 1)"`.
     pub range: &'static str,
     /// The value given.
-    pub value: f64,
+    pub value: f32,
 }
 
 /// PyTorch's `eps` of both normalizations.
@@ -741,7 +741,7 @@ impl Dropout {
                 layer: "Dropout",
                 name: "p",
                 range: "in [0, 1)",
-                value: f64::from(p),
+                value: p,
             })
         }
     }

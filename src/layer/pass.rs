@@ -138,8 +138,16 @@ impl Buffer {
     /// and not NaN for a nonnegative one), or a count from 0 up for a count. The error says
     /// what was expected and what was found.
     pub(crate) fn check(&self, value: &BufferValue) -> Result<(), String> {
+        self.check_values(value, true)
+    }
+
+    /// [`check`](Buffer::check), with the rule on a nonnegative buffer's values only when
+    /// `ranged`: a training pass may compute NaN (from a NaN input), which the optimizer's
+    /// step refuses.
+    pub(crate) fn check_values(&self, value: &BufferValue, ranged: bool) -> Result<(), String> {
         match (self.kind, value) {
             (BufferKind::Values { nonnegative, .. }, BufferValue::Values(v)) => {
+                let nonnegative = nonnegative && ranged;
                 let (rows, cols) = matrix_shape(&self.shape);
                 if v.shape() != (rows, cols) {
                     return Err(format!(
@@ -309,8 +317,9 @@ impl<'a> Pass<'a> {
     ///
     /// # Errors
     /// [`ShapeError::Contract`] in an inference pass, for an index past the buffers, or for a
-    /// value that does not fit the buffer (another shape, a negative variance, a negative
-    /// count).
+    /// value that does not fit the buffer (another shape or kind, a negative count). A
+    /// variance the pass computed as NaN (from a NaN input) is recorded: the optimizer's step
+    /// refuses it.
     pub fn set_buffer(&mut self, index: usize, value: BufferValue) -> Result<(), ShapeError> {
         let contract = |detail: String| ShapeError::Contract {
             what: format!("a kernel's pass at layer {}", self.path),
@@ -326,7 +335,7 @@ impl<'a> Pass<'a> {
             )));
         };
         buffer
-            .check(&value)
+            .check_values(&value, false)
             .map_err(|e| contract(format!("buffer `{}`: {e}", buffer.name)))?;
         if self.updates.len() < self.buffers.len() {
             self.updates.resize(self.buffers.len(), None);

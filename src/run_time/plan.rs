@@ -437,7 +437,11 @@ impl<'e> Planner<'e> {
             then,
         } = block
         else {
-            return Err(contradicts(index, kind, "it is not a residual block".into()));
+            return Err(contradicts(
+                index,
+                kind,
+                "it is not a residual block".into(),
+            ));
         };
         let expected = self.take_expected();
         let projection_name = projection.as_ref().map(|(name, _)| *name);

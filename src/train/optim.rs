@@ -124,6 +124,7 @@ pub trait Optimizer: sealed::Sealed {
         Self: Sized,
     {
         check_buffers(net.state().bound_layers(), grads)?;
+        let bad_buffer = buffer_not_finite(net.state().bound_layers(), grads);
         let layers = net.state_mut().bound_layers_mut();
         let params: Vec<&mut Param> = layers.iter_mut().flat_map(|l| &mut l.params).collect();
         check_grads(&params, grads)?;
@@ -144,6 +145,15 @@ pub trait Optimizer: sealed::Sealed {
             .map(|(_, pair)| pair)
             .unzip();
         let fresh = self.prepare(&params)?;
+        // New running statistics that are not finite are refused as a non-finite update is.
+        if let Some(name) = bad_buffer {
+            return Err(match grads.first_not_finite() {
+                Some(grad) => TrainError::GradientNotFinite {
+                    name: grad.to_owned(),
+                },
+                None => TrainError::StepNotFinite { name },
+            });
+        }
         // A non-finite gradient makes its update non-finite, so the check is made once, on
         // the results; the error then names the cause.
         self.apply(fresh, &mut params, &values).map_err(|err| {
@@ -195,11 +205,25 @@ fn check_buffers(layers: &[crate::state::BoundLayer], grads: &Grads) -> Result<(
                     own.name, new.name
                 )));
             }
-            own.check(&new.value)
+            own.check_values(&new.value, false)
                 .map_err(|e| mismatch(format!("buffer `{}`: {e}", own.name)))?;
         }
     }
     Ok(())
+}
+
+/// The first new buffer value a step would write that its buffer cannot hold: a running
+/// variance the training pass computed as NaN (from a NaN input) or below 0.
+fn buffer_not_finite(layers: &[crate::state::BoundLayer], grads: &Grads) -> Option<String> {
+    grads.buffers.iter().find_map(|(node, buffers)| {
+        let layer = layers.get(*node)?;
+        layer
+            .buffers
+            .iter()
+            .zip(buffers)
+            .find(|(own, new)| own.check(&new.value).is_err())
+            .map(|(own, _)| own.name.clone())
+    })
 }
 
 /// Checks that `grads` belong to `params` (their finiteness is checked with the update's).
