@@ -250,10 +250,11 @@ fn labels(samples: usize) -> Labels<U3> {
     Labels::try_new((0..samples).map(|s| s % 3).collect()).unwrap()
 }
 
+/// Every parameter and every buffer, named.
+type State = (Vec<(String, DMatrix<f32>)>, Vec<(String, BufferValue)>);
+
 /// Every parameter and buffer, to compare two nets bit for bit.
-fn state<S: lazynet::Bound, L: lazynet::list::Layers>(
-    net: &Net<S, L>,
-) -> (Vec<(String, DMatrix<f32>)>, Vec<(String, BufferValue)>) {
+fn state<S: lazynet::Bound, L: lazynet::list::Layers>(net: &Net<S, L>) -> State {
     (
         net.named_params()
             .map(|(n, v)| (n.to_owned(), v.clone()))
