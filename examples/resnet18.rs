@@ -122,7 +122,6 @@ fn main() -> Result<(), Box<dyn Error>> {
         ]);
     let mut net = resnet18.bind::<Image<U3, U224, U224>>();
     println!("{net}");
-    println!("parameters: {}", net.param_count());
 
     let Some(weights) = &args.weights else {
         println!("\nno --weights given: nothing to run (see the top of examples/resnet18.rs)");

@@ -218,5 +218,15 @@ fn bound_table(f: &mut fmt::Formatter<'_>, title: &str, layers: &[BoundLayer]) -
         .flat_map(|l| &l.params)
         .map(|p| p.value.len())
         .sum();
-    table(f, title, &rows, &format!("parameters: {total}"))
+    let buffers: usize = layers
+        .iter()
+        .flat_map(|l| &l.buffers)
+        .map(|b| b.values().map_or(1, |v| v.len()))
+        .sum();
+    let footer = if buffers == 0 {
+        format!("parameters: {total}")
+    } else {
+        format!("parameters: {total}; buffers (running statistics, not learned): {buffers} values")
+    };
+    table(f, title, &rows, &footer)
 }
