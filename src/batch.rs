@@ -692,8 +692,9 @@ fn argmax_of(sample: &[f32]) -> usize {
 }
 
 /// The softmax of one sample, in place: the largest value (NaN if there is one) subtracted
-/// before `exp`, the sum in `f64`.
-fn softmax_in_place(sample: &mut [f32]) {
+/// before `exp`, the sum in `f64`. [`Batch::softmax`] and the [`Softmax`](crate::layer::Softmax)
+/// layer both compute it, so they agree to the bit.
+pub(crate) fn softmax_in_place(sample: &mut [f32]) {
     let max = sample.iter().fold(f32::NEG_INFINITY, |max, &v| {
         if v.is_nan() || v > max {
             v

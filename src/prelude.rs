@@ -9,8 +9,8 @@ pub use crate::init::{
     ParamInfo, Role, Uniform, WeightBias, XavierNormal, XavierUniform, Zeros,
 };
 pub use crate::layer::{
-    AvgPool2d, BatchNorm, Conv2d, DeclareInput, Dense, Dropout, Flatten, Identity, LayerNorm,
-    MaxPool2d, Relu, Residual, Sequential, Shared, Sigmoid, Tanh,
+    AvgPool2d, BatchNorm, Conv2d, DeclareInput, Dense, Dropout, Flatten, Gelu, Identity, LayerNorm,
+    LeakyRelu, MaxPool2d, Relu, Residual, Sequential, Shared, Sigmoid, Softmax, Tanh,
 };
 pub use crate::net::Net;
 pub use crate::shape::{Image, Shape, StaticShape};
