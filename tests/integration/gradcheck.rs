@@ -5,8 +5,9 @@
 //! forward pass per layer kind in plain loops, from PyTorch's definitions (`nn.Linear`;
 //! `nn.Conv2d` as a cross-correlation with zero padding, weight `[out, in, k, k]`;
 //! `nn.MaxPool2d` padded with −∞, the first maximum taking the gradient; `nn.AvgPool2d` with
-//! `count_include_pad=True`, divided by `k·k`; the activations), and the two losses
-//! (`nn.CrossEntropyLoss()` and `nn.MSELoss()`, both means).
+//! `count_include_pad=True`, divided by `k·k`; the activations, among them `nn.LeakyReLU(slope)`,
+//! `nn.GELU()` with the exact erf and `nn.Softmax(dim=1)` over a sample's features), and the
+//! two losses (`nn.CrossEntropyLoss()` and `nn.MSELoss()`, both means).
 //!
 //! Each case:
 //! 1. binds a lazynet net and reads its parameters and inputs, widened exactly to `f64`;
@@ -31,8 +32,8 @@
 //! tests are chosen at run time ([`AnyAct`]), so each test compiles one net.
 //!
 //! # Kinks
-//! ReLU and max pooling are not differentiable everywhere. A value within [`MARGIN`] (1e-4) of a
-//! kink (a ReLU input near 0, the two largest values of a max-pooling window nearly equal) could
+//! ReLU, the leaky ReLU and max pooling are not differentiable everywhere. A value within
+//! [`MARGIN`] (1e-4) of a kink (a ReLU or leaky ReLU input near 0, the two largest values of a max-pooling window nearly equal) could
 //! be crossed by a finite-difference step, or decided differently in `f32` and `f64`; a case
 //! with one is rejected (`prop_assume`: about 1 case in 1400 while this was written), and the
 //! direct tests draw inputs that have none (magnitudes of at least 0.01 before a ReLU, values
@@ -93,12 +94,16 @@ const GTOL: f64 = 1e-5;
 // The reference, in f64.
 
 /// An element-wise function.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 enum Act {
     Relu,
     Sigmoid,
     Tanh,
     Identity,
+    /// `x > 0 ? x : slope·x`, the slope as lazynet's layer holds it.
+    LeakyRelu(f32),
+    /// `x·Φ(x) = x/2·(1 + erf(x/√2))`.
+    Gelu,
 }
 
 impl Act {
@@ -108,7 +113,20 @@ impl Act {
             Act::Sigmoid => 1.0 / (1.0 + (-v).exp()),
             Act::Tanh => v.tanh(),
             Act::Identity => v,
+            Act::LeakyRelu(slope) => {
+                if v > 0.0 {
+                    v
+                } else {
+                    v * f64::from(slope)
+                }
+            }
+            Act::Gelu => 0.5 * v * (1.0 + libm::erf(v * std::f64::consts::FRAC_1_SQRT_2)),
         }
+    }
+
+    /// Whether it has a kink at 0.
+    fn kinked(self) -> bool {
+        matches!(self, Act::Relu | Act::LeakyRelu(_))
     }
 }
 
@@ -133,6 +151,8 @@ enum Spec {
         p: usize,
     },
     Act(Act),
+    /// The softmax over a flat sample's features.
+    Softmax,
     Flatten,
 }
 
@@ -182,7 +202,7 @@ impl Spec {
             (Spec::Pool { k, s, p, .. }, &[c, h, w]) => {
                 vec![c, out_size(h, k, s, p, 1), out_size(w, k, s, p, 1)]
             }
-            (Spec::Act(_), _) => input.to_vec(),
+            (Spec::Act(_), _) | (Spec::Softmax, &[_]) => input.to_vec(),
             (Spec::Flatten, _) => vec![input.iter().product()],
             _ => panic!("{self:?} does not take {input:?}"),
         }
@@ -282,7 +302,7 @@ impl Spec {
             Spec::Act(a) => x
                 .iter()
                 .map(|&v| {
-                    if a == Act::Relu {
+                    if a.kinked() {
                         tr.pattern.push(u32::from(v > 0.0));
                         // An exact 0 is a value that depends on nothing (a convolution's output
                         // that sees only padding, without bias): no kink.
@@ -293,6 +313,12 @@ impl Spec {
                     a.at(v)
                 })
                 .collect(),
+            Spec::Softmax => {
+                let max = x.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let e: Vec<f64> = x.iter().map(|v| (v - max).exp()).collect();
+                let sum: f64 = e.iter().sum();
+                e.iter().map(|v| v / sum).collect()
+            }
             Spec::Flatten => x.to_vec(),
         }
     }
@@ -790,20 +816,23 @@ impl<In: Shape, Known> LayerOn<In, Known> for Probe {
     type Checks = Proven;
 }
 
-/// One of the four activation layers, chosen at run time: it delegates to lazynet's own layer,
-/// so the net gets that layer's kernel (and fuses it as it fuses that layer), while a test's
-/// net has one type whatever activations it draws. (Every combination of activation types
-/// made the composite tests below compile 64 nets each, and rustc needed over 12 GB for them.)
+/// One of the element-wise activation layers, chosen at run time: it delegates to lazynet's own
+/// layer, so the net gets that layer's kernel (and fuses it as it fuses that layer), while a
+/// test's net has one type whatever activations it draws. (Every combination of activation
+/// types made the composite tests below compile 64 nets each, and rustc needed over 12 GB for
+/// them.)
 #[derive(Clone, Copy, Debug)]
 struct AnyAct(Act);
 
 impl AnyAct {
-    fn layer(self) -> &'static dyn Layer {
+    fn layer(self) -> Box<dyn Layer> {
         match self.0 {
-            Act::Relu => &Relu,
-            Act::Sigmoid => &Sigmoid,
-            Act::Tanh => &Tanh,
-            Act::Identity => &Identity,
+            Act::Relu => Box::new(Relu),
+            Act::Sigmoid => Box::new(Sigmoid),
+            Act::Tanh => Box::new(Tanh),
+            Act::Identity => Box::new(Identity),
+            Act::LeakyRelu(slope) => Box::new(LeakyRelu::new(slope)),
+            Act::Gelu => Box::new(Gelu),
         }
     }
 }
@@ -1374,6 +1403,7 @@ fn flat_batch(x: DMatrix<f32>) -> Result<Batch<Dyn>, TestCaseError> {
     Batch::<Dyn>::try_from_matrix(x).map_err(fail)
 }
 
+/// The four activations a dense or convolution layer fuses (the [`Activation`]s).
 fn act() -> impl Strategy<Value = Act> {
     prop_oneof![
         Just(Act::Relu),
@@ -1383,12 +1413,26 @@ fn act() -> impl Strategy<Value = Act> {
     ]
 }
 
+/// The element-wise activations that no layer fuses: a leaky ReLU, of a random slope in
+/// [-2, 2) or of 0, -1 (`|x|`) or PyTorch's default 0.01, and the GELU.
+fn nonlinear_act() -> impl Strategy<Value = Act> {
+    let slope = prop_oneof![4 => -2.0f32..2.0, 1 => Just(0.0), 1 => Just(-1.0), 1 => Just(0.01)];
+    prop_oneof![slope.prop_map(Act::LeakyRelu), Just(Act::Gelu)]
+}
+
+/// Any element-wise activation, for nets that choose it at run time ([`AnyAct`]): one of the
+/// fused four twice as often as one of the others.
+fn any_act() -> impl Strategy<Value = Act> {
+    prop_oneof![2 => act(), 1 => nonlinear_act()]
+}
+
 /// Whether the probe learns (so that the input gradient is checked): three times in four.
 fn learns() -> impl Strategy<Value = bool> {
     prop_oneof![3 => Just(true), 1 => Just(false)]
 }
 
-/// Runs `$body` with `$t` the lazynet activation layer type of `$a`.
+/// Runs `$body` with `$t` the lazynet activation layer type of `$a`, one of the four [`act`]
+/// draws (the others have a slope, or are checked through [`AnyAct`]: one net type).
 macro_rules! with_act {
     ($a:expr, |$t:ident| $body:expr) => {
         match $a {
@@ -1407,6 +1451,9 @@ macro_rules! with_act {
             Act::Identity => {
                 type $t = Identity;
                 $body
+            }
+            other @ (Act::LeakyRelu(_) | Act::Gelu) => {
+                unreachable!("with_act! takes the fused activations, not {other:?}")
             }
         }
     };
@@ -1598,6 +1645,71 @@ proptest! {
         let x = uniform(c * h * w, samples, 1.0, seed);
         check_kernel(&Flatten, Spec::Flatten, &[c, h, w], &x, seed)?;
     }
+
+    /// The leaky ReLU (random slopes, negative ones included) and the GELU, whose slopes are
+    /// read from the input: their kernels on their own (flat and image inputs), then in a net
+    /// both on their own (after the probe) and after a dense layer, which does not fuse them.
+    #[test]
+    fn nonlinear_activation_gradients(
+        a in nonlinear_act(),
+        image in any::<bool>(),
+        [c, h, w] in [1usize..=3, 1usize..=5, 1usize..=5],
+        out in 1usize..=5,
+        samples in 1usize..=4,
+        loss in loss_kind(),
+        learns in learns(),
+        seed in any::<u64>(),
+    ) {
+        let input = if image { vec![c, h, w] } else { vec![c * h * w] };
+        let len = c * h * w;
+        let x = if a.kinked() {
+            away_from_zero(len, samples, seed)
+        } else {
+            uniform(len, samples, 3.0, seed)
+        };
+        check_kernel(&AnyAct(a), Spec::Act(a), &input, &x, seed)?;
+
+        let probe = Probe::new(learns);
+        let net = Net::new()
+            .push(probe.clone())
+            .push(AnyAct(a))
+            .push(Dense::dynamic(out))
+            .push(AnyAct(a))
+            .seed(seed)
+            .try_bind(len)
+            .map_err(fail)?;
+        let specs = vec![Spec::Act(a), Spec::Dense { out }, Spec::Act(a)];
+        check_net(&net, &probe, specs, &flat_batch(x)?, loss, seed)?;
+    }
+
+    /// Softmax over a sample's features: its kernel on its own, on logits spread over ±3 and
+    /// shifted by 0 or ±1e4 (without the maximum's subtraction, `exp` would overflow), then in
+    /// a net, after the probe and after a dense layer, with both losses.
+    #[test]
+    fn softmax_gradients(
+        width in 1usize..=8,
+        out in 1usize..=5,
+        shift in prop_oneof![Just(0.0f32), Just(1e4f32), Just(-1e4f32)],
+        samples in 1usize..=4,
+        loss in loss_kind(),
+        learns in learns(),
+        seed in any::<u64>(),
+    ) {
+        let x = uniform(width, samples, 3.0, seed).add_scalar(shift);
+        check_kernel(&Softmax, Spec::Softmax, &[width], &x, seed)?;
+
+        let probe = Probe::new(learns);
+        let net = Net::new()
+            .push(probe.clone())
+            .push(Softmax)
+            .push(Dense::dynamic(out))
+            .push(Softmax)
+            .seed(seed)
+            .try_bind(width)
+            .map_err(fail)?;
+        let specs = vec![Spec::Softmax, Spec::Dense { out }, Spec::Softmax];
+        check_net(&net, &probe, specs, &flat_batch(x)?, loss, seed)?;
+    }
 }
 
 proptest! {
@@ -1701,7 +1813,7 @@ proptest! {
     #[test]
     fn tied_mlp_gradients(
         [n_in, h, classes] in [1usize..=6, 1usize..=6, 1usize..=4],
-        (a1, a2, a3) in (act(), act(), act()),
+        (a1, a2, a3) in (any_act(), any_act(), any_act()),
         samples in 1usize..=4,
         loss in loss_kind(),
         learns in learns(),
@@ -1742,7 +1854,7 @@ proptest! {
     #[test]
     fn residual_mlp_gradients(
         [n_in, k, h, m, c, classes] in [1usize..=5, 1usize..=5, 1usize..=5, 1usize..=5, 1usize..=5, 1usize..=4],
-        (a1, a2, a3) in (act(), act(), act()),
+        (a1, a2, a3) in (any_act(), any_act(), any_act()),
         samples in 1usize..=4,
         loss in loss_kind(),
         learns in learns(),
@@ -1802,7 +1914,7 @@ proptest! {
     #[test]
     fn tied_across_blocks_gradients(
         [n_in, h, classes] in [1usize..=5, 1usize..=5, 1usize..=4],
-        (a1, a2, a3) in (act(), act(), act()),
+        (a1, a2, a3) in (any_act(), any_act(), any_act()),
         samples in 1usize..=4,
         loss in loss_kind(),
         learns in learns(),
@@ -1850,7 +1962,7 @@ proptest! {
     #[test]
     fn preactivation_residual_gradients(
         [n_in, h, k, classes] in [1usize..=5, 1usize..=5, 1usize..=5, 1usize..=4],
-        (a1, a2, a3) in (act(), act(), act()),
+        (a1, a2, a3) in (any_act(), any_act(), any_act()),
         samples in 1usize..=4,
         loss in loss_kind(),
         learns in learns(),
@@ -1892,6 +2004,47 @@ proptest! {
             .map_err(fail)?;
         check_composite(&net, &probe, &blocks, &x, loss, seed)?;
     }
+
+    /// Softmax in residual blocks: `x + W·softmax(x)` (its input read by the sum too), then a
+    /// block whose body ends with a softmax and whose projection is a dense layer, with an
+    /// activation drawn between them.
+    #[test]
+    fn softmax_residual_gradients(
+        [n_in, h, k, classes] in [1usize..=5, 1usize..=5, 1usize..=5, 1usize..=4],
+        a in any_act(),
+        samples in 1usize..=4,
+        loss in loss_kind(),
+        learns in learns(),
+        seed in any::<u64>(),
+    ) {
+        let blocks = [
+            Block::Layer(Spec::Dense { out: h }),
+            Block::Residual(
+                vec![Block::Layer(Spec::Softmax), Block::Layer(Spec::Dense { out: h })],
+                None,
+            ),
+            Block::Layer(Spec::Act(a)),
+            Block::Residual(
+                vec![Block::Layer(Spec::Dense { out: k }), Block::Layer(Spec::Softmax)],
+                Some(vec![Block::Layer(Spec::Dense { out: k })]),
+            ),
+            Block::Layer(Spec::Dense { out: classes }),
+        ];
+        let x = flat_batch(uniform(n_in, samples, 1.0, seed))?;
+        let probe = Probe::new(learns);
+        let body = Net::new().push(Dense::dynamic(k)).push(Softmax);
+        let net = Net::new()
+            .push(probe.clone())
+            .push(Dense::dynamic(h))
+            .push(Residual::new(Net::new().push(Softmax).push(Dense::dynamic(h))))
+            .push(AnyAct(a))
+            .push(Residual::with_projection(body, Net::new().push(Dense::dynamic(k))))
+            .push(Dense::dynamic(classes))
+            .seed(seed)
+            .try_bind(n_in)
+            .map_err(fail)?;
+        check_composite(&net, &probe, &blocks, &x, loss, seed)?;
+    }
 }
 
 proptest! {
@@ -1908,7 +2061,7 @@ proptest! {
         (k2, d2, p2) in same_conv(),
         (k3, d3, p3) in same_conv(),
         [bias1, bias2] in [any::<bool>(), any::<bool>()],
-        (a0, a1, a2) in (act(), act(), act()),
+        (a0, a1, a2) in (any_act(), any_act(), any_act()),
         classes in 1usize..=3,
         samples in 1usize..=3,
         loss in loss_kind(),
@@ -1974,7 +2127,7 @@ proptest! {
         (k, d, p) in same_conv(),
         bias in any::<bool>(),
         max in any::<bool>(),
-        (a1, a2) in (act(), act()),
+        (a1, a2) in (any_act(), any_act()),
         classes in 1usize..=3,
         samples in 1usize..=3,
         loss in loss_kind(),
