@@ -263,10 +263,10 @@ impl Kernel for GeluKernel {
 /// `y_i = exp(x_i − m) / Σ_j exp(x_j − m)`, `m` the sample's largest value, so that no logit
 /// is too large (1e30 gives a probability of 1, not NaN).
 ///
-/// Takes a flat input: an image reaching it does not compile (``the trait `NeedsFlat<Softmax>`
-/// is not implemented``, "`Softmax` needs a flat input, but receives an image"); put
-/// [`Flatten`](crate::layer::Flatten) before it. Owns no parameters; its output has the width
-/// of its input.
+/// Takes a flat input: an image reaching it does not compile (`` `lazynet::layer::Softmax`
+/// needs a flat input, but receives an image ``, with the note `` put `Flatten` before it ``),
+/// and a layer that hides it from the compiler gets [`ShapeError::Rank`] from `try_bind`. Owns
+/// no parameters; its output has the width of its input.
 ///
 /// It computes what [`Batch::softmax`](crate::Batch::softmax) computes, to the bit: `exp` in
 /// `f32`, the sum and the division in `f64`. NaN and the infinities behave as in PyTorch,

@@ -12,6 +12,7 @@ mod data;
 mod fit_keras;
 mod gradcheck;
 mod layers;
+mod nonlinear;
 mod norm;
 mod promises;
 mod props;
