@@ -1,9 +1,53 @@
-//! `LeakyRelu`, `Gelu` and `Softmax` in nets: their compile-time halves, values through a whole
-//! forward pass, NaN and infinities, and what a net does around them (no fusing, the run-time
-//! rank check).
+//! `LeakyRelu`, `Gelu` and `Softmax` in nets: PyTorch's outputs and gradients
+//! (tests/fixtures/norm/activations.safetensors), their compile-time halves, values through a
+//! whole forward pass, NaN and infinities, and what a net does around them (no fusing, the
+//! run-time rank check).
 
 use lazynet::layer::{Fault, Kernel, Layer, PartialShape};
 use lazynet::prelude::*;
+
+use crate::train_fixtures::{error, loss_error, Fixture};
+
+/// PyTorch's `Sequential(Linear(5,8), LayerNorm(8), GELU(), Linear(8,8), LeakyReLU(0.2),
+/// Linear(8,6), LeakyReLU(-0.5), Linear(6,4), Softmax(dim=1))` under `MSELoss()`, computed by
+/// PyTorch in float64 from float32 parameters and inputs (the fixture's script documents it):
+/// lazynet's float32 output, loss and every parameter's gradient agree to float32 rounding
+/// (errors of 2e-7 of the largest value when this was written; the bound is 1e-5).
+#[test]
+fn a_net_of_them_matches_pytorch() -> Result<(), ShapeError> {
+    let fixture = Fixture::read_from("norm", "activations.safetensors");
+    let mut net = Net::new()
+        .push(Dense::<U8>::new())
+        .push(LayerNorm::new())
+        .push(Gelu)
+        .push(Dense::<U8>::new())
+        .push(LeakyRelu::new(0.2))
+        .push(Dense::<U6>::new())
+        .push(LeakyRelu::new(-0.5))
+        .push(Dense::<U4>::new())
+        .push(Softmax)
+        .bind::<U5>();
+    fixture.load_initial(&mut net);
+    let x = Batch::<U5>::from_rows(fixture.f32s("x"))?;
+    let targets = Batch::<U4>::from_rows(fixture.f32s("targets"))?;
+
+    let y = net.forward(&x);
+    let err = error("y", &y.as_matrix().transpose(), &fixture.values("y"));
+    assert!(err < 1e-5, "output: {err:.2e}");
+
+    let (loss, grads) = net.loss_and_grads(&x, &targets, Mse)?;
+    loss_error("loss", loss, fixture.values("loss").0[0]);
+    let names = fixture.grad_names();
+    assert_eq!(grads.len(), names.len());
+    for name in names {
+        let g = grads
+            .get(&name)
+            .unwrap_or_else(|| panic!("no gradient {name}"));
+        let err = error(&name, g, &fixture.values(&format!("grad.{name}")));
+        assert!(err < 1e-5, "{name}: {err:.2e}");
+    }
+    Ok(())
+}
 
 /// Every sample of `y`, as vectors.
 fn samples<N: Shape>(y: &Batch<N>) -> Vec<Vec<f32>> {
