@@ -371,6 +371,18 @@ pub enum ShapeError {
         detail: String,
     },
 
+    /// A training batch that gives a batch normalization one value per feature (a flat batch
+    /// of one sample): no variance can be computed (PyTorch refuses it too).
+    #[error("layer {layer} ({kind}): a training pass needs more than 1 value per feature to compute a variance, but the batch gives {values}; train on batches of 2 samples or more")]
+    BatchTooSmall {
+        /// The layer's place.
+        layer: String,
+        /// Its kind, `BatchNorm`.
+        kind: &'static str,
+        /// The values per feature the batch gives (samples × pixels).
+        values: usize,
+    },
+
     /// A parameter name the net does not have.
     #[error("the net has no parameter `{name}`")]
     NoParam {

@@ -50,7 +50,7 @@ const MOMENTUM: f32 = 0.1;
 /// `bias` at 0, whatever initializer the net has.
 ///
 /// A training batch needs more than one value per feature (PyTorch's rule): a flat batch of
-/// one sample is [`ShapeError::Contract`].
+/// one sample is [`ShapeError::BatchTooSmall`].
 ///
 /// # Example
 /// ```
@@ -324,11 +324,10 @@ impl Kernel for BatchNormKernel {
             Mode::Train => {
                 let n = x.ncols() * self.run;
                 if n < 2 {
-                    return Err(ShapeError::Contract {
-                        what: "a training pass through BatchNorm".into(),
-                        detail: format!(
-                            "it needs more than 1 value per feature to compute a variance, but the batch gives {n} (PyTorch's rule too); train on batches of 2 samples or more"
-                        ),
+                    return Err(ShapeError::BatchTooSmall {
+                        layer: pass.path.to_owned(),
+                        kind: "BatchNorm",
+                        values: n,
                     });
                 }
                 let stats = self.stats(x);
@@ -365,12 +364,8 @@ impl Kernel for BatchNormKernel {
                         .zip(&stats)
                         .map(|(r, s)| (1.0 - m) * r + m * (s.var * unbias) as f32),
                 );
-                let Some(count) = count.checked_add(1) else {
-                    return Err(ShapeError::Contract {
-                        what: "a training pass through BatchNorm".into(),
-                        detail: "num_batches_tracked is at the largest int64".into(),
-                    });
-                };
+                // PyTorch's count would overflow past 2^63 − 1 batches; this one stays there.
+                let count = count.saturating_add(1);
                 pass.set_buffer(0, BufferValue::Values(new_mean))?;
                 pass.set_buffer(1, BufferValue::Values(new_var))?;
                 pass.set_buffer(2, BufferValue::Count(count))?;

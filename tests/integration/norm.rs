@@ -379,7 +379,13 @@ fn a_training_batch_of_one_value_per_feature_is_an_error_not_a_nan() {
         .loss_and_grads(&x, &Labels::<U3>::try_new(vec![1]).unwrap(), CrossEntropy)
         .unwrap_err();
     assert!(
-        err.to_string().contains("more than 1 value per feature"),
+        matches!(err, ShapeError::BatchTooSmall { values: 1, .. }),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().starts_with(
+            "layer 3 (BatchNorm): a training pass needs more than 1 value per feature"
+        ),
         "{err}"
     );
     // Inference on one sample is fine.

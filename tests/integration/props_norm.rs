@@ -388,7 +388,7 @@ fn too_large(err: &ShapeError) -> bool {
 /// Whether a training pass may fail so: a batch normalization given one value per feature.
 fn one_value_per_feature(err: &ShapeError) -> bool {
     match err {
-        ShapeError::Contract { detail, .. } => detail.contains("more than 1 value per feature"),
+        ShapeError::BatchTooSmall { values, .. } => *values < 2,
         ShapeError::InBlock { source, .. } => one_value_per_feature(source),
         _ => false,
     }
