@@ -176,7 +176,8 @@ fn main() -> Result<(), Box<dyn Error>> {
 
     // Saved with its buffers, then loaded into a freshly declared net bound with seed 1
     // (other weights, running statistics 0 and 1).
-    let saved = std::env::temp_dir().join("lazynet-resnet-digits.safetensors");
+    let dir = tempfile::tempdir()?;
+    let saved = dir.path().join("resnet-digits.safetensors");
     net.save(&saved)?;
     let mut fresh = declare()?.seed(1).bind::<Digit>();
     let (_, untrained) = fresh.evaluate(&data.test_x, &data.test_y, CrossEntropy)?;
@@ -185,8 +186,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let (loss_loaded, loaded) = fresh.evaluate(&data.test_x, &data.test_y, CrossEntropy)?;
     let loaded = loaded.ok_or("no accuracy for labels")?;
     println!(
-        "saved to {}; a fresh net ({:.2}% untrained) loads it: test accuracy {:.2}%",
-        saved.display(),
+        "saved (a temporary file); a fresh net ({:.2}% untrained) loads it: test accuracy {:.2}%",
         100.0 * untrained,
         100.0 * loaded
     );
