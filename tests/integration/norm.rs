@@ -548,3 +548,32 @@ fn a_checkpoint_keeps_running_statistics_and_the_dropout_stream() {
         .unwrap();
     assert_eq!(state(&a), state(&b));
 }
+
+#[test]
+fn early_stopping_restores_the_best_epochs_running_statistics_too() {
+    let (x, vx, vl) = (images(16), images(6), labels(6));
+    let stop = EarlyStopping::new(Monitor::ValLoss)
+        .patience(2)
+        .restore_best_weights(true);
+    let fit = Fit::new(60)
+        .batch_size(4)
+        .quiet()
+        .validation(&vx, &vl)
+        .early_stopping(stop);
+    let mut net = mixed_net!(0.0);
+    // A rate so large that the validation loss soon stops improving.
+    let history = net
+        .fit(&x, &labels(16), CrossEntropy, &mut Adam::new(0.3), &fit)
+        .unwrap();
+    assert!(history.restored_best() && history.stopped_early().is_some());
+    let best = history.best().unwrap();
+    // Inference reads the running statistics: the best epoch's validation loss comes back only
+    // with the best epoch's statistics.
+    let (val_loss, _) = net.evaluate(&vx, &vl, CrossEntropy).unwrap();
+    assert_eq!(Some(val_loss), best.val_loss);
+    let count = net
+        .named_buffers()
+        .find(|b| b.name() == "1.num_batches_tracked")
+        .unwrap();
+    assert_eq!(count.count(), Some(4 * best.epoch as i64));
+}
