@@ -3,6 +3,7 @@
 mod api;
 mod attack;
 mod attack15;
+mod attack16;
 mod attack_grads;
 mod attack_zero;
 mod batch;
