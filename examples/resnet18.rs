@@ -136,6 +136,13 @@ fn main() -> Result<(), Box<dyn Error>> {
     let x = file
         .get("x")
         .ok_or_else(|| format!("{input} has no tensor `x`"))?;
+    if !matches!(x.shape(), [_, 3, 224, 224]) {
+        return Err(format!(
+            "{input}: `x` has shape {:?}, but ResNet-18 takes (N, 3, 224, 224) as PyTorch lays it out",
+            x.shape()
+        )
+        .into());
+    }
     // PyTorch's (N, 3, 224, 224) is one sample after another, each in C, H, W order: a batch's
     // rows.
     let batch = Batch::<Image<U3, U224, U224>>::from_rows(x.to_f32()?)?;
@@ -156,10 +163,15 @@ fn main() -> Result<(), Box<dyn Error>> {
         }
     }
     let Some(output) = &args.output else {
-        println!(
-            "first logits: {:?}",
-            &logits.row(0).iter().take(5).collect::<Vec<_>>()
-        );
+        let first: Vec<f32> = logits
+            .row_iter()
+            .next()
+            .into_iter()
+            .flatten()
+            .take(5)
+            .copied()
+            .collect();
+        println!("first logits of the first image: {first:?}");
         return Ok(());
     };
     let view = safetensors::tensor::TensorView::new(

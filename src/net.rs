@@ -133,8 +133,8 @@ impl<L: Layers> Net<Uninit, L> {
 
     /// Names the net's layers, first to last, in place of their indices, as the attributes of
     /// a PyTorch module name its children: with `names(["conv1", "bn1", "relu", …, "fc"])` the
-    /// parameters are `conv1.weight`, `bn1.running_mean`, `fc.bias`, as in torchvision's
-    /// ResNet. Layers past the last name keep their index. A name is one part of a path (not
+    /// parameters are `conv1.weight` and `fc.bias` (and the buffers `bn1.running_mean`), as
+    /// in torchvision's ResNet. Layers past the last name keep their index. A name is one part of a path (not
     /// empty, no dot) and two layers cannot share one: an error at binding
     /// ([`ShapeError::BlockName`]).
     ///
@@ -318,6 +318,9 @@ impl<S, L: Layers> Net<S, L> {
     ///   ([`LayerOn::Out`](crate::layer::LayerOn::Out)) told the compiler, or breaks another
     ///   rule of the trait. The message names the layer and both shapes. That is a bug in the
     ///   layer, not bad data, and no net is handed out that would compute with the wrong shape.
+    /// * When a name given to layers ([`names`](Net::names), `Residual::names`,
+    ///   `Sequential::names`) is empty, holds a dot, is given twice, or names more layers than
+    ///   there are ([`ShapeError::BlockName`]).
     ///
     /// `decl.try_bind(N::default())` makes the same checks and returns them as a
     /// [`ShapeError`].

@@ -82,6 +82,8 @@ pub struct Stems<E> {
 /// One stem: the layers `S` that take inputs of shape `M`.
 pub struct Stem<M, S> {
     layers: S,
+    /// The names given to its layers ([`Net::names`]).
+    names: Vec<String>,
     input: PhantomData<fn() -> M>,
 }
 
@@ -89,6 +91,7 @@ impl<M, S: Clone> Clone for Stem<M, S> {
     fn clone(&self) -> Self {
         Stem {
             layers: self.layers.clone(),
+            names: self.names.clone(),
             input: PhantomData,
         }
     }
@@ -118,10 +121,12 @@ impl<E> Stems<E> {
     /// output the trunk takes. Its registered initializer and seed are not used: the trunk
     /// declaration's are.
     pub fn stem<M: StaticShape, S: Layers>(self, stem: Net<Uninit, S>) -> Stems<(Stem<M, S>, E)> {
+        let names = stem.state().names.clone();
         Stems {
             entries: (
                 Stem {
                     layers: stem.into_layers(),
+                    names,
                     input: PhantomData,
                 },
                 self.entries,
@@ -158,6 +163,7 @@ pub struct StemPlan<'a> {
     pub(crate) name: String,
     pub(crate) input: Vec<usize>,
     pub(crate) layers: Vec<&'a dyn Layer>,
+    pub(crate) names: &'a [String],
     pub(crate) expected: Vec<PartialShape>,
 }
 
@@ -174,6 +180,7 @@ fn plan_of<M: StaticShape, S: Chain<M>>(stem: &Stem<M, S>) -> StemPlan<'_> {
             .join("x"),
         input,
         layers,
+        names: &stem.names,
         expected: compile_time_outputs::<M, S>(),
     }
 }
@@ -341,7 +348,12 @@ impl<L: Layers> Net<Uninit, L> {
         let mut plans = Vec::new();
         stems.entries.plans(&mut plans);
         let trunk_expected = E::trunk_expected();
-        let (mut layers, ranges) = exec::build_stems(&plans, &self.layer_refs(), &trunk_expected)?;
+        let (mut layers, ranges) = exec::build_stems(
+            &plans,
+            &self.layer_refs(),
+            &self.state().names,
+            &trunk_expected,
+        )?;
         self.state().initialize(&mut layers);
         let entries = plans.into_iter().map(|p| p.input).zip(ranges).collect();
         Ok(Net::from_parts(

@@ -226,7 +226,7 @@ fn bound_table(f: &mut fmt::Formatter<'_>, title: &str, layers: &[BoundLayer]) -
     let footer = if buffers == 0 {
         format!("parameters: {total}")
     } else {
-        format!("parameters: {total}; buffers (running statistics, not learned): {buffers} values")
+        format!("parameters: {total}; buffers (not learned): {buffers} values")
     };
     table(f, title, &rows, &footer)
 }

@@ -2,7 +2,7 @@
 
 use nalgebra::DMatrix;
 
-use super::{check_buffers, Fault, Kernel, Layer, Param, PartialShape};
+use super::{check_shapes, Fault, Kernel, Layer, Param, PartialShape};
 use crate::error::ShapeError;
 use crate::init::Role;
 
@@ -146,7 +146,7 @@ impl Kernel for ActivationKernel {
         y: &mut DMatrix<f32>,
         _: Activation,
     ) -> Result<(), ShapeError> {
-        check_buffers("activation", &[("the output", y.shape(), x.shape())])?;
+        check_shapes("activation", &[("the output", y.shape(), x.shape())])?;
         y.as_mut_slice().copy_from_slice(x.as_slice());
         self.0.apply(y.as_mut_slice(), &[], 1);
         Ok(())
@@ -166,7 +166,7 @@ impl Kernel for ActivationKernel {
                 ("the output gradient", dy.shape(), y.shape()),
                 ("the input gradient", dx.shape(), y.shape()),
             ];
-            check_buffers("activation", &buffers)?;
+            check_shapes("activation", &buffers)?;
             dx.as_mut_slice().copy_from_slice(dy.as_slice());
             self.0.backward(y.as_slice(), dx.as_mut_slice());
         }

@@ -573,6 +573,10 @@ impl<L: Layer, D: 'static> Layer for Shared<L, D> {
         self.layer.param_shapes(input)
     }
 
+    fn buffers(&self, input: Option<&PartialShape>) -> Vec<super::BufferSpec> {
+        self.layer.buffers(input)
+    }
+
     fn declared_input(&self) -> Option<usize> {
         self.layer.declared_input()
     }

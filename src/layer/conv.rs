@@ -5,7 +5,7 @@ use typenum::{Unsigned, U0, U1};
 use nalgebra::DMatrix;
 
 use super::{
-    check_buffers, param_count, Activation, DeclaresInput, Fault, Infer, Kernel, Layer, LayerOn,
+    check_shapes, param_count, Activation, DeclaresInput, Fault, Infer, Kernel, Layer, LayerOn,
     Param, PartialShape,
 };
 use crate::alloc::{try_zeros, MAX_VALUES};
@@ -268,7 +268,7 @@ impl ConvKernel {
         if let Some(b) = params.get(1) {
             buffers.push(("the bias", b.value().shape(), (self.out_c, 1)));
         }
-        check_buffers("Conv2d", &buffers)?;
+        check_shapes("Conv2d", &buffers)?;
         Ok(w)
     }
 
@@ -293,7 +293,7 @@ impl Kernel for ConvKernel {
     ) -> Result<(), ShapeError> {
         let w = self.check_params(params)?;
         let n = x.ncols();
-        check_buffers(
+        check_shapes(
             "Conv2d",
             &[
                 ("the input", x.shape(), self.input(n)),
@@ -335,7 +335,7 @@ impl Kernel for ConvKernel {
         if let Some(dx) = &dx {
             buffers.push(("the input gradient", dx.shape(), self.input(n)));
         }
-        check_buffers("Conv2d", &buffers)?;
+        check_shapes("Conv2d", &buffers)?;
         let [dw, rest @ ..] = grads else {
             return Err(param_count("Conv2d", 0, params.len()));
         };

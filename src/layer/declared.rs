@@ -110,6 +110,11 @@ impl<L: Layer, I: InputDecl> Layer for WithInput<L, I> {
         self.layer.param_shapes(declared.as_ref().or(input))
     }
 
+    fn buffers(&self, input: Option<&PartialShape>) -> Vec<super::BufferSpec> {
+        let declared = self.declared();
+        self.layer.buffers(declared.as_ref().or(input))
+    }
+
     fn declared_input(&self) -> Option<usize> {
         self.input.declared()
     }

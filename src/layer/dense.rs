@@ -3,7 +3,7 @@
 use nalgebra::DMatrix;
 
 use super::{
-    check_buffers, param_count, Activation, DeclaresInput, Fault, Kernel, Layer, LayerOn, Param,
+    check_shapes, param_count, Activation, DeclaresInput, Fault, Kernel, Layer, LayerOn, Param,
     PartialShape,
 };
 use crate::alloc::try_zeros;
@@ -184,7 +184,7 @@ impl Kernel for DenseKernel {
         };
         let (out, inp) = w.value().shape();
         let n = x.ncols();
-        check_buffers(
+        check_shapes(
             "Dense",
             &[
                 ("the bias", b.value().shape(), (out, 1)),
@@ -221,7 +221,7 @@ impl Kernel for DenseKernel {
         if let Some(dx) = &dx {
             buffers.push(("the input gradient", dx.shape(), (inp, n)));
         }
-        check_buffers("Dense", &buffers)?;
+        check_shapes("Dense", &buffers)?;
         // dW = dY · Xᵀ, db = the row sums of dY, dX = Wᵀ · dY.
         dw.gemm(1.0, dy, &transposed(x), 0.0);
         for column in dy.as_slice().chunks_exact(out.max(1)) {

@@ -2,7 +2,7 @@
 
 use nalgebra::DMatrix;
 
-use super::check_buffers;
+use super::check_shapes;
 use super::{Activation, DeclaresInput, Fault, Infer, Kernel, Layer, LayerOn, Param, PartialShape};
 use crate::dim::Dyn;
 use crate::error::ShapeError;
@@ -69,7 +69,7 @@ impl Kernel for FlattenKernel {
         y: &mut DMatrix<f32>,
         _: Activation,
     ) -> Result<(), ShapeError> {
-        check_buffers("Flatten", &[("the output", y.shape(), x.shape())])?;
+        check_shapes("Flatten", &[("the output", y.shape(), x.shape())])?;
         y.as_mut_slice().copy_from_slice(x.as_slice());
         Ok(())
     }
@@ -84,7 +84,7 @@ impl Kernel for FlattenKernel {
         dx: Option<&mut DMatrix<f32>>,
     ) -> Result<(), ShapeError> {
         if let Some(dx) = dx {
-            check_buffers("Flatten", &[("the input gradient", dx.shape(), dy.shape())])?;
+            check_shapes("Flatten", &[("the input gradient", dx.shape(), dy.shape())])?;
             dx.as_mut_slice().copy_from_slice(dy.as_slice());
         }
         Ok(())

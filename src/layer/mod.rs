@@ -254,7 +254,7 @@ pub(crate) fn activation_kernel(f: Activation) -> impl Kernel {
 /// shape found and the shape needed. A kernel called outside a net (through
 /// [`Layer::kernel`] and [`Param::new`]) with other shapes gets [`ShapeError::Contract`]
 /// instead of a panic in a GEMM.
-pub(crate) fn check_buffers(kind: &str, buffers: &[Checked<'_>]) -> Result<(), ShapeError> {
+pub(crate) fn check_shapes(kind: &str, buffers: &[Checked<'_>]) -> Result<(), ShapeError> {
     for &(what, found, needed) in buffers {
         if found != needed {
             return Err(ShapeError::Contract {

@@ -7,7 +7,7 @@
 
 use nalgebra::DMatrix;
 
-use super::{check_buffers, Activation, Fault, Kernel, Layer, Param, PartialShape};
+use super::{check_shapes, Activation, Fault, Kernel, Layer, Param, PartialShape};
 use crate::batch::softmax_in_place;
 use crate::error::ShapeError;
 use crate::init::Role;
@@ -336,7 +336,7 @@ impl Kernel for SoftmaxKernel {
         y: &mut DMatrix<f32>,
         _: Activation,
     ) -> Result<(), ShapeError> {
-        check_buffers("Softmax", &[("the output", y.shape(), x.shape())])?;
+        check_shapes("Softmax", &[("the output", y.shape(), x.shape())])?;
         for (y, x) in y.as_mut_slice().iter_mut().zip(x.as_slice()) {
             *y = *x;
         }
@@ -365,7 +365,7 @@ impl Kernel for SoftmaxKernel {
             ("the output gradient", dy.shape(), x.shape()),
             ("the input gradient", dx.shape(), x.shape()),
         ];
-        check_buffers("Softmax", &buffers)?;
+        check_shapes("Softmax", &buffers)?;
         let rows = x.nrows().max(1);
         let samples = dx
             .as_mut_slice()
@@ -394,7 +394,7 @@ fn map_input(
     y: &mut DMatrix<f32>,
     f: impl Fn(f32) -> f32,
 ) -> Result<(), ShapeError> {
-    check_buffers(kind, &[("the output", y.shape(), x.shape())])?;
+    check_shapes(kind, &[("the output", y.shape(), x.shape())])?;
     for (y, &x) in y.as_mut_slice().iter_mut().zip(x.as_slice()) {
         *y = f(x);
     }
@@ -417,7 +417,7 @@ fn map_gradient(
         ("the output gradient", dy.shape(), x.shape()),
         ("the input gradient", dx.shape(), x.shape()),
     ];
-    check_buffers(kind, &buffers)?;
+    check_shapes(kind, &buffers)?;
     let values = dx.as_mut_slice().iter_mut().zip(x.as_slice());
     for ((d_x, &x), &g) in values.zip(dy.as_slice()) {
         *d_x = d(x, g);

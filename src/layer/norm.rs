@@ -5,7 +5,7 @@
 use nalgebra::DMatrix;
 
 use super::{
-    check_buffers, param_count, Activation, BufferKind, BufferSpec, BufferValue, Fault, Kernel,
+    check_shapes, param_count, Activation, BufferKind, BufferSpec, BufferValue, Fault, Kernel,
     Layer, Mode, Param, PartialShape, Pass,
 };
 use crate::error::ShapeError;
@@ -27,8 +27,8 @@ pub struct SettingError {
 
 /// PyTorch's `eps` of both normalizations.
 const EPS: f32 = 1e-5;
-/// PyTorch's `momentum` of [`BatchNorm`].
-const MOMENTUM: f32 = 0.1;
+/// PyTorch's `momentum` of [`BatchNorm`] (a double in PyTorch too).
+const MOMENTUM: f64 = 0.1;
 
 /// Batch normalization, PyTorch's `BatchNorm1d` on a flat input and `BatchNorm2d` on an
 /// image: each feature (each channel of an image) is normalized over the batch (and the
@@ -39,8 +39,9 @@ const MOMENTUM: f32 = 0.1;
 ///   [`fit`](crate::Net::fit)) it normalizes by the batch's mean and biased variance, with
 ///   `eps` 1e-5, and computes the new running statistics: `running = 0.9·running + 0.1·batch`,
 ///   with the unbiased variance, and `num_batches_tracked + 1`. The pass does not change the
-///   net; the optimizer's step writes them, once per step, as PyTorch's training-mode forward
-///   does (so a step that is refused changes nothing).
+///   net; the optimizer's step writes them, once per step (once per place for a layer tied at
+///   several places, as PyTorch updates a module called twice), as PyTorch's training-mode
+///   forward does (so a step that is refused changes nothing).
 /// * In inference ([`forward`](crate::Net::forward), [`predict`](crate::Net::predict),
 ///   [`evaluate`](crate::Net::evaluate)) it normalizes by the running statistics.
 ///
@@ -132,7 +133,12 @@ impl Layer for BatchNorm {
 
     fn kernel(&self, input: &[usize], _: &[usize]) -> Box<dyn Kernel> {
         let channels = input.first().copied().unwrap_or(0);
-        let run = input.iter().skip(1).product();
+        // A shape whose size overflows never fits a buffer: `check` refuses every call.
+        let run = input
+            .iter()
+            .skip(1)
+            .try_fold(1usize, |n, d| n.checked_mul(*d))
+            .unwrap_or(usize::MAX);
         Box::new(BatchNormKernel { channels, run })
     }
 }
@@ -154,9 +160,10 @@ struct Stats {
 }
 
 impl BatchNormKernel {
-    /// The values of one sample.
+    /// The values of one sample (`usize::MAX` for a shape whose size overflows, which no
+    /// buffer has).
     fn width(&self) -> usize {
-        self.channels * self.run
+        self.channels.saturating_mul(self.run)
     }
 
     /// Checks the parameters and buffers it was given; returns the weight and bias.
@@ -170,7 +177,7 @@ impl BatchNormKernel {
             return Err(param_count("BatchNorm", params.len(), 2));
         };
         let c = (self.channels, 1);
-        check_buffers(
+        check_shapes(
             "BatchNorm",
             &[
                 ("the weight", w.value.shape(), c),
@@ -184,7 +191,7 @@ impl BatchNormKernel {
 
     /// The statistics of every channel over the batch `x`.
     fn stats(&self, x: &DMatrix<f32>) -> Vec<Stats> {
-        let n = (x.ncols() * self.run) as f64;
+        let n = x.ncols() as f64 * self.run as f64;
         let width = self.width();
         let mut sums = vec![0.0f64; self.channels];
         for sample in x.as_slice().chunks_exact(width.max(1)) {
@@ -322,7 +329,8 @@ impl Kernel for BatchNormKernel {
                 Ok(())
             }
             Mode::Train => {
-                let n = x.ncols() * self.run;
+                // `x` was checked to hold `ncols · width` values, so this product fits.
+                let n = x.ncols().saturating_mul(self.run);
                 if n < 2 {
                     return Err(ShapeError::BatchTooSmall {
                         layer: pass.path.to_owned(),
@@ -350,19 +358,17 @@ impl Kernel for BatchNormKernel {
                 // The running statistics, updated with the unbiased variance.
                 let unbias = n as f64 / (n as f64 - 1.0);
                 let m = MOMENTUM;
+                let mix =
+                    |running: f32, batch: f64| ((1.0 - m) * f64::from(running) + m * batch) as f32;
                 let new_mean = DMatrix::from_iterator(
                     self.channels,
                     1,
-                    rm.iter()
-                        .zip(&stats)
-                        .map(|(r, s)| (1.0 - m) * r + m * s.mean as f32),
+                    rm.iter().zip(&stats).map(|(r, s)| mix(*r, s.mean)),
                 );
                 let new_var = DMatrix::from_iterator(
                     self.channels,
                     1,
-                    rv.iter()
-                        .zip(&stats)
-                        .map(|(r, s)| (1.0 - m) * r + m * (s.var * unbias) as f32),
+                    rv.iter().zip(&stats).map(|(r, s)| mix(*r, s.var * unbias)),
                 );
                 // PyTorch's count would overflow past 2^63 − 1 batches; this one stays there.
                 let count = count.saturating_add(1);
@@ -389,7 +395,7 @@ impl Kernel for BatchNormKernel {
             return Err(param_count("BatchNorm", grads.len(), 2));
         };
         let c = (self.channels, 1);
-        check_buffers(
+        check_shapes(
             "BatchNorm",
             &[
                 ("the weight gradient", dw.shape(), c),
@@ -397,7 +403,7 @@ impl Kernel for BatchNormKernel {
             ],
         )?;
         if let Some(dx) = &dx {
-            check_buffers(
+            check_shapes(
                 "BatchNorm",
                 &[("the input gradient", dx.shape(), x.shape())],
             )?;
@@ -453,7 +459,7 @@ impl Kernel for BatchNormKernel {
         let Some(dx) = dx else {
             return Ok(());
         };
-        let n = (x.ncols() * self.run) as f64;
+        let n = x.ncols() as f64 * self.run as f64;
         let train = pass.mode() == Mode::Train;
         let samples = dx
             .as_mut_slice()
@@ -569,7 +575,7 @@ impl LayerNormKernel {
             return Err(param_count("LayerNorm", params.len(), 2));
         };
         let f = (self.features, 1);
-        check_buffers(
+        check_shapes(
             "LayerNorm",
             &[
                 ("the weight", w.value.shape(), f),
@@ -632,7 +638,7 @@ impl Kernel for LayerNormKernel {
             return Err(param_count("LayerNorm", grads.len(), 2));
         };
         let fs = (self.features, 1);
-        check_buffers(
+        check_shapes(
             "LayerNorm",
             &[
                 ("the weight gradient", dw.shape(), fs),
@@ -640,7 +646,7 @@ impl Kernel for LayerNormKernel {
             ],
         )?;
         if let Some(dx) = &dx {
-            check_buffers(
+            check_shapes(
                 "LayerNorm",
                 &[("the input gradient", dx.shape(), x.shape())],
             )?;
@@ -783,8 +789,9 @@ impl DropoutKernel {
         let scale = 1.0 / (1.0 - self.p);
         let p = f64::from(self.p);
         let mut rng = pass.rng();
+        // `x · mask / (1 − p)` as PyTorch multiplies: a dropped NaN or infinity is NaN.
         for (o, i) in out.iter_mut().zip(input) {
-            *o = if rng.next_f64() < p { 0.0 } else { i * scale };
+            *o = i * if rng.next_f64() < p { 0.0 } else { scale };
         }
     }
 }
@@ -797,7 +804,7 @@ impl Kernel for DropoutKernel {
         y: &mut DMatrix<f32>,
         _: Activation,
     ) -> Result<(), ShapeError> {
-        check_buffers("Dropout", &[("the output", y.shape(), x.shape())])?;
+        check_shapes("Dropout", &[("the output", y.shape(), x.shape())])?;
         y.as_mut_slice().copy_from_slice(x.as_slice());
         Ok(())
     }
@@ -812,7 +819,7 @@ impl Kernel for DropoutKernel {
         dx: Option<&mut DMatrix<f32>>,
     ) -> Result<(), ShapeError> {
         if let Some(dx) = dx {
-            check_buffers(
+            check_shapes(
                 "Dropout",
                 &[
                     ("the output gradient", dy.shape(), x.shape()),
@@ -832,7 +839,7 @@ impl Kernel for DropoutKernel {
         y: &mut DMatrix<f32>,
         _: Activation,
     ) -> Result<(), ShapeError> {
-        check_buffers("Dropout", &[("the output", y.shape(), x.shape())])?;
+        check_shapes("Dropout", &[("the output", y.shape(), x.shape())])?;
         self.masked(pass, x.as_slice(), y.as_mut_slice());
         Ok(())
     }
@@ -848,7 +855,7 @@ impl Kernel for DropoutKernel {
         dx: Option<&mut DMatrix<f32>>,
     ) -> Result<(), ShapeError> {
         if let Some(dx) = dx {
-            check_buffers(
+            check_shapes(
                 "Dropout",
                 &[
                     ("the output gradient", dy.shape(), x.shape()),

@@ -307,8 +307,8 @@ impl<'a> Pass<'a> {
     /// run is reproducible bit for bit.
     pub fn rng(&self) -> InitRng {
         InitRng::new(
-            self.seed ^ self.step.rotate_left(32),
-            &format!("pass:{}", self.path),
+            self.seed,
+            &format!("pass {} at step {}", self.path, self.step),
         )
     }
 
@@ -317,9 +317,10 @@ impl<'a> Pass<'a> {
     ///
     /// # Errors
     /// [`ShapeError::Contract`] in an inference pass, for an index past the buffers, or for a
-    /// value that does not fit the buffer (another shape or kind, a negative count). A
-    /// variance the pass computed as NaN (from a NaN input) is recorded: the optimizer's step
-    /// refuses it.
+    /// value that does not fit the buffer (another shape or kind, a negative count). Values
+    /// outside a buffer's range (a variance the pass computed as NaN from a NaN input, or
+    /// below 0) are recorded: the optimizer's step refuses them
+    /// ([`TrainError::BufferOutOfRange`](crate::TrainError::BufferOutOfRange)).
     pub fn set_buffer(&mut self, index: usize, value: BufferValue) -> Result<(), ShapeError> {
         let contract = |detail: String| ShapeError::Contract {
             what: format!("a kernel's pass at layer {}", self.path),

@@ -6,7 +6,7 @@ use typenum::{Unsigned, U0, U1};
 
 use nalgebra::DMatrix;
 
-use super::check_buffers;
+use super::check_shapes;
 use super::{Activation, DeclaresInput, Fault, Infer, Kernel, Layer, LayerOn, Param, PartialShape};
 use crate::dim::{Dim, Dyn, StaticDim};
 use crate::error::ShapeError;
@@ -225,7 +225,7 @@ impl<Kind: PoolKind> PoolKernel<Kind> {
     }
 
     fn check(&self, buffers: &[super::Checked<'_>]) -> Result<(), ShapeError> {
-        check_buffers(Kind::KIND, buffers)
+        check_shapes(Kind::KIND, buffers)
     }
 }
 

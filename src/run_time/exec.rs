@@ -71,6 +71,7 @@ fn check_input(input: &[usize]) -> Result<(), ShapeError> {
 pub(crate) fn build_stems(
     stems: &[crate::stems::StemPlan<'_>],
     trunk: &[&dyn Layer],
+    trunk_names: &[String],
     trunk_expected: &[PartialShape],
 ) -> Result<(Vec<BoundLayer>, Vec<Range<usize>>), ShapeError> {
     for (i, stem) in stems.iter().enumerate() {
@@ -95,15 +96,19 @@ pub(crate) fn build_stems(
             branch: "its layers",
             source: Box::new(source),
         };
+        planner
+            .check_names("stem", &stem.name, stem.names, stem.layers.len(), None)
+            .map_err(in_stem)?;
         let (src, shape) = planner
-            .seq(&stem.layers, &prefix, &[], input)
+            .seq(&stem.layers, &prefix, stem.names, input)
             .map_err(in_stem)?;
         match &first_trunk {
             None => {
                 let trunk_start = planner.nodes.len();
                 planner.compare_with(trunk_expected);
                 planner
-                    .seq(trunk, "trunk.", &[], (src, shape.clone()))
+                    .check_names("the trunk", "", trunk_names, trunk.len(), None)
+                    .and_then(|()| planner.seq(trunk, "trunk.", trunk_names, (src, shape.clone())))
                     .map_err(|source| ShapeError::InBlock {
                         layer: "trunk".into(),
                         kind: "Trunk",
@@ -686,6 +691,9 @@ pub(crate) struct Trace {
     output: Slot,
     outputs: Vec<Option<DMatrix<f32>>>,
     ctx: RunCtx,
+    /// Per step, the buffers its forward pass saw when an earlier place of its tied set had
+    /// changed them (`None`: the net's).
+    seen: Vec<Option<Vec<crate::layer::Buffer>>>,
 }
 
 impl Trace {
@@ -707,7 +715,13 @@ pub(crate) fn forward_trace(
 ) -> Result<Trace, ShapeError> {
     let (stages, output) = stages(layers, nodes);
     let mut outputs: Vec<Option<DMatrix<f32>>> = Vec::with_capacity(stages.len());
+    let mut seen = Vec::with_capacity(stages.len());
     for step in &stages {
+        let owner = layers
+            .get(step.layer)
+            .and_then(|l| l.tied)
+            .unwrap_or(step.layer);
+        seen.push(ctx.pending.get(owner).cloned().flatten());
         let add = step.add.map(|a| value(x, &outputs, a)).transpose()?;
         let y = run_step(layers, step, value(x, &outputs, step.input)?, add, &mut ctx)?;
         outputs.push(Some(y));
@@ -717,6 +731,7 @@ pub(crate) fn forward_trace(
         output,
         outputs,
         ctx,
+        seen,
     })
 }
 
@@ -755,6 +770,7 @@ pub(crate) fn backward(
         output,
         outputs,
         ctx,
+        seen,
     } = trace;
     // Every parameter's gradient, zeroed, in order.
     let mut grads = Vec::new();
@@ -848,7 +864,10 @@ pub(crate) fn backward(
         };
         let pass = crate::layer::Pass::new(
             ctx.mode,
-            layers.get(owner).map_or(&[], |l| l.buffers.as_slice()),
+            match seen.get(s) {
+                Some(Some(earlier)) => earlier.as_slice(),
+                _ => layers.get(owner).map_or(&[], |l| l.buffers.as_slice()),
+            },
             ctx.seed,
             ctx.steps,
             &layer.path,

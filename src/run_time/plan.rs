@@ -649,15 +649,42 @@ impl<'e> Planner<'e> {
         }
         let mut buffers = Vec::new();
         for spec in layer.buffers(flow.1.as_ref()) {
+            if spec.name.is_empty() || spec.name.contains('.') {
+                return Err(contradicts(
+                    index,
+                    kind,
+                    format!(
+                        "its buffer name `{}` is not one part of a path (not empty, no dot)",
+                        spec.name
+                    ),
+                ));
+            }
             let name = format!("{path}.{}", spec.name);
             let clash = params.iter().any(|(_, n, _)| *n == name)
                 || buffers.iter().any(|(n, _, _)| *n == name);
             if clash {
-                return Err(ShapeError::DuplicateParam {
-                    layer: index,
+                return Err(contradicts(
+                    index,
                     kind,
-                    name,
-                });
+                    format!(
+                        "its buffer `{name}` has the name of another of its buffers or parameters"
+                    ),
+                ));
+            }
+            if let crate::layer::BufferKind::Values {
+                fill,
+                nonnegative: true,
+            } = spec.kind
+            {
+                if fill.is_nan() || fill < 0.0 {
+                    return Err(contradicts(
+                        index,
+                        kind,
+                        format!(
+                            "its buffer `{name}` holds values of at least 0 but starts at {fill}"
+                        ),
+                    ));
+                }
             }
             let shape = match (spec.kind, spec.shape.known()) {
                 (crate::layer::BufferKind::Count, Some(shape)) if shape.is_empty() => shape,

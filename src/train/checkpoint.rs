@@ -248,11 +248,13 @@ impl<N: Shape, L: Chain<N>> Net<Init<N>, L> {
             .flat_map(|l| &l.params)
             .collect();
         let state = optimizer.read_state(&params, &weights)?;
+        let aliases = crate::weights::buffer_aliases(self.state().bound_layers());
         // Every tensor belongs to the net or (checked by `read_state`) to the optimizer.
         let extra: Vec<&str> = weights
             .names()
             .filter(|n| !n.starts_with("optim.") && !params.iter().any(|p| p.name() == *n))
             .filter(|n| !self.named_buffers().any(|b| b.name() == *n))
+            .filter(|n| !aliases.iter().any(|(_, later)| later == n))
             .collect();
         if !extra.is_empty() {
             return Err(TrainError::Checkpoint {

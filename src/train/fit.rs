@@ -452,6 +452,7 @@ impl<N: Shape, L: Chain<N>> Net<Init<N>, L> {
         if let Some(stop) = &fit.early_stopping {
             check_monitor(stop, validation.is_some(), target)?;
         }
+        self.check_last_batch(x, target, loss, fit.batch_size)?;
         let steps = x.samples().div_ceil(fit.batch_size);
         let bar = progress_bar(fit.progress, steps);
         let mut history = History::default();
@@ -490,7 +491,6 @@ impl<N: Shape, L: Chain<N>> Net<Init<N>, L> {
         O: Optimizer,
     {
         let samples = run.x.samples();
-        #[allow(clippy::type_complexity)]
         #[allow(clippy::type_complexity)]
         let mut best: Option<(f32, usize, Option<(Vec<DMatrix<f32>>, Vec<BufferValue>)>)> = None;
         let mut waited = 0usize;
@@ -630,6 +630,31 @@ impl<N: Shape, L: Chain<N>> Net<Init<N>, L> {
     }
 
     /// A copy of every parameter's values, in order, allocated fallibly.
+    /// Checks, before the first step, that the last batch of each epoch trains when it holds
+    /// a single sample: a batch normalization on a flat input refuses one value per feature
+    /// ([`ShapeError::BatchTooSmall`]), which would stop the fit midway with some steps
+    /// taken. One training pass on one sample, which changes nothing.
+    fn check_last_batch<M: Shape, T: Target, F: Loss<T>>(
+        &self,
+        x: &Batch<M>,
+        target: &T,
+        loss: F,
+        batch_size: usize,
+    ) -> Result<(), TrainError> {
+        let samples = x.samples();
+        if batch_size < 2 || samples % batch_size != 1 {
+            return Ok(());
+        }
+        let last = [samples - 1];
+        let (xb, tb) = (x.select(&last)?, target.select(&last)?);
+        match self.loss_grads_correct(&xb, &tb, loss) {
+            Err(err) if too_small(&err) => Err(TrainError::Setting(format!(
+                "{samples} samples in batches of {batch_size} leave a last batch of 1 sample in every epoch, which cannot train ({err}); pick a batch size that leaves none or more than 1"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     fn copy_params(&self) -> Result<Vec<DMatrix<f32>>, ShapeError> {
         self.named_params()
             .map(|(name, value)| try_clone(value, || format!("a copy of `{name}`")))
@@ -760,6 +785,16 @@ fn progress_bar(progress: bool, steps: usize) -> Option<indicatif::ProgressBar> 
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
     bar.set_style(style);
     Some(bar)
+}
+
+/// Whether `err` is a batch normalization refusing a batch too small to train on, in a block
+/// or not.
+fn too_small(err: &ShapeError) -> bool {
+    match err {
+        ShapeError::BatchTooSmall { .. } => true,
+        ShapeError::InBlock { source, .. } => too_small(source),
+        _ => false,
+    }
 }
 
 #[cfg(test)]

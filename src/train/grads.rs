@@ -5,6 +5,10 @@ use nalgebra::DMatrix;
 /// The gradient of the loss with respect to every parameter of a net, in the order, with the
 /// names and shapes, of [`Net::named_params`](crate::Net::named_params). Made by
 /// [`Net::loss_and_grads`](crate::Net::loss_and_grads), used by an optimizer's `step`.
+///
+/// It also carries the buffers the training pass computed (the new running statistics of a
+/// [`BatchNorm`](crate::layer::BatchNorm)), as values: the step writes them. Gradients kept
+/// across a `load` would write the statistics computed before it; compute them again.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Grads {
     pub(crate) names: Vec<String>,

@@ -129,6 +129,16 @@ pub enum TrainError {
         name: String,
     },
 
+    /// The training pass computed a value a buffer cannot hold: a running variance that is
+    /// NaN (from a NaN or infinite input) or below 0. The step is refused, and nothing changed.
+    #[error("the training pass computed a value buffer `{name}` cannot hold ({reason}): the step is refused and nothing changed; does the batch hold NaN or infinities?")]
+    BufferOutOfRange {
+        /// The buffer.
+        name: String,
+        /// What was found.
+        reason: String,
+    },
+
     /// Gradients that do not belong to the net: another number of parameters, another name or
     /// shape.
     #[error("the gradients do not fit the net: {reason}")]

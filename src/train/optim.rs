@@ -97,7 +97,9 @@ pub trait Optimizer: sealed::Sealed {
     fn set_learning_rate(&mut self, lr: f64);
 
     /// Updates every parameter of `net` from `grads`, made by
-    /// [`Net::loss_and_grads`](crate::Net::loss_and_grads) on that net. A parameter the batch
+    /// [`Net::loss_and_grads`](crate::Net::loss_and_grads) on that net, and writes the buffers
+    /// that training pass computed (a [`BatchNorm`](crate::layer::BatchNorm)'s running
+    /// statistics, as PyTorch's training-mode forward writes them). A parameter the batch
     /// did not reach (a stem of a net with [stems](crate::stems) that the batch did not run
     /// through) is left alone, with its state, as PyTorch skips a parameter whose `.grad` is
     /// `None`.
@@ -110,8 +112,11 @@ pub trait Optimizer: sealed::Sealed {
     /// * [`TrainError::StepNotFinite`] when the gradients are finite but the update would make
     ///   a parameter or the optimizer's state NaN or infinite (a learning rate of 3e38, a
     ///   gradient whose square overflows `f32`, `eps` 0 with gradients that are all 0);
+    /// * [`TrainError::BufferOutOfRange`] when the training pass computed a buffer value the
+    ///   buffer cannot hold (a NaN running variance) while every gradient is finite;
     /// * [`TrainError::GradsMismatch`] when `grads` belong to another net, or the state
-    ///   kept under a parameter's name has another shape (the optimizer stepped another net);
+    ///   kept under a parameter's name has another shape (the optimizer stepped another net),
+    ///   or the buffers they carry are not the net's;
     /// * [`TrainError::Hyper`] for a hyper-parameter out of range (a negative learning rate);
     /// * [`ShapeError::OutOfMemory`](crate::ShapeError::OutOfMemory) (as
     ///   [`TrainError::Shape`]) when memory for new state cannot be had.
@@ -124,7 +129,7 @@ pub trait Optimizer: sealed::Sealed {
         Self: Sized,
     {
         check_buffers(net.state().bound_layers(), grads)?;
-        let bad_buffer = buffer_not_finite(net.state().bound_layers(), grads);
+        let bad_buffer = buffer_out_of_range(net.state().bound_layers(), grads);
         let layers = net.state_mut().bound_layers_mut();
         let params: Vec<&mut Param> = layers.iter_mut().flat_map(|l| &mut l.params).collect();
         check_grads(&params, grads)?;
@@ -145,13 +150,14 @@ pub trait Optimizer: sealed::Sealed {
             .map(|(_, pair)| pair)
             .unzip();
         let fresh = self.prepare(&params)?;
-        // New running statistics that are not finite are refused as a non-finite update is.
-        if let Some(name) = bad_buffer {
+        // New running statistics a buffer cannot hold (a NaN variance) are refused, before
+        // anything is written; a non-finite gradient, their usual cause, is named first.
+        if let Some((name, reason)) = bad_buffer {
             return Err(match grads.first_not_finite() {
                 Some(grad) => TrainError::GradientNotFinite {
                     name: grad.to_owned(),
                 },
-                None => TrainError::StepNotFinite { name },
+                None => TrainError::BufferOutOfRange { name, reason },
             });
         }
         // A non-finite gradient makes its update non-finite, so the check is made once, on
@@ -212,17 +218,19 @@ fn check_buffers(layers: &[crate::state::BoundLayer], grads: &Grads) -> Result<(
     Ok(())
 }
 
-/// The first new buffer value a step would write that its buffer cannot hold: a running
-/// variance the training pass computed as NaN (from a NaN input) or below 0.
-fn buffer_not_finite(layers: &[crate::state::BoundLayer], grads: &Grads) -> Option<String> {
+/// The first new buffer value a step would write that its buffer cannot hold (a running
+/// variance the training pass computed as NaN, from a NaN input, or below 0): its name and
+/// what was found.
+fn buffer_out_of_range(
+    layers: &[crate::state::BoundLayer],
+    grads: &Grads,
+) -> Option<(String, String)> {
     grads.buffers.iter().find_map(|(node, buffers)| {
         let layer = layers.get(*node)?;
-        layer
-            .buffers
-            .iter()
-            .zip(buffers)
-            .find(|(own, new)| own.check(&new.value).is_err())
-            .map(|(own, _)| own.name.clone())
+        layer.buffers.iter().zip(buffers).find_map(|(own, new)| {
+            let reason = own.check(&new.value).err()?;
+            Some((own.name.clone(), reason))
+        })
     })
 }
 

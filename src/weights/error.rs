@@ -129,6 +129,15 @@ pub enum LoadError {
         bytes: u128,
     },
 
+    /// A count (`num_batches_tracked`) stored as another type than `int64`.
+    #[error("tensor `{name}` is a count and must be I64 (as PyTorch writes `num_batches_tracked`), but has data type {dtype}")]
+    CountDtype {
+        /// The tensor.
+        name: String,
+        /// Its data type, as the file names it (`F32`).
+        dtype: String,
+    },
+
     /// A tensor the net needs has a data type that is not converted to `f32`.
     #[error("tensor `{name}` has data type {dtype}; lazynet loads {READABLE}")]
     Dtype {

@@ -142,8 +142,9 @@ fn locate(header: &[u8], available: usize) -> Option<LoadError> {
 ///
 /// The crate writes `__metadata__` from a `HashMap`, whose order changes from run to run; with
 /// the keys sorted (`serde_json`'s maps are sorted), saving the same parameters always writes
-/// the same bytes. As the crate does, the tensors' data is in the order of their names and the
-/// header is padded with spaces to a multiple of 8 bytes.
+/// the same bytes. As the crate does, the tensors' data is in the order of their alignment
+/// (`int64` counts first) and then of their names, and the header is padded with spaces to a
+/// multiple of 8 bytes.
 pub(super) fn encode_file(layers: &[BoundLayer]) -> Result<Vec<u8>, SaveError> {
     let params = layers.iter().flat_map(|l| &l.params).map(Entry::from);
     let buffers = layers.iter().flat_map(|l| &l.buffers).map(Entry::from);
@@ -213,10 +214,14 @@ pub(crate) fn encode_params<'a>(
     entries: impl Iterator<Item = Entry<'a>>,
     extra: &BTreeMap<String, String>,
 ) -> Result<Vec<u8>, SaveError> {
-    let params: BTreeMap<&str, Entry<'a>> = entries.map(|e| (e.name, e)).collect();
+    // As the crate orders them: by alignment (`int64` first), then by name, so every tensor
+    // starts at a multiple of its element's size. One entry per name.
+    let by_name: BTreeMap<&str, Entry<'a>> = entries.map(|e| (e.name, e)).collect();
+    let mut params: Vec<(&str, Entry<'a>)> = by_name.into_iter().collect();
+    params.sort_by_key(|(name, e)| (core::cmp::Reverse(e.dtype().0), *name));
     let mut entries: BTreeMap<&str, serde_json::Value> = BTreeMap::new();
     let mut data_len: usize = 0;
-    for (&name, p) in &params {
+    for &(name, ref p) in &params {
         let values = values_of(p.shape);
         if values != Some(p.len()) {
             return Err(SaveError::Encode {
@@ -232,7 +237,7 @@ pub(crate) fn encode_params<'a>(
             .len()
             .checked_mul(bytes)
             .and_then(|n| n.checked_add(data_len))
-            .ok_or_else(|| too_large(params.values()))?;
+            .ok_or_else(|| too_large(params.iter().map(|(_, e)| e)))?;
         entries.insert(
             name,
             serde_json::json!({
@@ -258,7 +263,7 @@ pub(crate) fn encode_params<'a>(
     let total = LEN_BYTES
         .checked_add(header.len())
         .and_then(|n| n.checked_add(data_len))
-        .ok_or_else(|| too_large(params.values()))?;
+        .ok_or_else(|| too_large(params.iter().map(|(_, e)| e)))?;
     let mut bytes = Vec::new();
     // Memory that the system does not have is refused before it is written (`alloc`).
     if !crate::alloc::bytes_fit_in_memory(total as u128) || bytes.try_reserve_exact(total).is_err()
@@ -269,7 +274,7 @@ pub(crate) fn encode_params<'a>(
     }
     bytes.extend_from_slice(&(header.len() as u64).to_le_bytes());
     bytes.extend_from_slice(&header);
-    for p in params.values() {
+    for (_, p) in &params {
         match p.data {
             Data::F32(value) => {
                 let start = bytes.len();

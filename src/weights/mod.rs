@@ -329,6 +329,8 @@ impl<'a> Weights<'a> {
                     .map(|b| b.name.as_str()),
             );
             names.extend(aliases.iter().map(|(_, later)| later.as_str()));
+            let buffer_aliases = buffer_aliases(layers);
+            names.extend(buffer_aliases.iter().map(|(_, later)| later.as_str()));
             let extra: Vec<(String, Vec<usize>)> = self
                 .tensors
                 .iter()
@@ -348,35 +350,79 @@ impl<'a> Weights<'a> {
     /// A buffer of values must have its shape (and, for a variance, hold no negative value and
     /// no NaN); a count must be an `int64` of shape `[]` from 0 up.
     pub(crate) fn buffers_for(&self, layers: &[BoundLayer]) -> Result<Vec<BufferValue>, LoadError> {
+        let aliases = buffer_aliases(layers);
         layers
             .iter()
             .flat_map(|l| &l.buffers)
             .map(|b| {
-                let missing = || LoadError::Missing {
-                    name: b.name.clone(),
-                    expected: PartialShape::from_dims(&b.shape),
-                };
-                let value = match b.kind {
-                    BufferKind::Values { .. } => {
-                        let (rows, cols) = b.values().map_or((0, 0), DMatrix::shape);
-                        let m = self
-                            .matrix_for(&b.name, &b.shape, rows, cols)?
-                            .ok_or_else(missing)?;
-                        BufferValue::Values(m)
+                // A tied layer's buffers are read at its first place, or at a later place a
+                // PyTorch `state_dict` names them at; every place named must hold one value.
+                let later: Vec<&str> = aliases
+                    .iter()
+                    .filter(|(first, _)| *first == b.name)
+                    .map(|(_, later)| later.as_str())
+                    .collect();
+                let name = std::iter::once(b.name.as_str())
+                    .chain(later.iter().copied())
+                    .find(|n| self.get(n).is_some())
+                    .unwrap_or(b.name.as_str());
+                let value = self.buffer_at(b, name)?;
+                for other_name in later {
+                    if other_name == name || self.get(other_name).is_none() {
+                        continue;
                     }
-                    BufferKind::Count => {
-                        let tensor = self.get(&b.name).ok_or_else(missing)?;
-                        tensor.check_shape(&PartialShape(Vec::new()))?;
-                        BufferValue::Count(tensor.count()?)
+                    let other = self.buffer_at(b, other_name)?;
+                    let index = match (&value, &other) {
+                        (BufferValue::Values(a), BufferValue::Values(o)) => {
+                            let (rows, cols) = a.shape();
+                            (0..rows)
+                                .flat_map(|r| (0..cols).map(move |c| (r, c)))
+                                .position(|at| !same_value(a.get(at), o.get(at)))
+                        }
+                        (a, o) => (a != o).then_some(0),
+                    };
+                    if let Some(index) = index {
+                        return Err(LoadError::TiedDiffers {
+                            first: name.to_owned(),
+                            place: other_name.to_owned(),
+                            index,
+                        });
                     }
-                };
-                b.check(&value).map_err(|reason| LoadError::Buffer {
-                    name: b.name.clone(),
-                    reason,
-                })?;
+                }
                 Ok(value)
             })
             .collect()
+    }
+
+    /// The buffer `b` read from the tensor `name` and checked.
+    fn buffer_at(&self, b: &Buffer, name: &str) -> Result<BufferValue, LoadError> {
+        let missing = || LoadError::Missing {
+            name: name.to_owned(),
+            expected: PartialShape::from_dims(&b.shape),
+        };
+        let value = match b.kind {
+            BufferKind::Values { .. } => {
+                let (rows, cols) = b.values().map_or((0, 0), DMatrix::shape);
+                let m = self
+                    .matrix_for(name, &b.shape, rows, cols)?
+                    .ok_or_else(missing)?;
+                BufferValue::Values(m)
+            }
+            // PyTorch's `_load_from_state_dict` fills in 0 for a missing
+            // `num_batches_tracked` (a state_dict saved before it existed).
+            BufferKind::Count => match self.get(name) {
+                Some(tensor) => {
+                    tensor.check_shape(&PartialShape(Vec::new()))?;
+                    BufferValue::Count(tensor.count()?)
+                }
+                None => BufferValue::Count(0),
+            },
+        };
+        b.check(&value).map_err(|reason| LoadError::Buffer {
+            name: name.to_owned(),
+            reason,
+        })?;
+        Ok(value)
     }
 
     /// The tensor named as `p`, checked against its shape and laid out as its value; `None`
@@ -433,6 +479,22 @@ impl<'a> Weights<'a> {
         })?;
         Ok((name, input))
     }
+}
+
+/// The later places' names of every tied layer's buffers, with the first place's: `(first,
+/// later)`, as a PyTorch `state_dict` names a module used twice at both places.
+pub(crate) fn buffer_aliases(layers: &[BoundLayer]) -> Vec<(&str, String)> {
+    layers
+        .iter()
+        .filter_map(|l| Some((l, layers.get(l.tied?)?)))
+        .flat_map(|(place, first)| {
+            first.buffers.iter().map(move |b| {
+                let suffix = b.name.rsplit('.').next().unwrap_or(b.name.as_str());
+                (b.name.as_str(), format!("{}.{suffix}", place.path))
+            })
+        })
+        .filter(|(first, later)| first != later)
+        .collect()
 }
 
 /// Whether two stored values are one value: equal (0.0 and −0.0 too), or the same bits (a
@@ -500,7 +562,7 @@ impl Tensor<'_> {
     /// one value.
     fn count(&self) -> Result<i64, LoadError> {
         if self.info.dtype != Dtype::I64 {
-            return Err(LoadError::Dtype {
+            return Err(LoadError::CountDtype {
                 name: self.name.to_owned(),
                 dtype: self.dtype(),
             });

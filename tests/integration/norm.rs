@@ -440,7 +440,7 @@ fn bad_running_statistics_are_refused_and_nothing_is_loaded() {
         (good(vec![1.0, -2.0], count(3)), "tensor `1.running_var`: every value must be at least 0 (a variance), but flat index 1 holds -2"),
         (good(vec![f32::NAN, 2.0], count(3)), "tensor `1.running_var`: every value must be at least 0 (a variance), but flat index 0 holds NaN"),
         (good(vec![1.0, 2.0], count(-1)), "tensor `1.num_batches_tracked`: a count is a whole number from 0 up, -1 was found"),
-        (good(vec![1.0, 2.0], (F32, vec![], f32_bytes(&[3.0]))), "tensor `1.num_batches_tracked` has data type F32"),
+        (good(vec![1.0, 2.0], (F32, vec![], f32_bytes(&[3.0]))), "tensor `1.num_batches_tracked` is a count and must be I64"),
         (good(vec![1.0, 2.0], (I64, vec![1], 3i64.to_le_bytes().to_vec())), "tensor `1.num_batches_tracked`: expected 0 dimensions"),
     ];
     for (bytes, message) in cases {
