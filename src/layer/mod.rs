@@ -92,6 +92,73 @@ pub trait Layer: Send + Sync + 'static {
     /// not learned, such as [`BatchNorm`]'s running statistics. Their names are
     /// `{path}.{name}`; they are saved and loaded with the parameters but are not parameters
     /// (no gradient, no optimizer, no initializer). None unless overridden.
+    ///
+    /// The kernel reads them, and in training records their new values, through the [`Pass`]
+    /// its [`forward_with`](Kernel::forward_with) receives; the optimizer's step writes them.
+    ///
+    /// # Example
+    /// A layer that passes its input through and counts the training steps it took part in:
+    /// ```
+    /// use lazynet::layer::{
+    ///     Activation, BufferKind, BufferSpec, BufferValue, Fault, Kernel, Layer, Mode, Param,
+    ///     PartialShape, Pass,
+    /// };
+    /// use lazynet::nalgebra::DMatrix;
+    /// use lazynet::prelude::*;
+    ///
+    /// #[derive(Clone, Copy, Debug)]
+    /// struct Steps;
+    ///
+    /// impl Layer for Steps {
+    ///     fn kind(&self) -> &'static str { "Steps" }
+    ///     fn output_shape(&self, input: Option<&PartialShape>)
+    ///         -> Result<Option<PartialShape>, Fault> { Ok(input.cloned()) }
+    ///     fn param_shapes(&self, _: Option<&PartialShape>) -> Vec<(Role, PartialShape)> { vec![] }
+    ///     fn buffers(&self, _: Option<&PartialShape>) -> Vec<BufferSpec> {
+    ///         vec![BufferSpec { name: "steps", shape: PartialShape(vec![]), kind: BufferKind::Count }]
+    ///     }
+    ///     fn kernel(&self, _: &[usize], _: &[usize]) -> Box<dyn Kernel> { Box::new(StepsKernel) }
+    /// }
+    ///
+    /// #[derive(Debug)]
+    /// struct StepsKernel;
+    ///
+    /// impl Kernel for StepsKernel {
+    ///     fn forward(&self, _: &[Param], x: &DMatrix<f32>, y: &mut DMatrix<f32>, _: Activation)
+    ///         -> Result<(), ShapeError> {
+    ///         y.copy_from(x);
+    ///         Ok(())
+    ///     }
+    ///     fn forward_with(&self, pass: &mut Pass<'_>, params: &[Param], x: &DMatrix<f32>,
+    ///         y: &mut DMatrix<f32>, then: Activation) -> Result<(), ShapeError> {
+    ///         if pass.mode() == Mode::Train {
+    ///             let steps = pass.buffers().first().and_then(|b| b.count()).unwrap_or(0);
+    ///             pass.set_buffer(0, BufferValue::Count(steps + 1))?;
+    ///         }
+    ///         self.forward(params, x, y, then)
+    ///     }
+    ///     fn backward(&self, _: &[Param], _: &DMatrix<f32>, _: &DMatrix<f32>, dy: &DMatrix<f32>,
+    ///         _: &mut [DMatrix<f32>], dx: Option<&mut DMatrix<f32>>) -> Result<(), ShapeError> {
+    ///         if let Some(dx) = dx {
+    ///             dx.copy_from(dy);
+    ///         }
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// lazynet::keeps_shape!(Steps);
+    ///
+    /// let mut net = Net::new().push(Dense::<U2>::new()).push(Steps).bind::<U3>();
+    /// let x = Batch::<U3>::from_fn(4, |f, s| (f + s) as f32);
+    /// let count = |net: &Net<_, _>| net.named_buffers().next().and_then(|b| b.count());
+    /// let (_, grads) = net.loss_and_grads(&x, &Batch::<U2>::zeros(4), Mse)?;
+    /// assert_eq!(count(&net), Some(0)); // a pass changes nothing
+    /// Sgd::new(0.1).step(&mut net, &grads)?;
+    /// assert_eq!(count(&net), Some(1)); // the step writes what the pass recorded
+    /// net.forward(&x);
+    /// assert_eq!(count(&net), Some(1)); // inference records nothing
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     fn buffers(&self, _input: Option<&PartialShape>) -> Vec<BufferSpec> {
         Vec::new()
     }
