@@ -137,9 +137,13 @@ impl Layer for BatchNorm {
         let run = input
             .iter()
             .skip(1)
-            .try_fold(1usize, |n, d| n.checked_mul(*d))
-            .unwrap_or(usize::MAX);
-        Box::new(BatchNormKernel { channels, run })
+            .try_fold(1usize, |n, d| n.checked_mul(*d));
+        let width = run.and_then(|r| channels.checked_mul(r));
+        Box::new(BatchNormKernel {
+            channels,
+            run: run.unwrap_or(0),
+            width,
+        })
     }
 }
 
@@ -151,6 +155,9 @@ crate::keeps_shape!(BatchNorm);
 struct BatchNormKernel {
     channels: usize,
     run: usize,
+    /// The values of one sample, `channels · run`; `None` for a shape whose size a `usize`
+    /// cannot count (a kernel made on its own), which refuses every call.
+    width: Option<usize>,
 }
 
 /// The statistics of one channel over a batch, in `f64`: mean and biased variance.
@@ -160,21 +167,22 @@ struct Stats {
 }
 
 impl BatchNormKernel {
-    /// The values of one sample (`usize::MAX` for a shape whose size overflows, which no
-    /// buffer has).
-    fn width(&self) -> usize {
-        self.channels.saturating_mul(self.run)
-    }
-
-    /// Checks the parameters and buffers it was given; returns the weight and bias.
+    /// Checks the parameters and buffers it was given; returns the weight, the bias and the
+    /// values of one sample.
     fn check<'p>(
         &self,
         params: &'p [Param],
         x: &DMatrix<f32>,
         y: (usize, usize),
-    ) -> Result<(&'p [f32], &'p [f32]), ShapeError> {
+    ) -> Result<(&'p [f32], &'p [f32], usize), ShapeError> {
         let [w, b] = params else {
             return Err(param_count("BatchNorm", params.len(), 2));
+        };
+        let Some(width) = self.width else {
+            return Err(ShapeError::Contract {
+                what: "a call to the BatchNorm kernel".into(),
+                detail: "it was made for an input of more values than a usize counts".into(),
+            });
         };
         let c = (self.channels, 1);
         check_shapes(
@@ -182,17 +190,16 @@ impl BatchNormKernel {
             &[
                 ("the weight", w.value.shape(), c),
                 ("the bias", b.value.shape(), c),
-                ("the input", (x.nrows(), 1), (self.width(), 1)),
+                ("the input", (x.nrows(), 1), (width, 1)),
                 ("the output", y, x.shape()),
             ],
         )?;
-        Ok((w.value.as_slice(), b.value.as_slice()))
+        Ok((w.value.as_slice(), b.value.as_slice(), width))
     }
 
-    /// The statistics of every channel over the batch `x`.
-    fn stats(&self, x: &DMatrix<f32>) -> Vec<Stats> {
+    /// The statistics of every channel over the batch `x`, of `width` values a sample.
+    fn stats(&self, x: &DMatrix<f32>, width: usize) -> Vec<Stats> {
         let n = x.ncols() as f64 * self.run as f64;
-        let width = self.width();
         let mut sums = vec![0.0f64; self.channels];
         for sample in x.as_slice().chunks_exact(width.max(1)) {
             for (sum, run) in sums.iter_mut().zip(sample.chunks_exact(self.run.max(1))) {
@@ -217,16 +224,18 @@ impl BatchNormKernel {
             .collect()
     }
 
-    /// `y = x·scale + shift` per channel, then `then`.
+    /// `y = x·scale + shift` per channel, then `then`; `width` values a sample.
+    #[allow(clippy::too_many_arguments)]
     fn affine(
         &self,
         x: &DMatrix<f32>,
         y: &mut DMatrix<f32>,
+        width: usize,
         scale: &[f32],
         shift: &[f32],
         then: Activation,
     ) {
-        let width = self.width().max(1);
+        let width = width.max(1);
         let run = self.run.max(1);
         let samples = y
             .as_mut_slice()
@@ -242,6 +251,32 @@ impl BatchNormKernel {
         }
         then.apply(y.as_mut_slice(), &[], 1);
     }
+}
+
+/// Checks the gradient buffers of a normalization with `features` scales and shifts (and the
+/// input gradient, when asked for); returns the two gradients.
+fn scale_shift_grads<'g>(
+    kind: &str,
+    grads: &'g mut [DMatrix<f32>],
+    features: usize,
+    x: &DMatrix<f32>,
+    dx: Option<&DMatrix<f32>>,
+) -> Result<[&'g mut DMatrix<f32>; 2], ShapeError> {
+    let [dw, db] = grads else {
+        return Err(param_count(kind, grads.len(), 2));
+    };
+    let f = (features, 1);
+    check_shapes(
+        kind,
+        &[
+            ("the weight gradient", dw.shape(), f),
+            ("the bias gradient", db.shape(), f),
+        ],
+    )?;
+    if let Some(dx) = dx {
+        check_shapes(kind, &[("the input gradient", dx.shape(), x.shape())])?;
+    }
+    Ok([dw, db])
 }
 
 /// The running statistics and count among a batch normalization's buffers.
@@ -309,7 +344,7 @@ impl Kernel for BatchNormKernel {
         y: &mut DMatrix<f32>,
         then: Activation,
     ) -> Result<(), ShapeError> {
-        let (w, b) = self.check(params, x, y.shape())?;
+        let (w, b, width) = self.check(params, x, y.shape())?;
         let (rm, rv, count) = running(pass.buffers(), self.channels)?;
         match pass.mode() {
             Mode::Eval => {
@@ -325,12 +360,12 @@ impl Kernel for BatchNormKernel {
                     .zip(&scale)
                     .map(|((b, m), s)| b - m * s)
                     .collect();
-                self.affine(x, y, &scale, &shift, then);
+                self.affine(x, y, width, &scale, &shift, then);
                 Ok(())
             }
             Mode::Train => {
-                // `x` was checked to hold `ncols · width` values, so this product fits.
-                let n = x.ncols().saturating_mul(self.run);
+                // `x` holds `ncols · width` values, so this product fits.
+                let n = x.ncols().checked_mul(self.run).unwrap_or(0);
                 if n < 2 {
                     return Err(ShapeError::BatchTooSmall {
                         layer: pass.path.to_owned(),
@@ -338,7 +373,7 @@ impl Kernel for BatchNormKernel {
                         values: n,
                     });
                 }
-                let stats = self.stats(x);
+                let stats = self.stats(x, width);
                 let invstd: Vec<f64> = stats
                     .iter()
                     .map(|s| 1.0 / (s.var + f64::from(EPS)).sqrt())
@@ -354,7 +389,7 @@ impl Kernel for BatchNormKernel {
                     .zip(&scale)
                     .map(|((b, s), a)| (f64::from(*b) - s.mean * f64::from(*a)) as f32)
                     .collect();
-                self.affine(x, y, &scale, &shift, then);
+                self.affine(x, y, width, &scale, &shift, then);
                 // The running statistics, updated with the unbiased variance.
                 let unbias = n as f64 / (n as f64 - 1.0);
                 let m = MOMENTUM;
@@ -390,28 +425,12 @@ impl Kernel for BatchNormKernel {
         grads: &mut [DMatrix<f32>],
         dx: Option<&mut DMatrix<f32>>,
     ) -> Result<(), ShapeError> {
-        let (w, _) = self.check(params, x, dy.shape())?;
-        let [dw, db] = grads else {
-            return Err(param_count("BatchNorm", grads.len(), 2));
-        };
-        let c = (self.channels, 1);
-        check_shapes(
-            "BatchNorm",
-            &[
-                ("the weight gradient", dw.shape(), c),
-                ("the bias gradient", db.shape(), c),
-            ],
-        )?;
-        if let Some(dx) = &dx {
-            check_shapes(
-                "BatchNorm",
-                &[("the input gradient", dx.shape(), x.shape())],
-            )?;
-        }
+        let (w, _, width) = self.check(params, x, dy.shape())?;
+        let [dw, db] = scale_shift_grads("BatchNorm", grads, self.channels, x, dx.as_deref())?;
         // Per channel: mean and 1/std as the forward pass used them.
         let (means, invstd): (Vec<f64>, Vec<f64>) = match pass.mode() {
             Mode::Train => self
-                .stats(x)
+                .stats(x, width)
                 .iter()
                 .map(|s| (s.mean, 1.0 / (s.var + f64::from(EPS)).sqrt()))
                 .unzip(),
@@ -423,7 +442,7 @@ impl Kernel for BatchNormKernel {
                     .unzip()
             }
         };
-        let width = self.width().max(1);
+        let width = width.max(1);
         let run = self.run.max(1);
         // Σ dy and Σ dy·x̂ per channel.
         let mut sum_dy = vec![0.0f64; self.channels];
@@ -634,23 +653,7 @@ impl Kernel for LayerNormKernel {
         dx: Option<&mut DMatrix<f32>>,
     ) -> Result<(), ShapeError> {
         let (w, _) = self.check(params, x, dy.shape())?;
-        let [dw, db] = grads else {
-            return Err(param_count("LayerNorm", grads.len(), 2));
-        };
-        let fs = (self.features, 1);
-        check_shapes(
-            "LayerNorm",
-            &[
-                ("the weight gradient", dw.shape(), fs),
-                ("the bias gradient", db.shape(), fs),
-            ],
-        )?;
-        if let Some(dx) = &dx {
-            check_shapes(
-                "LayerNorm",
-                &[("the input gradient", dx.shape(), x.shape())],
-            )?;
-        }
+        let [dw, db] = scale_shift_grads("LayerNorm", grads, self.features, x, dx.as_deref())?;
         let f = self.features.max(1);
         let n = f as f64;
         let mut sum_w = vec![0.0f64; f];
